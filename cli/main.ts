@@ -1,0 +1,25 @@
+/**
+ * `sppo` — the command-line entry point (bin/sppo.mjs loads this file). Each command lives in cli/commands/ and
+ * exports `register(program)`; only commands that work are registered, so `--help` lists exactly what runs.
+ */
+import { Command } from "commander";
+import { ConfigError } from "../lib/config/load.js";
+import * as serve from "./commands/serve.js";
+
+const program = new Command("sppo")
+  .description("Self-Play Preference Optimization: generator, preference oracle and optimizer services and the self-play loop")
+  .showHelpAfterError();
+
+for (const command of [serve]) command.register(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  // Expected failures (bad config, bad input) print one clear line; anything else keeps its stack.
+  if (err instanceof ConfigError || (err as { userFacing?: boolean }).userFacing) {
+    process.stderr.write(`sppo: ${(err as Error).message}\n`);
+  } else {
+    process.stderr.write(`sppo: ${(err as Error)?.stack ?? String(err)}\n`);
+  }
+  process.exitCode = 1;
+}

@@ -1,0 +1,15 @@
+/**
+ * The one configuration schema of the project. Each section lives in its own file beside this one and is owned by
+ * the part of the system it configures; every field has a default, so an empty config runs the embedded default task.
+ */
+import { z } from "zod";
+import { clientConfigSchema, serverConfigSchema } from "./server.js";
+
+export const configSchema = z
+  .object({
+    server: serverConfigSchema.default(serverConfigSchema.parse({})),
+    client: clientConfigSchema.default(clientConfigSchema.parse({})),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;

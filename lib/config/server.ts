@@ -1,0 +1,45 @@
+import { z } from "zod";
+
+/** How every service is served (lib/grpc/serve.ts). */
+export const serverConfigSchema = z
+  .object({
+    /** Interface to bind. @default "0.0.0.0" */
+    host: z.string().default("0.0.0.0"),
+    /** Port to bind; 0 picks a free one. @default 50051 */
+    port: z.number().int().min(0).max(65535).default(50051),
+    /** Port of the Prometheus `/metrics` HTTP endpoint; 0 picks a free one, -1 turns it off. @default 9464 */
+    metricsPort: z.number().int().min(-1).max(65535).default(9464),
+    /** Largest message received or sent, in bytes. grpc-js's default is 4 MiB. @default 64 MiB */
+    maxMessageBytes: z.number().int().positive().default(64 * 1024 * 1024),
+    /** Close connections after this long so that clients re-resolve DNS and see new pods. @default 5 min */
+    maxConnectionAgeMs: z.number().int().positive().default(5 * 60_000),
+    /** Let in-flight calls finish this long after max_connection_age before closing. @default 30 s */
+    maxConnectionAgeGraceMs: z.number().int().positive().default(30_000),
+    /** Send a keepalive ping this often. @default 30 s */
+    keepaliveTimeMs: z.number().int().positive().default(30_000),
+    /** Drop the connection when a ping is not answered within this. @default 10 s */
+    keepaliveTimeoutMs: z.number().int().positive().default(10_000),
+    /** On SIGTERM: health NOT_SERVING, stop accepting, let in-flight calls finish up to this, then cancel. @default 10 s */
+    shutdownGraceMs: z.number().int().nonnegative().default(10_000),
+  })
+  .strict();
+
+export type ServerConfig = z.infer<typeof serverConfigSchema>;
+
+/** How every client calls a service (lib/grpc/client.ts). */
+export const clientConfigSchema = z
+  .object({
+    /** Deadline of a unary call. @default 30 s */
+    deadlineMs: z.number().int().positive().default(30_000),
+    /** Attempts of a call that failed with UNAVAILABLE (service-config retry policy), first one included. @default 5 */
+    maxAttempts: z.number().int().min(1).max(5).default(5),
+    /** First retry back-off. @default 100 ms */
+    initialBackoffMs: z.number().int().positive().default(100),
+    /** Largest retry back-off. @default 5 s */
+    maxBackoffMs: z.number().int().positive().default(5_000),
+    /** Largest message received or sent, in bytes. @default 64 MiB */
+    maxMessageBytes: z.number().int().positive().default(64 * 1024 * 1024),
+  })
+  .strict();
+
+export type ClientConfig = z.infer<typeof clientConfigSchema>;
