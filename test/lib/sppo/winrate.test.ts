@@ -14,7 +14,7 @@ import {
 
 const closeAll = (a: readonly number[], b: readonly number[], tol = 1e-12) => {
   assert.equal(a.length, b.length);
-  a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) <= tol, `[${i}]: ${x} != ${b[i]}`));
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= tol, `[${i}]: ${a[i]} != ${b[i]}`);
 };
 
 describe("paper estimator P̂_i = (1/K) Σ_j P_ij", () => {
