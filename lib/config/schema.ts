@@ -3,12 +3,14 @@
  * the part of the system it configures; every field has a default, so an empty config runs the embedded default task.
  */
 import { z } from "zod";
+import { oracleConfigSchema } from "./oracle.js";
 import { clientConfigSchema, serverConfigSchema } from "./server.js";
 
 export const configSchema = z
   .object({
     server: serverConfigSchema.default(serverConfigSchema.parse({})),
     client: clientConfigSchema.default(clientConfigSchema.parse({})),
+    oracle: oracleConfigSchema.default(oracleConfigSchema.parse({})),
   })
   .strict();
 
