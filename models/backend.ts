@@ -1,0 +1,174 @@
+/**
+ * Backend selection and the project-wide fixes for tfjs's `wasm` backend (DESIGN §4).
+ *
+ * Order: native TensorFlow (`@tensorflow/tfjs-node-gpu`, then `@tensorflow/tfjs-node`) where it imports cleanly →
+ * `wasm` (SIMD build, single-threaded in Node) → `cpu`. The native packages download libtensorflow at install time
+ * and are absent or half-installed on most machines here, so each is a dynamic import inside try/catch.
+ *
+ * The wasm fixes are registered once, when `wasm` is first initialised, and apply to every caller in the process:
+ *  - `BatchMatMul` with `transposeA`/`transposeB` runs 15–60× slower than an explicit `Transpose` followed by a plain
+ *    product, and every matMul gradient uses those flags. We re-register the kernel to transpose explicitly first.
+ *  - `UnsortedSegmentSum` (the gradient of `gather`, i.e. of every embedding lookup) is missing; we register a
+ *    plain-JS kernel for it on the wasm heap.
+ *
+ * Run `node --import tsx bench/run.ts --only wasm-kernels` to measure both.
+ */
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import * as tf from "@tensorflow/tfjs";
+
+/** A backend name the engine can run on. "auto" picks the best one present. */
+export type BackendName = "auto" | "tensorflow" | "wasm" | "cpu";
+
+/** What `initBackend` chose and why the ones before it were skipped. */
+export interface BackendInfo {
+  /** tfjs's name of the active backend ("tensorflow", "wasm" or "cpu"). */
+  name: string;
+  /** One line per backend that was tried and skipped, with the reason. */
+  skipped: string[];
+}
+
+let current: Promise<BackendInfo> | undefined;
+let currentRequest: BackendName | undefined;
+
+async function tryNative(skipped: string[]): Promise<boolean> {
+  for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
+    try {
+      await import(pkg);
+      if (await tf.setBackend("tensorflow")) return true;
+      skipped.push(`${pkg}: imported but the "tensorflow" backend did not initialise`);
+    } catch (err) {
+      skipped.push(`${pkg}: ${(err as Error).message.split("\n")[0]}`);
+    }
+  }
+  return false;
+}
+
+let wasmPathsSet = false;
+async function tryWasm(skipped: string[]): Promise<boolean> {
+  try {
+    const wasm = await import("@tensorflow/tfjs-backend-wasm");
+    if (!wasmPathsSet) {
+      // In Node the .wasm binaries are read from the package's dist/ folder, never fetched.
+      const require = createRequire(import.meta.url);
+      const dir = dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"));
+      wasm.setWasmPaths(`${join(dir, "dist")}/`);
+      wasmPathsSet = true;
+    }
+    if (await tf.setBackend("wasm")) {
+      installWasmFixes();
+      return true;
+    }
+    skipped.push("wasm: did not initialise");
+  } catch (err) {
+    skipped.push(`wasm: ${(err as Error).message.split("\n")[0]}`);
+  }
+  return false;
+}
+
+/**
+ * Chooses and initialises the tfjs backend once per process (later calls with the same request return the same
+ * answer; a different request switches). `auto` = tensorflow → wasm → cpu; naming one forces it and throws if it
+ * cannot start.
+ */
+export function initBackend(request: BackendName = "auto"): Promise<BackendInfo> {
+  if (current && currentRequest === request) return current;
+  currentRequest = request;
+  current = (async () => {
+    const skipped: string[] = [];
+    if ((request === "auto" || request === "tensorflow") && (await tryNative(skipped))) return { name: tf.getBackend(), skipped };
+    if (request === "tensorflow") throw new Error(`backend "tensorflow" is not available: ${skipped.join("; ")}`);
+    if ((request === "auto" || request === "wasm") && (await tryWasm(skipped))) return { name: tf.getBackend(), skipped };
+    if (request === "wasm") throw new Error(`backend "wasm" is not available: ${skipped.join("; ")}`);
+    if (!(await tf.setBackend("cpu"))) throw new Error("backend cpu did not initialise");
+    return { name: tf.getBackend(), skipped };
+  })();
+  current.catch(() => {
+    current = undefined;
+  });
+  return current;
+}
+
+// ---- wasm kernel fixes ----------------------------------------------------------------------------------------------
+
+/** The slice of the wasm backend these kernels use (its class is not exported with types we can import cheaply). */
+interface WasmBackendLike extends tf.KernelBackend {
+  readSync(dataId: object): tf.backend_util.BackendValues;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): tf.backend_util.TypedArray;
+  disposeData(dataId: object): boolean;
+}
+
+let wasmFixed = false;
+
+/** Whether the wasm fixes are registered (for tests and the bench). */
+export function wasmFixesInstalled(): boolean {
+  return wasmFixed;
+}
+
+function installWasmFixes(): void {
+  if (wasmFixed) return;
+  const original = tf.getKernel("BatchMatMul", "wasm");
+  const transposeKernel = tf.getKernel("Transpose", "wasm");
+  if (!original || !transposeKernel) throw new Error("wasm backend lacks BatchMatMul or Transpose kernels");
+  const originalFunc = original.kernelFunc;
+  const transposeFunc = transposeKernel.kernelFunc;
+  // Swap the last two axes of `x` with the wasm Transpose kernel; the caller frees the result.
+  const swapLast = (x: tf.TensorInfo, backend: unknown): tf.TensorInfo => {
+    const rank = x.shape.length;
+    const perm = [...Array(rank).keys()];
+    [perm[rank - 2], perm[rank - 1]] = [perm[rank - 1], perm[rank - 2]];
+    return transposeFunc({ inputs: { x }, backend: backend as tf.KernelBackend, attrs: { perm } }) as tf.TensorInfo;
+  };
+  tf.unregisterKernel("BatchMatMul", "wasm");
+  tf.registerKernel({
+    kernelName: "BatchMatMul",
+    backendName: "wasm",
+    setupFunc: original.setupFunc,
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+      const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
+      if (!transposeA && !transposeB) return originalFunc({ inputs, backend, attrs });
+      const wasmBackend = backend as WasmBackendLike;
+      const a2 = transposeA ? swapLast(a, backend) : a;
+      const b2 = transposeB ? swapLast(b, backend) : b;
+      const out = originalFunc({
+        inputs: { a: a2, b: b2 },
+        backend,
+        attrs: { ...attrs, transposeA: false, transposeB: false } as unknown as tf.NamedAttrMap,
+      });
+      if (transposeA) wasmBackend.disposeData(a2.dataId);
+      if (transposeB) wasmBackend.disposeData(b2.dataId);
+      return out;
+    },
+  });
+
+  if (!tf.getKernel("UnsortedSegmentSum", "wasm")) {
+    tf.registerKernel({
+      kernelName: "UnsortedSegmentSum",
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+        const { numSegments } = attrs as unknown as { numSegments: number };
+        const wasmBackend = backend as WasmBackendLike;
+        const ids = wasmBackend.readSync(segmentIds.dataId) as Int32Array;
+        const values = wasmBackend.readSync(x.dataId) as Float32Array | Int32Array;
+        // x is [...segmentIds.shape, ...inner]; out is [numSegments, ...inner].
+        const inner = x.shape.slice(segmentIds.shape.length);
+        const innerSize = inner.reduce((p, d) => p * d, 1);
+        const out = wasmBackend.makeOutput([numSegments, ...inner], x.dtype);
+        const heap = wasmBackend.typedArrayFromHeap(out);
+        heap.fill(0);
+        for (let i = 0; i < ids.length; i++) {
+          const seg = ids[i];
+          if (seg < 0 || seg >= numSegments) continue; // TensorFlow drops out-of-range ids
+          const src = i * innerSize;
+          const dst = seg * innerSize;
+          for (let j = 0; j < innerSize; j++) heap[dst + j] += values[src + j];
+        }
+        return out;
+      },
+    });
+  }
+  wasmFixed = true;
+}

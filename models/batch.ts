@@ -1,0 +1,63 @@
+/**
+ * Padded batches of (prompt, response) token sequences, the input of scoring and of the training primitives.
+ * Sequences are right-padded: row b is prompt ++ response ++ padding, positions 0..len-1, padding never attended.
+ * The logits at index t predict token t + 1, so `targets[b][t] = ids[b][t + 1]` and `responseMask[b][t]` is 1 exactly
+ * where t + 1 is a response token (prompt tokens and padding are masked out).
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** One (prompt, response) pair of token ids. The response may end with EOS (and then EOS is scored). */
+export interface TokenPair {
+  prompt: number[];
+  response: number[];
+}
+
+/** A padded batch on the active backend; `dispose()` frees it. */
+export interface TokenBatch {
+  /** [B, L] int32 input ids (the last token of each row is never an input that matters). */
+  ids: tf.Tensor2D;
+  /** [B, L] float32: 1 for real tokens, 0 for padding. */
+  attentionMask: tf.Tensor2D;
+  /** [B, L] int32: the token each position predicts (0 where masked). */
+  targets: tf.Tensor2D;
+  /** [B, L] float32: 1 where `targets` is a response token. */
+  responseMask: tf.Tensor2D;
+  /** Response tokens per row. */
+  responseTokens: number[];
+  dispose(): void;
+}
+
+/** Builds a right-padded batch. Every prompt needs at least one token (the response is predicted from it). */
+export function makeBatch(pairs: TokenPair[], padId = 0): TokenBatch {
+  if (pairs.length === 0) throw new RangeError("makeBatch: no pairs");
+  const B = pairs.length;
+  const L = Math.max(...pairs.map((p) => p.prompt.length + p.response.length));
+  const ids = new Int32Array(B * L).fill(padId);
+  const mask = new Float32Array(B * L);
+  const targets = new Int32Array(B * L);
+  const respMask = new Float32Array(B * L);
+  pairs.forEach(({ prompt, response }, b) => {
+    if (prompt.length === 0) throw new RangeError(`makeBatch: pair ${b} has an empty prompt (prepend BOS)`);
+    const seq = [...prompt, ...response];
+    for (let t = 0; t < seq.length; t++) {
+      ids[b * L + t] = seq[t];
+      mask[b * L + t] = 1;
+      if (t + 1 < seq.length) targets[b * L + t] = seq[t + 1];
+      if (t + 1 >= prompt.length && t + 1 < seq.length) respMask[b * L + t] = 1;
+    }
+  });
+  const batch = {
+    ids: tf.tensor2d(ids, [B, L], "int32"),
+    attentionMask: tf.tensor2d(mask, [B, L], "float32"),
+    targets: tf.tensor2d(targets, [B, L], "int32"),
+    responseMask: tf.tensor2d(respMask, [B, L], "float32"),
+    responseTokens: pairs.map((p) => p.response.length),
+    dispose() {
+      batch.ids.dispose();
+      batch.attentionMask.dispose();
+      batch.targets.dispose();
+      batch.responseMask.dispose();
+    },
+  };
+  return batch;
+}

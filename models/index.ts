@@ -1,0 +1,33 @@
+/**
+ * The policy engine: decoder-only transformers in TensorFlow.js (GPT-2 and Llama families), real model directories
+ * (config.json + model.safetensors + tokenizer.json [+ tokenizer_config.json]), sampling, scoring and training
+ * primitives. Everything below works on any family through the `CausalLM` interface.
+ *
+ * Start-up:     `await initBackend(config.engine.backend)`   tensorflow → wasm → cpu, wasm kernels fixed
+ * Load/save:    `loadModel(dir) → { model, tokenizer }`, `saveModel(dir, model, tokenizer)`
+ * Text → ids:   `encodePrompt(tokenizer, text)` (chat template + BOS), `tokenizer.encode/decode`
+ * Sample:       `sampleIds(model, promptIds[], { temperature, topP, topK, maxNewTokens, seed, eosId })`
+ *                 → `{ tokenIds, stepLogprobs, logprob, finished }[]`  (logprob at temperature 1)
+ *               `sampleText(loaded, prompts[], { k, ...SampleOptions })` → per prompt, k `{ text, ... }`
+ * Score:        `scorePairs(model, [{ prompt, response }], { batchSize })` → `{ logprob, tokens }[]`
+ * Train:        `sequenceLogProbs(model, makeBatch(pairs)) → tf.Tensor1D [B]` (differentiable),
+ *               `valueAndGrads(model, () => loss)`, `clipGradNorm`, `new Adam()/new RMSprop()` with
+ *               `.apply(model.params, grads, lr)`, `.state()`/`optimizerFromState()`, `warmupLinearSchedule`.
+ * Raw weights:  `model.params` (tf.Variable by HF name), `modelTensors(model)`, `modelFromTensors(config, tensors)`.
+ *
+ * Every forward pass is synchronous and tidy; callers dispose what they are handed (batches, caches, grads).
+ */
+export { type BackendInfo, type BackendName, initBackend, wasmFixesInstalled } from "./backend.js";
+export { makeBatch, type TokenBatch, type TokenPair } from "./batch.js";
+export { configToJson, contextLength, type GPT2Config, gpt2Config, type LlamaConfig, llamaConfig, type ModelConfig, modelWidth, normalizeConfig } from "./config.js";
+export { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";
+export { createModel, type LoadedModel, loadModel, modelFromTensors, modelTensors, paramShapes, saveModel } from "./io.js";
+export { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
+export { type CausalLM, disposeCache, type ForwardOptions, type ForwardOutput, type KVCache } from "./model.js";
+export { createRng, type Rng } from "./prng.js";
+export { ModelFormatError, parseSafetensors, type RawTensor, readSafetensors, serializeSafetensors, writeSafetensors } from "./safetensors.js";
+export { drawToken, type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
+export { type Score, scorePairs, sequenceLogProbs } from "./score.js";
+export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js";
+export { type ChatMessage, PolicyTokenizer } from "./tokenizer.js";
+export { Adam, type AdamOptions, clipGradNorm, type NamedGrads, type Optimizer, type OptimizerState, optimizerFromState, RMSprop, type RMSpropOptions, valueAndGrads, warmupLinearSchedule } from "./train.js";

@@ -1,0 +1,127 @@
+/**
+ * Loading and saving a model directory in the Hugging Face layout: `config.json`, `model.safetensors`,
+ * `tokenizer.json` and (optional) `tokenizer_config.json`. Loading is a copy by name with a shape check per tensor;
+ * every problem is a ModelFormatError naming the file and tensor. Nothing from the directory is executed.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { configToJson, type ModelConfig, normalizeConfig } from "./config.js";
+import { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";
+import { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
+import type { CausalLM } from "./model.js";
+import { ModelFormatError, type RawTensor, readSafetensors, writeSafetensors } from "./safetensors.js";
+import { PolicyTokenizer } from "./tokenizer.js";
+
+/** A loaded model directory. */
+export interface LoadedModel {
+  model: CausalLM;
+  /** Absent when the directory has no tokenizer.json (id-level use only). */
+  tokenizer?: PolicyTokenizer;
+  dir: string;
+}
+
+/** Names and shapes of a config's parameters. */
+export function paramShapes(config: ModelConfig): [string, number[]][] {
+  return config.model_type === "gpt2" ? gpt2ParamShapes(config) : llamaParamShapes(config);
+}
+
+/** Buffers and aliases that checkpoints carry but that are not parameters (ignored when present). */
+function ignorable(name: string, config: ModelConfig): boolean {
+  if (/\.attn\.(masked_)?bias$/.test(name) || name.endsWith("rotary_emb.inv_freq")) return true;
+  // A tied LM head is stored by some writers; it is the embedding, so it is not loaded twice.
+  return name === "lm_head.weight" && config.tie_word_embeddings;
+}
+
+/** Creates a model of the config's family over the given parameters (or fresh ones from `seed`). */
+export function createModel(config: ModelConfig, params?: Map<string, tf.Variable>, seed = 0): CausalLM {
+  return config.model_type === "gpt2" ? new GPT2LMHeadModel(config, params, seed) : new LlamaForCausalLM(config, params, seed);
+}
+
+/**
+ * Builds a model from raw tensors by HF name. GPT-2 checkpoints saved from `GPT2Model` lack the `transformer.`
+ * prefix; both spellings load. `file` names the source in errors.
+ */
+export function modelFromTensors(config: ModelConfig, tensors: Map<string, RawTensor>, file = "model.safetensors"): CausalLM {
+  const expected = paramShapes(config);
+  const lookup = (name: string): [string, RawTensor | undefined] => {
+    if (tensors.has(name)) return [name, tensors.get(name)];
+    if (name.startsWith("transformer.") && tensors.has(name.slice("transformer.".length))) {
+      const short = name.slice("transformer.".length);
+      return [short, tensors.get(short)];
+    }
+    return [name, undefined];
+  };
+  const used = new Set<string>();
+  const params = new Map<string, tf.Variable>();
+  try {
+    for (const [name, shape] of expected) {
+      const [found, t] = lookup(name);
+      if (!t) throw new ModelFormatError(`${file}: tensor ${name} is missing (the config needs it for ${config.model_type})`);
+      if (t.shape.join() !== shape.join()) throw new ModelFormatError(`${file}: tensor ${name} has shape [${t.shape}], config.json implies [${shape}]`);
+      if (!(t.data instanceof Float32Array)) throw new ModelFormatError(`${file}: tensor ${name} has an integer dtype, expected a float`);
+      used.add(found);
+      params.set(name, tf.tidy(() => tf.variable(tf.tensor(t.data, shape, "float32"), true)));
+    }
+    for (const name of tensors.keys()) {
+      if (!used.has(name) && !ignorable(name, config)) throw new ModelFormatError(`${file}: tensor ${name} is not a parameter of this ${config.model_type} config`);
+    }
+  } catch (err) {
+    for (const p of params.values()) p.dispose();
+    throw err;
+  }
+  return createModel(config, params);
+}
+
+function readJson(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ModelFormatError(`${path}: cannot read it (${(err as Error).message})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ModelFormatError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** Loads a model directory. The tokenizer is optional (a directory of weights alone loads as ids-only). */
+export function loadModel(dir: string): LoadedModel {
+  const configPath = join(dir, "config.json");
+  const config = normalizeConfig(readJson(configPath), configPath);
+  const weightsPath = join(dir, "model.safetensors");
+  const model = modelFromTensors(config, readSafetensors(weightsPath), weightsPath);
+  let tokenizer: PolicyTokenizer | undefined;
+  const tokPath = join(dir, "tokenizer.json");
+  if (existsSync(tokPath)) {
+    const cfgPath = join(dir, "tokenizer_config.json");
+    try {
+      tokenizer = new PolicyTokenizer(readJson(tokPath), existsSync(cfgPath) ? readJson(cfgPath) : {});
+    } catch (err) {
+      model.dispose();
+      if (err instanceof ModelFormatError) throw err;
+      throw new ModelFormatError(`${tokPath}: cannot build the tokenizer (${(err as Error).message})`);
+    }
+  }
+  return { model, tokenizer, dir };
+}
+
+/** Reads every parameter to plain arrays, by HF name. */
+export function modelTensors(model: CausalLM): Map<string, RawTensor> {
+  const out = new Map<string, RawTensor>();
+  for (const [name, p] of model.params) out.set(name, { shape: [...p.shape], data: p.dataSync() as Float32Array });
+  return out;
+}
+
+/** Writes config.json, model.safetensors and, when given, tokenizer.json/tokenizer_config.json into `dir`. */
+export function saveModel(dir: string, model: CausalLM, tokenizer?: PolicyTokenizer): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "config.json"), `${JSON.stringify(configToJson(model.config), null, 2)}\n`);
+  writeSafetensors(join(dir, "model.safetensors"), modelTensors(model));
+  if (tokenizer) {
+    writeFileSync(join(dir, "tokenizer.json"), `${JSON.stringify(tokenizer.tokenizerJson)}\n`);
+    writeFileSync(join(dir, "tokenizer_config.json"), `${JSON.stringify(tokenizer.tokenizerConfig, null, 2)}\n`);
+  }
+}

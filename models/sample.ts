@@ -1,0 +1,198 @@
+/**
+ * Batched sampling with a KV cache. Prompts are left-padded to a common length (padding masked, positions counted
+ * from each row's first real token), prefilled in one pass, then decoded one token per step for every row. Each
+ * row draws from its own seeded generator (seed, row), so results are reproducible and a row's draws do not depend
+ * on the other rows. Each response's log-prob is the policy's, at temperature 1, whatever temperature/top-p/top-k
+ * shaped the draw: that is what scoring computes, and what SPPO's reference log-probs are.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { contextLength } from "./config.js";
+import { type CausalLM, disposeCache, type KVCache } from "./model.js";
+import { createRng, type Rng } from "./prng.js";
+
+export interface SampleOptions {
+  /** Softmax temperature of the draw; 0 means greedy (argmax). @default 1 */
+  temperature?: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p. 1 turns it off. @default 1 */
+  topP?: number;
+  /** Keep only the k most likely tokens; 0 turns it off. @default 0 */
+  topK?: number;
+  /** Most tokens generated per response (EOS included). @default 64 */
+  maxNewTokens?: number;
+  /** Seed of the per-row generators. @default 0 */
+  seed?: number;
+  /** Token that ends a response (it is kept in `tokenIds` and counted in `logprob`); undefined: never stop early. */
+  eosId?: number;
+  /** Id written into padding positions (masked; its value does not matter). @default 0 */
+  padId?: number;
+  /** First stream index of the per-row generators (row b uses stream streamOffset + b). @default 0 */
+  streamOffset?: number;
+}
+
+/** One sampled response. */
+export interface SampleResult {
+  /** Generated ids, EOS included when the response stopped on it. */
+  tokenIds: number[];
+  /** log π(token | context) at temperature 1 for each generated token. */
+  stepLogprobs: number[];
+  /** Σ stepLogprobs: the response's log-prob under the policy. */
+  logprob: number;
+  /** Whether the response ended with EOS (false: cut at maxNewTokens). */
+  finished: boolean;
+}
+
+/** Checks options once, naming the option at fault. */
+function checkOptions(o: SampleOptions): Required<Omit<SampleOptions, "eosId">> & { eosId?: number } {
+  const opts = { temperature: 1, topP: 1, topK: 0, maxNewTokens: 64, seed: 0, padId: 0, streamOffset: 0, ...o };
+  if (!(opts.temperature >= 0) || !Number.isFinite(opts.temperature)) throw new TypeError(`temperature must be a finite number ≥ 0, got ${opts.temperature}`);
+  if (!(opts.topP > 0 && opts.topP <= 1)) throw new TypeError(`topP must be in (0, 1], got ${opts.topP}`);
+  if (!Number.isInteger(opts.topK) || opts.topK < 0) throw new TypeError(`topK must be an integer ≥ 0, got ${opts.topK}`);
+  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 1) throw new TypeError(`maxNewTokens must be an integer ≥ 1, got ${opts.maxNewTokens}`);
+  if (!Number.isFinite(opts.seed)) throw new TypeError(`seed must be a finite number, got ${opts.seed}`);
+  return opts;
+}
+
+/** log-softmax value of `index` in `row` (at temperature 1). */
+function logProbOf(row: Float32Array, index: number): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
+  return row[index] - max - Math.log(sum);
+}
+
+/** Draws one token from `row` under temperature / top-k / top-p with `rng`. */
+export function drawToken(row: Float32Array, temperature: number, topK: number, topP: number, rng: Rng): number {
+  const V = row.length;
+  if (temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < V; i++) if (row[i] > row[best]) best = i;
+    return best;
+  }
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < V; i++) if (row[i] > max) max = row[i];
+  const probs = new Float64Array(V);
+  let sum = 0;
+  for (let i = 0; i < V; i++) sum += probs[i] = Math.exp((row[i] - max) / temperature);
+  let candidates: number[];
+  if (topK > 0 || topP < 1) {
+    // Descending by probability; ties broken by id so that the order is deterministic.
+    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+    candidates = topK > 0 ? order.slice(0, Math.min(topK, V)) : order;
+    if (topP < 1) {
+      const total = candidates.reduce((s, i) => s + probs[i], 0);
+      let cum = 0;
+      let keep = 0;
+      while (keep < candidates.length) {
+        cum += probs[candidates[keep]] / total;
+        keep++;
+        if (cum >= topP) break;
+      }
+      candidates = candidates.slice(0, keep);
+    }
+    sum = candidates.reduce((s, i) => s + probs[i], 0);
+  } else {
+    candidates = [];
+  }
+  const u = rng.next() * sum;
+  let acc = 0;
+  if (candidates.length > 0) {
+    for (const i of candidates) {
+      acc += probs[i];
+      if (u < acc) return i;
+    }
+    return candidates[candidates.length - 1];
+  }
+  for (let i = 0; i < V; i++) {
+    acc += probs[i];
+    if (u < acc) return i;
+  }
+  return V - 1;
+}
+
+/**
+ * Samples one response per prompt (ids; repeat a prompt K times for K samples). Synchronous; tensors are freed.
+ * Throws RangeError when a prompt is empty or prompt + maxNewTokens exceeds the model's context.
+ */
+export function sampleIds(model: CausalLM, prompts: number[][], options: SampleOptions = {}): SampleResult[] {
+  const o = checkOptions(options);
+  const B = prompts.length;
+  if (B === 0) return [];
+  const L = Math.max(...prompts.map((p) => p.length));
+  if (prompts.some((p) => p.length === 0)) throw new RangeError("sampleIds: every prompt needs at least one token");
+  const ctx = contextLength(model.config);
+  const maxNew = Math.min(o.maxNewTokens, ctx - L);
+  if (maxNew < 1) throw new RangeError(`sampleIds: a prompt of ${L} tokens leaves no room in the context of ${ctx}`);
+
+  // Left padding: row b is [pad × (L - len_b), prompt_b]; positions count from the first real token.
+  const ids = new Int32Array(B * L).fill(o.padId);
+  const mask: number[][] = [];
+  const pos = new Int32Array(B * L);
+  prompts.forEach((p, b) => {
+    const off = L - p.length;
+    const m = new Array<number>(L).fill(0);
+    for (let t = 0; t < p.length; t++) {
+      ids[b * L + off + t] = p[t];
+      m[off + t] = 1;
+      pos[b * L + off + t] = t;
+    }
+    mask.push(m);
+  });
+  const rngs = prompts.map((_, b) => createRng(o.seed, o.streamOffset + b));
+  const results: SampleResult[] = prompts.map(() => ({ tokenIds: [], stepLogprobs: [], logprob: 0, finished: false }));
+  const lengths = prompts.map((p) => p.length);
+
+  let cache: KVCache | undefined;
+  let logits: tf.Tensor3D;
+  {
+    const idsT = tf.tensor2d(ids, [B, L], "int32");
+    const posT = tf.tensor2d(pos, [B, L], "int32");
+    const maskT = tf.tensor2d(mask, [B, L], "float32");
+    const out = model.forward(idsT, { positions: posT, attentionMask: maskT, useCache: true, lastOnly: true });
+    tf.dispose([idsT, posT, maskT]);
+    logits = out.logits;
+    cache = out.cache;
+  }
+  try {
+    for (let step = 0; step < maxNew; step++) {
+      const V = logits.shape[2];
+      const data = logits.dataSync() as Float32Array; // (B, 1, V)
+      logits.dispose();
+      const next = new Int32Array(B);
+      for (let b = 0; b < B; b++) {
+        const r = results[b];
+        if (r.finished) {
+          next[b] = o.padId;
+          continue;
+        }
+        const row = data.subarray(b * V, (b + 1) * V);
+        const token = drawToken(row, o.temperature, o.topK, o.topP, rngs[b]);
+        const lp = logProbOf(row, token);
+        r.tokenIds.push(token);
+        r.stepLogprobs.push(lp);
+        r.logprob += lp;
+        next[b] = token;
+        if (o.eosId !== undefined && token === o.eosId) r.finished = true;
+      }
+      if (results.every((r) => r.finished) || step === maxNew - 1) break;
+      for (const m of mask) m.push(1);
+      const idsT = tf.tensor2d(next, [B, 1], "int32");
+      const posT = tf.tensor2d(
+        lengths.map((len) => [len + step]),
+        [B, 1],
+        "int32",
+      );
+      const S = mask[0].length;
+      const maskT = tf.tensor2d(mask, [B, S], "float32");
+      const out = model.forward(idsT, { positions: posT, attentionMask: maskT, cache, useCache: true, lastOnly: true });
+      tf.dispose([idsT, posT, maskT]);
+      disposeCache(cache);
+      cache = out.cache;
+      logits = out.logits;
+    }
+  } finally {
+    if (!logits.isDisposed) logits.dispose();
+    disposeCache(cache);
+  }
+  return results;
+}
