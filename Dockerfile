@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+#
+# The CPU image of sppo: every `sppo` command (serve generator|oracle|optimizer, run, watch) on Node 20, with tfjs on
+# its wasm backend and onnxruntime-node's bundled (native, multi-threaded) CPU provider. The GPU variant is
+# Dockerfile.gpu. See docs/deploy.md.
+#
+#   docker build -t sppo:0.1.0 .
+#   docker run --rm --read-only --tmpfs /tmp sppo:0.1.0                  # `sppo run` on the embedded default task
+#   docker run --rm --read-only --tmpfs /tmp -p 50052:50052 sppo:0.1.0 serve oracle
+#
+# The tag follows package.json's version (test/deploy/dockerfile.test.ts checks the manifests use the same one).
+
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---- deps: production node_modules only ------------------------------------------------------------------------
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /app
+COPY package.json package-lock.json .npmrc ./
+# --omit=dev: no compiler, linter, buf or test packages in the image.
+# --ignore-scripts: no install script runs. The CPU image needs none of them: onnxruntime-node ships its CPU binary in
+#   the package (its script would only fetch CUDA binaries; .npmrc skips that anyway), esbuild (used by tsx) finds its
+#   binary in @esbuild/linux-x64, and @tensorflow/tfjs-node-gpu's script would download a GPU libtensorflow that this
+#   image must not carry. That package is then removed, so models/backend.ts skips it and chooses wasm.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && rm -rf node_modules/@tensorflow/tfjs-node-gpu \
+ && npm cache clean --force
+
+# ---- runtime ---------------------------------------------------------------------------------------------------
+FROM ${NODE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="sppo" \
+      org.opencontainers.image.description="Self-Play Preference Optimization: generator, preference oracle and optimizer services and the self-play loop (CPU: tfjs wasm, onnxruntime CPU)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+# The sources, run by tsx at start-up (there is no build step). .dockerignore lets in only what runs: bin, cli, gen,
+# lib, models, services, pipeline, proto, assets and the package files; tests, benchmarks and deploy/ stay out.
+# Files stay owned by root and read-only for the user that runs them.
+COPY . .
+# The `node` user of the base image, by number so that Kubernetes can check runAsNonRoot.
+USER 1000:1000
+# generator, oracle, optimizer, the loop's telemetry (sppo.v1.Telemetry), Prometheus /metrics.
+EXPOSE 50051 50052 50053 50054 9464
+# Node is PID 1 here; every sppo command handles SIGTERM itself (health NOT_SERVING, drain, exit).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "/app/bin/sppo.mjs"]
+# The same command as `npm start`: the self-play loop on the embedded default task.
+CMD ["run"]
