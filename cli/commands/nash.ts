@@ -1,0 +1,175 @@
+/**
+ * `sppo nash --matrix FILE --iterations T [--eta E] [--json] [--algorithm sppo|dpo|ipo] [--samples K] [--seed S]
+ *  [--plot FILE.svg | --no-plot]`: plays the constant-sum preference game of FILE (docs/algorithm.md "sppo nash")
+ * and reports how close the average policy gets to a Nash equilibrium.
+ *
+ * --algorithm sppo runs the exact multiplicative-weights update (top-level fields) and the sampled square-loss
+ * version (`sampled`); dpo/ipo run the iterative Bradley-Terry fit on the same kind of samples (top-level fields),
+ * with the exact and sampled SPPO results beside them (`sppo`, `sppo_sampled`) for comparison. The plot of
+ * exploitability against T goes to --plot, else to `<matrix name>-<algorithm>-T<T>.svg` in the working directory.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { basename, extname, resolve } from "node:path";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import {
+  defaultEta,
+  GameFileError,
+  hedgeBound,
+  type NashRun,
+  parsePreferenceGame,
+  runExactSppo,
+  runSampled,
+  type SampledAlgorithm,
+} from "../../lib/sppo/nash.js";
+import { lineChartSvg, type PlotSeries } from "../../lib/sppo/plot.js";
+
+export interface NashOptions {
+  matrix: string;
+  iterations: number;
+  eta?: number;
+  algorithm: SampledAlgorithm;
+  samples: number;
+  seed: number;
+  /** Inner gradient-descent steps of the sampled procedures. */
+  innerSteps: number;
+  json: boolean;
+  /** SVG path; false for none; undefined for the default name. */
+  plot?: string | false;
+}
+
+function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${value}`);
+    return n;
+  };
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!(Number.isFinite(n) && n > 0)) throw new InvalidArgumentError(`must be a positive number, got ${value}`);
+  return n;
+}
+
+function summary(run: NashRun) {
+  return {
+    average_policy: run.averagePolicy,
+    last_policy: run.lastPolicy,
+    exploitability: run.exploitability,
+    last_exploitability: run.lastExploitability,
+    trace: run.trace,
+  };
+}
+
+/** What `sppo nash` computes: the JSON report and the SVG plot. Pure apart from reading the matrix file. */
+export function runNash(options: NashOptions): { report: Record<string, unknown>; svg: string } {
+  let data: unknown;
+  try {
+    data = JSON.parse(readFileSync(options.matrix, "utf8"));
+  } catch (err) {
+    throw new GameFileError(`${options.matrix}: cannot read it as JSON (${(err as Error).message})`);
+  }
+  const game = parsePreferenceGame(data, options.matrix);
+  const T = options.iterations;
+  const eta = options.eta ?? defaultEta(game.actions.length, T);
+  const sampledOptions = { iterations: T, eta, samples: options.samples, seed: options.seed, innerSteps: options.innerSteps };
+  const exact = runExactSppo(game, { iterations: T, eta });
+  const sampledSppo = runSampled(game, { ...sampledOptions, algorithm: "sppo" });
+  const bound = hedgeBound(game.initialPolicy, eta, T);
+  const head = {
+    algorithm: options.algorithm,
+    actions: game.actions,
+    iterations: T,
+    eta,
+    eta_source: options.eta === undefined ? "default sqrt(8 ln n / T)" : "--eta",
+    samples: options.samples,
+    seed: options.seed,
+  };
+  const sampledReport = (run: ReturnType<typeof runSampled>) => ({
+    ...summary(run),
+    skipped_rounds: run.skippedRounds,
+    mean_final_loss: run.meanFinalLoss,
+  });
+  let report: Record<string, unknown>;
+  const series: PlotSeries[] = [];
+  const points = (run: NashRun) => run.trace.map((p) => ({ x: p.t, y: p.exploitability }));
+  if (options.algorithm === "sppo") {
+    report = { ...head, ...summary(exact), hedge_bound: bound, sampled: sampledReport(sampledSppo) };
+  } else {
+    const baseline = runSampled(game, { ...sampledOptions, algorithm: options.algorithm });
+    report = {
+      ...head,
+      ...sampledReport(baseline),
+      sppo: { ...summary(exact), hedge_bound: bound },
+      sppo_sampled: sampledReport(sampledSppo),
+    };
+    series.push({ label: `iterative ${options.algorithm.toUpperCase()} (K=${options.samples})`, points: points(baseline), color: "#d62728" });
+  }
+  series.push({ label: "SPPO exact (MW)", points: points(exact), color: "#1f77b4" });
+  series.push({ label: `SPPO sampled (K=${options.samples})`, points: points(sampledSppo), color: "#2ca02c" });
+  series.push({
+    label: "Hedge bound",
+    // Exploitability never exceeds ½, so the bound is drawn only where it says something.
+    points: exact.trace.map((p) => ({ x: p.t, y: hedgeBound(game.initialPolicy, eta, p.t) })).filter((p) => p.y <= 0.5),
+    color: "#7f7f7f",
+    dashed: true,
+  });
+  const svg = lineChartSvg(series, {
+    title: `${basename(options.matrix)}: exploitability of the average policy (η = ${Number(eta.toPrecision(3))}, T = ${T})`,
+    xLabel: "t (iterations)",
+    yLabel: "max_i P(a_i ≻ π̄_t) − ½",
+  });
+  return { report, svg };
+}
+
+function formatPolicy(actions: string[], policy: number[]): string {
+  return actions.map((a, i) => `${a} ${policy[i].toFixed(3)}`).join(", ");
+}
+
+export function register(program: Command): void {
+  program
+    .command("nash")
+    .description("play a finite constant-sum preference game with SPPO (and DPO/IPO baselines) and report exploitability")
+    .requiredOption("--matrix <file>", 'JSON {"actions": [names], "P": [[P(a_i ≻ a_j)]], "initial_policy"?: [...]}')
+    .requiredOption("--iterations <T>", "iterations T", positiveInt("--iterations"))
+    .option("--eta <E>", "step size η (default √(8 ln n / T), Θ(1/√T))", positiveNumber)
+    .addOption(new Option("--algorithm <name>", "sppo, or a Bradley-Terry baseline fitted on the same samples").choices(["sppo", "dpo", "ipo"]).default("sppo"))
+    .option("--samples <K>", "actions sampled per round by the sampled procedures", positiveInt("--samples"), 5)
+    .option("--seed <S>", "seed of the sampled procedures", (v) => {
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`--seed must be a non-negative integer, got ${v}`);
+      return n;
+    }, 0)
+    .option("--inner-steps <N>", "gradient steps per round of the sampled procedures", positiveInt("--inner-steps"), 50)
+    .option("--json", "print the full report as JSON on stdout", false)
+    .option("--plot <file>", "where to write the SVG plot (default <matrix>-<algorithm>-T<T>.svg here)")
+    .option("--no-plot", "write no plot")
+    .action((flags: { matrix: string; iterations: number; eta?: number; algorithm: SampledAlgorithm; samples: number; seed: number; innerSteps: number; json: boolean; plot?: string | boolean }) => {
+      if (flags.samples < 2) throw new InvalidArgumentError("--samples must be at least 2");
+      const plot = flags.plot === false ? false : typeof flags.plot === "string" ? flags.plot : undefined;
+      const options: NashOptions = { ...flags, plot };
+      const { report, svg } = runNash(options);
+      let plotPath: string | undefined;
+      if (plot !== false) {
+        plotPath = resolve(plot ?? `${basename(flags.matrix, extname(flags.matrix))}-${flags.algorithm}-T${flags.iterations}.svg`);
+        writeFileSync(plotPath, svg);
+        report.plot = plotPath;
+      }
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(report)}\n`);
+        return;
+      }
+      const actions = report.actions as string[];
+      const lines = [
+        `${flags.algorithm === "sppo" ? "SPPO (exact multiplicative weights)" : `iterative ${flags.algorithm.toUpperCase()}`}, T = ${flags.iterations}, η = ${report.eta}`,
+        `  average policy  ${formatPolicy(actions, report.average_policy as number[])}`,
+        `  last policy     ${formatPolicy(actions, report.last_policy as number[])}`,
+        `  exploitability  ${(report.exploitability as number).toExponential(3)} (average), ${(report.last_exploitability as number).toExponential(3)} (last)`,
+      ];
+      const sampled = (flags.algorithm === "sppo" ? report.sampled : report.sppo_sampled) as { exploitability: number };
+      lines.push(`  SPPO sampled (K = ${flags.samples}) exploitability ${sampled.exploitability.toExponential(3)}`);
+      if (flags.algorithm !== "sppo") lines.push(`  SPPO exact exploitability ${((report.sppo as { exploitability: number }).exploitability).toExponential(3)}`);
+      if (plotPath) lines.push(`  plot: ${plotPath}`);
+      process.stdout.write(`${lines.join("\n")}\n`);
+    });
+}

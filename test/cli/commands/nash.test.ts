@@ -1,0 +1,81 @@
+/** `sppo nash` end to end in-process (run: node --import tsx --test test/cli/commands/nash.test.ts). */
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { Command } from "commander";
+import { register, runNash } from "../../../cli/commands/nash.js";
+
+const example = (name: string) => fileURLToPath(new URL(`../../../examples/nash/${name}`, import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), "sppo-nash-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs `sppo nash ...args` through commander and returns what it printed. */
+async function cli(args: string[]): Promise<string> {
+  const program = new Command("sppo").exitOverride();
+  register(program);
+  const chunks: string[] = [];
+  const write = process.stdout.write;
+  process.stdout.write = ((chunk: string) => {
+    chunks.push(chunk);
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    await program.parseAsync(["node", "sppo", "nash", ...args]);
+  } finally {
+    process.stdout.write = write;
+  }
+  return chunks.join("");
+}
+
+describe("sppo nash", () => {
+  test("--json prints the report and the plot is written where --plot says", async () => {
+    const plot = join(dir, "rps.svg");
+    const out = await cli(["--matrix", example("rps.json"), "--iterations", "1000", "--json", "--plot", plot]);
+    const report = JSON.parse(out);
+    assert.deepEqual(report.actions, ["rock", "paper", "scissors"]);
+    assert.equal(report.average_policy.length, 3);
+    assert.ok(Math.abs(report.average_policy.reduce((a: number, b: number) => a + b) - 1) < 1e-9);
+    assert.ok(report.exploitability > 0 && report.exploitability < 0.03, `exploitability ${report.exploitability}`);
+    assert.ok(report.exploitability <= report.hedge_bound);
+    assert.equal(report.trace.at(-1).t, 1000);
+    assert.equal(report.trace[0].exploitability, 0.25, "π_1 = (0.6, 0.3, 0.1): paper beats it with 0.6 + 0.3·½ = 0.75");
+    assert.ok(typeof report.sampled.exploitability === "number");
+    assert.equal(report.eta, Math.sqrt((8 * Math.log(3)) / 1000));
+    assert.equal(report.plot, plot);
+    const svg = readFileSync(plot, "utf8");
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.match(svg, /SPPO exact \(MW\)/);
+    assert.ok((svg.match(/<path /g) ?? []).length >= 3);
+    assert.match(svg, /<\/svg>\n$/);
+  });
+
+  test("--algorithm ipo reports the baseline with SPPO beside it; --eta overrides the default", async () => {
+    const { report, svg } = runNash({
+      matrix: example("rps-weighted.json"),
+      iterations: 500,
+      eta: 0.1,
+      algorithm: "ipo",
+      samples: 5,
+      seed: 1,
+      innerSteps: 50,
+      json: true,
+      plot: false,
+    });
+    assert.equal(report.eta, 0.1);
+    assert.equal(report.algorithm, "ipo");
+    const sppo = report.sppo as { exploitability: number };
+    assert.ok((report.exploitability as number) > 3 * sppo.exploitability, `ipo ${report.exploitability} vs sppo ${sppo.exploitability}`);
+    assert.match(svg, /iterative IPO/);
+  });
+
+  test("a bad matrix fails with the entry named", async () => {
+    const bad = join(dir, "bad.json");
+    writeFileSync(bad, JSON.stringify({ actions: ["a", "b"], P: [[0.5, 0.6], [0.6, 0.5]] }));
+    await assert.rejects(cli(["--matrix", bad, "--iterations", "10", "--no-plot"]), /P\[0\]\[1\] \+ P\[1\]\[0\] \(a vs b\) must be 1/);
+    writeFileSync(bad, "{not json");
+    await assert.rejects(cli(["--matrix", bad, "--iterations", "10", "--no-plot"]), /cannot read it as JSON/);
+  });
+});
