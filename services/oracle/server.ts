@@ -1,0 +1,114 @@
+/**
+ * Mounts an Oracle as the sppo.v1.PreferenceOracle gRPC service.
+ *
+ * Compare is a bidi stream: every request is answered by exactly one response carrying its request_id. Requests of
+ * one stream run concurrently (so their pairs share ONNX batches) and their responses go out as they finish, in any
+ * order. A bad request — or a model that produced NaN for it — gets a response with `error` set (gRPC code,
+ * message, and the offending field when there is one) and the stream keeps going.
+ *
+ * `sppo serve oracle` uses `createOracleService(config)`; tests and other programs can `serve()` it the same way:
+ *   const { implementation, close } = await createOracleService(config);
+ *   const running = await serve({ name: "oracle", services: [{ service: PreferenceOracle, implementation }], config: ... });
+ */
+import { create } from "@bufbuild/protobuf";
+import { StatusSchema } from "../../gen/sppo/v1/common_pb.js";
+import { type CompareRequest, type CompareResponse, CompareResponseSchema, DescribeResponseSchema, PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
+import type { OracleConfig } from "../../lib/config/oracle.js";
+import type { ClientConfig } from "../../lib/config/server.js";
+import { Code, RpcError } from "../../lib/errors.js";
+import type { HandlerContext, ServiceImplementation } from "../../lib/grpc/index.js";
+import { log } from "../../lib/log.js";
+import { AsyncQueue } from "./async-queue.js";
+import { createOracle } from "./create-oracle.js";
+import { type Oracle, validateComparison } from "./oracle.js";
+
+/** Requests of one stream being compared at once; reading pauses above this (backpressure on the client). */
+export const MAX_IN_FLIGHT_PER_STREAM = 256;
+
+/** The response to one request: the matrix, or `error` set. Never throws. */
+export async function answer(oracle: Oracle, request: CompareRequest): Promise<CompareResponse> {
+  const k = request.candidates.length;
+  const issue = validateComparison(request.prompt, request.candidates, oracle.describe().maxCandidates);
+  if (issue) {
+    return create(CompareResponseSchema, {
+      requestId: request.requestId,
+      k,
+      error: create(StatusSchema, { code: Code.INVALID_ARGUMENT, message: `${issue.field}: ${issue.reason}`, field: issue.field }),
+    });
+  }
+  try {
+    const { matrix, truncatedTexts } = await oracle.compare(request.prompt, request.candidates);
+    return create(CompareResponseSchema, { requestId: request.requestId, k, probabilities: matrix.flat(), truncatedTexts });
+  } catch (err) {
+    const rpc = RpcError.from(err, Code.INTERNAL);
+    if (!(err instanceof RpcError)) log.error({ err, requestId: request.requestId }, "oracle: unexpected error");
+    else if (rpc.code === Code.INTERNAL) log.warn({ requestId: request.requestId, message: rpc.message }, "oracle: request failed");
+    return create(CompareResponseSchema, { requestId: request.requestId, k, error: create(StatusSchema, { code: rpc.code, message: rpc.message }) });
+  }
+}
+
+/** The PreferenceOracle implementation over `oracle`. */
+export function oracleImplementation(oracle: Oracle): ServiceImplementation<typeof PreferenceOracle> {
+  return {
+    async *compare(requests: AsyncIterable<CompareRequest>, context: HandlerContext) {
+      const out = new AsyncQueue<CompareResponse>();
+      let inFlight = 0;
+      let inputDone = false;
+      let resume: (() => void) | undefined;
+      const finishIfDone = () => {
+        if (inputDone && inFlight === 0) out.end();
+      };
+      // A cancelled call stops waiting for answers at once.
+      const onAbort = () => out.end();
+      context.signal.addEventListener("abort", onAbort, { once: true });
+      // Reads requests while the generator below writes responses; each request is answered on its own.
+      const reader = (async () => {
+        try {
+          for await (const request of requests) {
+            if (context.signal.aborted) break;
+            inFlight++;
+            void answer(oracle, request).then((response) => {
+              inFlight--;
+              out.push(response);
+              resume?.();
+              finishIfDone();
+            });
+            if (inFlight >= MAX_IN_FLIGHT_PER_STREAM) await new Promise<void>((r) => (resume = r));
+            resume = undefined;
+          }
+          inputDone = true;
+          finishIfDone();
+        } catch (err) {
+          out.fail(err);
+        }
+      })();
+      try {
+        yield* out;
+      } finally {
+        inputDone = true;
+        context.signal.removeEventListener("abort", onAbort);
+        void reader;
+      }
+    },
+    async describe() {
+      return create(DescribeResponseSchema, oracle.describe());
+    },
+  };
+}
+
+export interface OracleServiceConfig {
+  oracle: OracleConfig;
+  client?: Partial<ClientConfig>;
+}
+
+/**
+ * Builds the configured oracle (failing at start-up on a bad model or an unreachable remote) and its gRPC
+ * implementation. `close()` releases the oracle after the server has stopped.
+ */
+export async function createOracleService(
+  config: OracleServiceConfig,
+): Promise<{ implementation: ServiceImplementation<typeof PreferenceOracle>; oracle: Oracle; close(): Promise<void> }> {
+  const oracle = await createOracle(config.oracle, { client: config.client });
+  log.info({ ...oracle.describe() }, "oracle ready");
+  return { implementation: oracleImplementation(oracle), oracle, close: () => oracle.close() };
+}

@@ -1,0 +1,86 @@
+/**
+ * Synthetic judges — not models of anyone's preferences, but exact, cheap rules over the default task's little
+ * language (scripts/default-task/language.ts), for tests and demos. Their names start with "synthetic-".
+ *
+ * - "synthetic-adjectives" (transitive, Bradley-Terry): score(y) = #GOOD − #BAD + [y names the prompt's subject]
+ *   − #other subjects named; P_ij = σ(strength · (score_i − score_j)). The default ONNX model computes the same score.
+ * - "synthetic-intransitive": the adjective groups form the cycle GOOD ≻ NEUTRAL ≻ BAD ≻ GOOD (CYCLE). With c_y the
+ *   group counts of y and n_y their sum, P_ij = σ(strength · c_iᵀ M c_j / (n_i n_j)), M the antisymmetric cycle
+ *   matrix (M[a][a+1] = 1, M[a+1][a] = −1). "kind" ≻ "big" ≻ "rude" ≻ "kind": no Bradley-Terry model represents it.
+ */
+import { BAD, CYCLE, GOOD, SUBJECTS } from "../../scripts/default-task/language.js";
+import { bradleyTerryMatrix, type Comparison, matrixFromUpper, type Oracle, type OracleDescription, sigmoid } from "./oracle.js";
+
+const words = (text: string): string[] => text.toLowerCase().match(/[a-z]+/g) ?? [];
+
+const GOOD_SET = new Set<string>(GOOD);
+const BAD_SET = new Set<string>(BAD);
+const SUBJECT_SET = new Set<string>(SUBJECTS);
+
+/** The adjective score of a response to a prompt (see the file comment). */
+export function adjectiveScore(prompt: string, response: string): number {
+  const promptSubjects = new Set(words(prompt).filter((w) => SUBJECT_SET.has(w)));
+  const named = new Set<string>();
+  let score = 0;
+  for (const w of words(response)) {
+    if (GOOD_SET.has(w)) score += 1;
+    else if (BAD_SET.has(w)) score -= 1;
+    else if (SUBJECT_SET.has(w)) named.add(w);
+  }
+  for (const subject of named) score += promptSubjects.has(subject) ? 1 : -1;
+  return score;
+}
+
+/** Counts of CYCLE groups (GOOD, NEUTRAL, BAD) in a text. */
+export function cycleCounts(text: string): [number, number, number] {
+  const counts: [number, number, number] = [0, 0, 0];
+  const groups = CYCLE.map((g) => new Set<string>(g));
+  for (const w of words(text)) {
+    const g = groups.findIndex((set) => set.has(w));
+    if (g >= 0) counts[g]++;
+  }
+  return counts;
+}
+
+/** c_iᵀ M c_j / (n_i n_j) for the cycle matrix M; 0 when either side names no adjective. */
+export function cycleMargin(a: readonly number[], b: readonly number[]): number {
+  const na = a[0] + a[1] + a[2];
+  const nb = b[0] + b[1] + b[2];
+  if (na === 0 || nb === 0) return 0;
+  let margin = 0;
+  for (let g = 0; g < 3; g++) {
+    margin += a[g] * b[(g + 1) % 3]; // g beats the next group
+    margin -= a[(g + 1) % 3] * b[g];
+  }
+  return margin / (na * nb);
+}
+
+export type SyntheticKind = "synthetic-adjectives" | "synthetic-intransitive";
+
+export class SyntheticOracle implements Oracle {
+  constructor(
+    readonly kind: SyntheticKind,
+    private readonly maxCandidates: number,
+    /** P(winner) = σ(strength · margin). */
+    private readonly strength = 2,
+  ) {}
+
+  async compare(prompt: string, candidates: readonly string[]): Promise<Comparison> {
+    if (this.kind === "synthetic-adjectives") {
+      return { matrix: bradleyTerryMatrix(candidates.map((c) => this.strength * adjectiveScore(prompt, c))), truncatedTexts: 0 };
+    }
+    const counts = candidates.map(cycleCounts);
+    return {
+      matrix: matrixFromUpper(candidates.length, (i, j) => sigmoid(this.strength * cycleMargin(counts[i], counts[j]))),
+      truncatedTexts: 0,
+    };
+  }
+
+  describe(): OracleDescription {
+    return this.kind === "synthetic-adjectives"
+      ? { backend: this.kind, model: "synthetic adjective counter (GOOD − BAD, on subject)", maxCandidates: this.maxCandidates, pairwise: false }
+      : { backend: this.kind, model: "synthetic rock-paper-scissors judge (GOOD ≻ NEUTRAL ≻ BAD ≻ GOOD)", maxCandidates: this.maxCandidates, pairwise: true };
+  }
+
+  async close(): Promise<void> {}
+}
