@@ -5,8 +5,8 @@ export const serverConfigSchema = z
   .object({
     /** Interface to bind. @default "0.0.0.0" */
     host: z.string().default("0.0.0.0"),
-    /** Port to bind; 0 picks a free one. @default 50051 */
-    port: z.number().int().min(0).max(65535).default(50051),
+    /** Port to bind; 0 picks a free one. Unset: the service's own default (generator 50051, oracle 50052, optimizer 50053). */
+    port: z.number().int().min(0).max(65535).optional(),
     /** Port of the Prometheus `/metrics` HTTP endpoint; 0 picks a free one, -1 turns it off. @default 9464 */
     metricsPort: z.number().int().min(-1).max(65535).default(9464),
     /** Largest message received or sent, in bytes. grpc-js's default is 4 MiB. @default 64 MiB */
@@ -19,8 +19,18 @@ export const serverConfigSchema = z
     keepaliveTimeMs: z.number().int().positive().default(30_000),
     /** Drop the connection when a ping is not answered within this. @default 10 s */
     keepaliveTimeoutMs: z.number().int().positive().default(10_000),
+    /**
+     * On SIGTERM, health reports NOT_SERVING and calls are still accepted for this long, so that readiness probes
+     * and load balancers move traffic away before the server stops accepting. @default 1 s
+     */
+    drainDelayMs: z.number().int().nonnegative().default(1_000),
     /** On SIGTERM: health NOT_SERVING, stop accepting, let in-flight calls finish up to this, then cancel. @default 10 s */
     shutdownGraceMs: z.number().int().nonnegative().default(10_000),
+    /** TLS: this server's certificate and key; with clientCaFile, clients must present certificates (mTLS). */
+    tls: z
+      .object({ certFile: z.string().min(1), keyFile: z.string().min(1), clientCaFile: z.string().min(1).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -39,6 +49,13 @@ export const clientConfigSchema = z
     maxBackoffMs: z.number().int().positive().default(5_000),
     /** Largest message received or sent, in bytes. @default 64 MiB */
     maxMessageBytes: z.number().int().positive().default(64 * 1024 * 1024),
+    /** Send a keepalive ping this often on idle connections. @default 30 s */
+    keepaliveTimeMs: z.number().int().positive().default(30_000),
+    /** TLS: the CA that signs the servers' certificates; certFile/keyFile for mutual TLS. */
+    tls: z
+      .object({ caFile: z.string().min(1).optional(), certFile: z.string().min(1).optional(), keyFile: z.string().min(1).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 

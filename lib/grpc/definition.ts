@@ -1,0 +1,43 @@
+/**
+ * protoc-gen-es v2 emits service descriptors but no grpc-js stubs. This turns a descriptor into a grpc-js
+ * `ServiceDefinition`, so method paths, streaming shapes and (de)serializers all come from the .proto files.
+ */
+import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { type DescMessage, type DescMethod, type DescService, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+
+/** `/package.Service/Method`, the HTTP/2 path of a method. */
+export function methodPath(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
+}
+
+/** grpc-js needs a Buffer back from a serializer, not a bare Uint8Array. */
+export function serializer<D extends DescMessage>(schema: D): (message: MessageShape<D>) => Buffer {
+  return (message) => {
+    const bytes = toBinary(schema, message);
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
+
+export function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
+  return (bytes) => fromBinary(schema, bytes);
+}
+
+export function methodDefinition(method: DescMethod): MethodDefinition<unknown, unknown> {
+  return {
+    path: methodPath(method),
+    requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+    responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+    requestSerialize: serializer(method.input) as (value: unknown) => Buffer,
+    requestDeserialize: deserializer(method.input),
+    responseSerialize: serializer(method.output) as (value: unknown) => Buffer,
+    responseDeserialize: deserializer(method.output),
+    originalName: method.localName,
+  };
+}
+
+/** The grpc-js definition of a whole service, keyed by the methods' local (camelCase) names. */
+export function serviceDefinition(service: DescService): ServiceDefinition {
+  const definition: Record<string, MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) definition[method.localName] = methodDefinition(method);
+  return definition as ServiceDefinition;
+}

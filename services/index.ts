@@ -1,0 +1,35 @@
+/**
+ * The services `sppo serve NAME` can run, each a factory from the validated config to the gRPC services it mounts.
+ */
+import { Generator } from "../gen/sppo/v1/generator_pb.js";
+import { Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
+import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
+import type { Config } from "../lib/config/schema.js";
+import { type MountedService, mount } from "../lib/grpc/serve.js";
+import { unimplemented } from "../lib/grpc/unimplemented.js";
+
+export interface ServiceInstance {
+  services: MountedService[];
+  /** Releases models and sessions after the server stopped. */
+  close(): Promise<void>;
+}
+
+export type ServiceName = "generator" | "oracle" | "optimizer";
+
+/** Default port of each service (the config's server.port overrides it when set explicitly). */
+export const defaultPorts: Record<ServiceName, number> = { generator: 50051, oracle: 50052, optimizer: 50053 };
+
+export const serviceFactories: Record<ServiceName, (config: Config) => Promise<ServiceInstance>> = {
+  generator: async () => ({
+    services: [mount(Generator, unimplemented(Generator, "the generator's sampling lands with issue 3 (policy engine)"))],
+    close: async () => {},
+  }),
+  oracle: async () => ({
+    services: [mount(PreferenceOracle, unimplemented(PreferenceOracle, "the oracle's backends land with issue 4"))],
+    close: async () => {},
+  }),
+  optimizer: async () => ({
+    services: [mount(Optimizer, unimplemented(Optimizer, "the optimizer's training lands with issue 5"))],
+    close: async () => {},
+  }),
+};
