@@ -12,7 +12,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { StatusSchema } from "../../gen/sppo/v1/common_pb.js";
-import { type CompareRequest, type CompareResponse, CompareResponseSchema, DescribeResponseSchema, PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
+import { type CompareRequest, type CompareResponse, CompareResponseSchema, DescribeResponseSchema, type PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
 import type { OracleConfig } from "../../lib/config/oracle.js";
 import type { ClientConfig } from "../../lib/config/server.js";
 import { Code, RpcError } from "../../lib/errors.js";

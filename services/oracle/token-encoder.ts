@@ -22,7 +22,6 @@ export interface EncodedPair {
 
 export class TokenEncoder {
   private readonly singleSpecials: number;
-  private readonly pairSpecials: number;
   private readonly unkId: number;
 
   private constructor(
@@ -30,7 +29,6 @@ export class TokenEncoder {
     unkToken: string | undefined,
   ) {
     this.singleSpecials = this.postProcess([], null).length;
-    this.pairSpecials = this.postProcess([], []).length;
     this.unkId = (unkToken !== undefined ? tokenizer.token_to_id(unkToken) : undefined) ?? 0;
   }
 
