@@ -1,0 +1,106 @@
+/**
+ * The oracle core: request validation, the matrix check, and the synthetic judges (the intransitive one cycles).
+ * Run: node --import tsx --test test/services/oracle/oracle.test.ts
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Code, RpcError } from "../../../lib/errors.js";
+import {
+  bradleyTerryMatrix,
+  checkedOracle,
+  checkMatrix,
+  matrixFromUpper,
+  type Oracle,
+  sigmoid,
+  validateComparison,
+} from "../../../services/oracle/oracle.js";
+import { cycleMargin, SyntheticOracle } from "../../../services/oracle/synthetic.js";
+
+const rejectsWith = (code: Code, pattern: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof RpcError, `expected an RpcError, got ${err}`);
+  assert.equal(err.code, code);
+  assert.match(err.message, pattern);
+  return true;
+};
+
+describe("validateComparison", () => {
+  it("names the bad field", () => {
+    assert.deepEqual(validateComparison("p", ["a"], 4), { field: "candidates", reason: "needs at least 2 candidates, got 1" });
+    assert.equal(validateComparison("p", ["a", "b", "c", "d", "e"], 4)?.field, "candidates");
+    assert.match(validateComparison("p", ["a", "b", "c", "d", "e"], 4)?.reason ?? "", /at most 4 candidates/);
+    assert.deepEqual(validateComparison("p", ["a", "  "], 4), { field: "candidates[1]", reason: "must not be empty" });
+    assert.deepEqual(validateComparison("", ["a", "b"], 4), { field: "prompt", reason: "must not be empty" });
+    assert.equal(validateComparison("p", ["a", "b"], 4), undefined);
+  });
+});
+
+describe("checkMatrix", () => {
+  it("accepts a preference matrix and rejects each kind of bad one", () => {
+    checkMatrix([[0.5, 0.8], [0.2, 0.5]], 2);
+    assert.throws(() => checkMatrix([[0.5, Number.NaN], [Number.NaN, 0.5]], 2), rejectsWith(Code.INTERNAL, /P\[0\]\[1\] = NaN is not finite/));
+    assert.throws(() => checkMatrix([[0.5, 0.8], [0.3, 0.5]], 2), rejectsWith(Code.INTERNAL, /P\[0\]\[1\] \+ P\[1\]\[0\] = 1\.1/));
+    assert.throws(() => checkMatrix([[0.4, 0.8], [0.2, 0.5]], 2), rejectsWith(Code.INTERNAL, /P\[0\]\[0\] = 0\.4, not 1\/2/));
+    assert.throws(() => checkMatrix([[0.5, 1.5], [-0.5, 0.5]], 2), rejectsWith(Code.INTERNAL, /outside \[0, 1\]/));
+    assert.throws(() => checkMatrix([[0.5, 0.5]], 2), rejectsWith(Code.INTERNAL, /1 rows for K = 2/));
+  });
+
+  it("builds consistent matrices from the upper triangle and from scores", () => {
+    const m = matrixFromUpper(3, (i, j) => (i + 1) / (i + j + 2));
+    checkMatrix(m, 3);
+    assert.equal(m[2][1], 1 - m[1][2]);
+    const bt = bradleyTerryMatrix([1, 0, -1]);
+    assert.equal(bt[0][2], 1 / (1 + Math.exp(-2)));
+    assert.equal(sigmoid(-800), 0);
+    assert.equal(sigmoid(800), 1);
+  });
+});
+
+describe("checkedOracle", () => {
+  const fake = (matrix: number[][]): Oracle => ({
+    compare: async () => ({ matrix, truncatedTexts: 0 }),
+    describe: () => ({ backend: "fake", model: "fake", maxCandidates: 3, pairwise: true }),
+    close: async () => {},
+  });
+
+  it("validates requests before and matrices after the backend", async () => {
+    const oracle = checkedOracle(fake([[0.5, Number.NaN], [Number.NaN, 0.5]]));
+    await assert.rejects(oracle.compare("p", ["a", "b", "c", "d"]), rejectsWith(Code.INVALID_ARGUMENT, /^candidates: at most 3/));
+    await assert.rejects(oracle.compare("p", ["a", "b"]), rejectsWith(Code.INTERNAL, /not finite/));
+    await oracle.close();
+    await assert.rejects(oracle.compare("p", ["a", "b"]), rejectsWith(Code.UNAVAILABLE, /closed/));
+  });
+});
+
+describe("synthetic judges", () => {
+  it("synthetic-intransitive: GOOD ≻ NEUTRAL ≻ BAD ≻ GOOD, a cycle no Bradley-Terry model fits", async () => {
+    const oracle = checkedOracle(new SyntheticOracle("synthetic-intransitive", 8, 2));
+    const { matrix } = await oracle.compare("describe the cat.", ["the cat is kind.", "the cat is big.", "the cat is rude."]);
+    const p = 1 / (1 + Math.exp(-2)); // one adjective each: margin ±1
+    assert.ok(Math.abs(matrix[0][1] - p) < 1e-12); // kind ≻ big
+    assert.ok(Math.abs(matrix[1][2] - p) < 1e-12); // big ≻ rude
+    assert.ok(Math.abs(matrix[2][0] - p) < 1e-12); // rude ≻ kind
+    // Bradley-Terry would need r0 > r1 > r2 > r0.
+    assert.ok(matrix[0][1] > 0.5 && matrix[1][2] > 0.5 && matrix[2][0] > 0.5);
+    assert.equal(oracle.describe().pairwise, true);
+    assert.match(oracle.describe().backend, /^synthetic-/);
+  });
+
+  it("synthetic-intransitive: mixed responses use the mean over adjective pairs", () => {
+    // a = {GOOD: 1, BAD: 1}, b = {NEUTRAL: 2}: GOOD beats NEUTRAL (+2), NEUTRAL beats BAD (−2) → 0 / (2·2)
+    assert.equal(cycleMargin([1, 0, 1], [0, 2, 0]), 0);
+    // a = {GOOD: 2}, b = {NEUTRAL: 1, BAD: 1}: +2 (GOOD vs NEUTRAL) − 2 (BAD beats GOOD) → 0
+    assert.equal(cycleMargin([2, 0, 0], [0, 1, 1]), 0);
+    // a = {GOOD: 1}, b = {NEUTRAL: 3, BAD: 1}: +3 − 1 = 2, / (1·4)
+    assert.equal(cycleMargin([1, 0, 0], [0, 3, 1]), 0.5);
+    assert.equal(cycleMargin([0, 0, 0], [1, 0, 0]), 0);
+  });
+
+  it("synthetic-adjectives: GOOD − BAD + on-subject, Bradley-Terry", async () => {
+    const oracle = checkedOracle(new SyntheticOracle("synthetic-adjectives", 8, 1));
+    const { matrix } = await oracle.compare("tell me about the dog.", ["the dog is kind and warm.", "the cat is kind.", "the dog is rude."]);
+    // scores: 2 + 1 = 3; 1 − 1 = 0; −1 + 1 = 0
+    assert.ok(Math.abs(matrix[0][1] - sigmoid(3)) < 1e-12);
+    assert.equal(matrix[1][2], 0.5);
+    assert.equal(oracle.describe().pairwise, false);
+  });
+});
