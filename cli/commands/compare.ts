@@ -1,0 +1,72 @@
+/**
+ * `sppo compare [--oracle DIR_OR_CONFIG] --prompt TEXT --candidate A --candidate B [...] [--json]`: asks a preference
+ * oracle for the K×K matrix P_ij = P(candidate i ≻ candidate j | prompt) and prints it (`{"matrix": [[...], ...]}`
+ * with --json). --oracle is an ONNX model directory (pairwise, or reward when its oracle_config.json says
+ * kind "reward"), a YAML/JSON config file (its `oracle` section), a synthetic judge's name
+ * ("synthetic-intransitive"), or grpc://HOST:PORT for an oracle service; without it the config's oracle is used
+ * (the embedded default model).
+ */
+import { existsSync, statSync } from "node:fs";
+import type { Command } from "commander";
+import { loadConfig } from "../../lib/config/load.js";
+import { ORACLE_BACKENDS, type OracleConfig } from "../../lib/config/oracle.js";
+import { RpcError } from "../../lib/errors.js";
+import { createOracle } from "../../services/oracle/create-oracle.js";
+import { readModelDirConfig } from "../../services/oracle/model-dir.js";
+
+const userError = (message: string) => Object.assign(new Error(message), { userFacing: true });
+
+/** The oracle config an --oracle value stands for (see the file comment). */
+export function resolveOracleConfig(spec: string | undefined): OracleConfig {
+  const base = loadConfig({}).oracle;
+  if (spec === undefined) return base;
+  if (spec.startsWith("grpc://")) return { ...base, backend: "remote", remote: { ...base.remote, target: spec.slice("grpc://".length) } };
+  if ((ORACLE_BACKENDS as readonly string[]).includes(spec) && spec.startsWith("synthetic-")) {
+    return { ...base, backend: spec as OracleConfig["backend"] };
+  }
+  if (!existsSync(spec)) throw userError(`--oracle ${spec}: no such directory or file (nor a synthetic judge's name, nor grpc://HOST:PORT)`);
+  if (statSync(spec).isDirectory()) {
+    const kind = readModelDirConfig(spec).kind;
+    return { ...base, backend: kind === "reward" ? "reward-onnx" : "pairwise-onnx", modelDir: spec };
+  }
+  return loadConfig({ file: spec }).oracle;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export function register(program: Command): void {
+  program
+    .command("compare")
+    .description("ask a preference oracle for the K×K matrix P(candidate i ≻ candidate j | prompt)")
+    .option("--oracle <dir|config|name|grpc://target>", "model directory, config file, synthetic judge or oracle service (default: the config's oracle)")
+    .requiredOption("--prompt <text>", "the prompt")
+    .option("--candidate <text>", "a candidate response (repeat, K ≥ 2)", collect, [] as string[])
+    .option("--json", "print {\"matrix\": [[...], ...]} as JSON")
+    .action(async (flags: { oracle?: string; prompt: string; candidate: string[]; json?: boolean }) => {
+      const oracle = await createOracle(resolveOracleConfig(flags.oracle));
+      try {
+        const { matrix, truncatedTexts } = await oracle.compare(flags.prompt, flags.candidate);
+        if (truncatedTexts > 0) process.stderr.write(`sppo compare: ${truncatedTexts} text(s) were truncated to the model's token limits\n`);
+        if (flags.json) {
+          process.stdout.write(`${JSON.stringify({ matrix })}\n`);
+          return;
+        }
+        const { backend, model } = oracle.describe();
+        const k = matrix.length;
+        const lines = [`oracle: ${backend} (${model})`, `P[i][j] = P(candidate i ≻ candidate j)`];
+        lines.push(`      ${Array.from({ length: k }, (_, j) => `[${j}]`.padStart(7)).join("")}   win rate`);
+        for (const [i, row] of matrix.entries()) {
+          const winRate = row.reduce((a, b) => a + b, 0) / k;
+          lines.push(`[${i}]`.padEnd(6) + row.map((p) => p.toFixed(4).padStart(7)).join("") + `   ${winRate.toFixed(4)}   ${flags.candidate[i]}`);
+        }
+        process.stdout.write(`${lines.join("\n")}\n`);
+      } catch (err) {
+        if (err instanceof RpcError) throw userError(`compare: ${err.message}`);
+        throw err;
+      } finally {
+        await oracle.close();
+      }
+    });
+}
