@@ -1,0 +1,179 @@
+/**
+ * Oracle benchmark: pairs/s through the PreferenceOracle gRPC service (tokenizing, dynamic batching, matrix
+ * assembly and checks, protobuf over a local bidi stream) against the same ONNX session run directly on
+ * pre-tokenized, pre-padded batches of the same size — the service's overhead ratio (target ≤ 10%).
+ *
+ *   node --import tsx bench/oracle.ts [--quick]       (prints one JSON row per line)
+ *
+ * Two models, both built by the project's code: the embedded default model (a few hundred FLOPs per token, so
+ * the ratio shows the service's fixed costs) and a constructed compute-bound model (token MLP d=256 → 1024 → 256 with
+ * seeded random weights), whose cost per pair is closer to a real pairwise reward model; the ≤ 10% target is about
+ * the latter. Direct and service runs alternate and the medians are reported, so both see the same machine load.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type * as ort from "onnxruntime-node";
+import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
+import { oracleConfigSchema } from "../lib/config/oracle.js";
+import { serverConfigSchema } from "../lib/config/server.js";
+import { createClient, mount, serve } from "../lib/grpc/index.js";
+import { DataType, GraphBuilder, serializeModel } from "../lib/onnx/index.js";
+import { defaultVocabulary, writeOracleDir } from "../scripts/make-default-oracle.js";
+import { GOOD, BAD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../scripts/default-task/language.js";
+import { loadOracleSession, padBatch } from "../services/oracle/model-dir.js";
+import { PairwiseOnnxOracle, pairwiseRows } from "../services/oracle/pairwise-onnx.js";
+import { createOracleService } from "../services/oracle/server.js";
+import { writeFileSync } from "node:fs";
+
+export interface BenchRow {
+  metric: string;
+  value: number;
+  unit: string;
+  [key: string]: unknown;
+}
+
+export interface OracleBenchOptions {
+  /** Fewer requests and repeats (for smoke runs). @default false */
+  quick?: boolean;
+  /** Candidates per request. @default 5 (the paper's K) */
+  k?: number;
+  /** Rows per ONNX run, in both paths. @default 64 */
+  maxBatch?: number;
+}
+
+/** Deterministic requests in the default task's language (a small LCG, no Math.random). */
+function makeRequests(count: number, k: number): { prompt: string; candidates: string[] }[] {
+  let state = 12345;
+  const next = (n: number) => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return (state >>> 8) % n;
+  };
+  const adjectives = [...GOOD, ...BAD, ...NEUTRAL];
+  const pick = <T>(list: readonly T[]) => list[next(list.length)];
+  return Array.from({ length: count }, () => {
+    const subject = pick(SUBJECTS);
+    const prompt = pick(PROMPT_TEMPLATES).replace("{s}", subject);
+    const candidates = Array.from({ length: k }, () =>
+      pick(RESPONSE_TEMPLATES).replace("{s}", subject).replace("{a}", pick(adjectives)).replace("{b}", pick(adjectives)).replace("{c}", pick(adjectives)),
+    );
+    return { prompt, candidates };
+  });
+}
+
+/** A compute-bound pairwise model: per-token MLP d → ff → d, segment sums, logit = w·(f1 − f2). Seeded weights. */
+function writeHeavyModel(dir: string, d = 256, ff = 1024): void {
+  writeOracleDir(dir, "pairwise");
+  const vocabulary = defaultVocabulary();
+  let seed = 7;
+  const random = (n: number, scale: number) =>
+    Float32Array.from({ length: n }, () => {
+      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+      return (seed / 2 ** 32 - 0.5) * 2 * scale;
+    });
+  const g = new GraphBuilder({ name: "bench_heavy_pairwise" });
+  const ids = g.input("input_ids", DataType.INT64, ["batch", "length"]);
+  const mask = g.cast(g.input("attention_mask", DataType.INT64, ["batch", "length"]), DataType.FLOAT); // (B, L)
+  const emb = g.gather(g.initializer("wte", random(vocabulary.length * d, 1), [vocabulary.length, d]), ids); // (B, L, d)
+  const h = g.relu(g.matMul(emb, g.initializer("fc_in", random(d * ff, 1 / Math.sqrt(d)), [d, ff]))); // (B, L, ff)
+  const x = g.matMul(h, g.initializer("fc_out", random(ff * d, 1 / Math.sqrt(ff)), [ff, d])); // (B, L, d)
+  const marker = (token: string) => g.cumSum(g.cast(g.equal(ids, g.constInt64(vocabulary.indexOf(token))), DataType.FLOAT), 1);
+  const after1 = marker("<|candidate1|>");
+  const after2 = marker("<|candidate2|>");
+  const pool = (segment: string) => g.squeeze(g.matMul(g.unsqueeze(g.mul(segment, mask), [1]), x), [1]); // (B, d)
+  const diff = g.sub(pool(g.sub(after1, after2)), pool(after2)); // (B, d)
+  const logits = g.squeeze(g.matMul(diff, g.initializer("head", random(d, 0.01), [d, 1])), [1]); // (B)
+  g.output("logits", DataType.FLOAT, ["batch"], logits);
+  writeFileSync(join(dir, "model.onnx"), serializeModel(g.build()));
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+async function benchModel(name: string, dir: string, requests: { prompt: string; candidates: string[] }[], repeats: number, maxBatch: number): Promise<BenchRow[]> {
+  const batching = { maxBatch, maxWaitMs: 2, maxConcurrentRuns: 1 };
+  // Direct: the same session settings, the rows tokenized and padded beforehand, batches of maxBatch run in turn.
+  const tokenizerSide = await PairwiseOnnxOracle.load({ modelDir: dir, maxCandidates: 64, batching, intraOpThreads: 0 });
+  const allRows = requests.flatMap((r) => pairwiseRows(tokenizerSide.encoder, tokenizerSide.config, r.prompt, r.candidates).rows);
+  await tokenizerSide.close();
+  const loaded = await loadOracleSession(dir, { outputNames: ["logits"], intraOpThreads: 0 });
+  const batches: { input_ids: ort.Tensor; attention_mask: ort.Tensor }[] = [];
+  for (let at = 0; at < allRows.length; at += maxBatch) {
+    const { ids, mask } = padBatch(allRows.slice(at, at + maxBatch), 0);
+    batches.push({ input_ids: ids, attention_mask: mask });
+  }
+  const runDirect = async () => {
+    const t0 = performance.now();
+    for (const feeds of batches) await loaded.session.run(feeds);
+    return (performance.now() - t0) / 1000;
+  };
+
+  const service = await createOracleService({ oracle: oracleConfigSchema.parse({ modelDir: dir, maxCandidates: 64, batching }) });
+  const running = await serve({
+    name: "oracle-bench",
+    services: [mount(PreferenceOracle, service.implementation)],
+    config: { ...serverConfigSchema.parse({ host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0 }), port: 0 },
+  });
+  const client = createClient(PreferenceOracle, `127.0.0.1:${running.port}`);
+  const runService = async () => {
+    const t0 = performance.now();
+    let answered = 0;
+    for await (const response of client.compare(requests.map((r, i) => ({ requestId: String(i), ...r })))) {
+      if (response.error) throw new Error(`bench request ${response.requestId} failed: ${response.error.message}`);
+      answered++;
+    }
+    if (answered !== requests.length) throw new Error(`bench: ${answered} of ${requests.length} answered`);
+    return (performance.now() - t0) / 1000;
+  };
+
+  try {
+    await runDirect(); // warm-up
+    await runService();
+    const direct: number[] = [];
+    const served: number[] = [];
+    for (let r = 0; r < repeats; r++) {
+      direct.push(await runDirect());
+      served.push(await runService());
+    }
+    const pairs = allRows.length;
+    const directRate = pairs / median(direct);
+    const serviceRate = pairs / median(served);
+    const common = { model: name, pairs, requests: requests.length, k: requests[0].candidates.length, maxBatch, repeats };
+    return [
+      { metric: "oracle.direct_pairs_per_s", value: directRate, unit: "pairs/s", ...common },
+      { metric: "oracle.service_pairs_per_s", value: serviceRate, unit: "pairs/s", ...common },
+      { metric: "oracle.service_overhead", value: directRate / serviceRate - 1, unit: "ratio", target: 0.1, ...common },
+    ];
+  } finally {
+    client.close();
+    await running.shutdown(1_000);
+    await service.close();
+    await loaded.session.release();
+  }
+}
+
+/** Runs the oracle benchmark; returns one row per metric and model. */
+export async function oracleBench(options: OracleBenchOptions = {}): Promise<BenchRow[]> {
+  const k = options.k ?? 5;
+  const maxBatch = options.maxBatch ?? 64;
+  const repeats = options.quick ? 3 : 7;
+  const dir = mkdtempSync(join(tmpdir(), "sppo-oracle-bench-"));
+  try {
+    const defaultDir = join(dir, "default");
+    writeOracleDir(defaultDir, "pairwise");
+    const heavyDir = join(dir, "heavy");
+    writeHeavyModel(heavyDir);
+    return [
+      ...(await benchModel("default (assets/oracle form)", defaultDir, makeRequests(options.quick ? 64 : 256, k), repeats, maxBatch)),
+      ...(await benchModel("compute-bound MLP d=256 ff=1024", heavyDir, makeRequests(options.quick ? 16 : 64, k), repeats, maxBatch)),
+    ];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export default oracleBench;
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  for (const row of await oracleBench({ quick: process.argv.includes("--quick") })) process.stdout.write(`${JSON.stringify(row)}\n`);
+}
