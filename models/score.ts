@@ -42,7 +42,7 @@ export function scorePairs(model: CausalLM, pairs: TokenPair[], options: { batch
       const lp = sequenceLogProbs(model, batch);
       const values = lp.dataSync();
       lp.dispose();
-      chunk.forEach((p, j) => out.push({ logprob: values[j], tokens: p.response.length }));
+      for (let j = 0; j < chunk.length; j++) out.push({ logprob: values[j], tokens: chunk[j].response.length });
     } finally {
       batch.dispose();
     }

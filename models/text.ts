@@ -4,6 +4,7 @@
  */
 import type { LoadedModel } from "./io.js";
 import type { CausalLM } from "./model.js";
+import { ModelFormatError } from "./safetensors.js";
 import { type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
 import { type Score, scorePairs } from "./score.js";
 import type { PolicyTokenizer } from "./tokenizer.js";
@@ -22,7 +23,7 @@ export interface TextSample extends SampleResult {
 }
 
 function requireTokenizer(loaded: LoadedModel): PolicyTokenizer {
-  if (!loaded.tokenizer) throw new TypeError(`${loaded.dir}: no tokenizer.json, so text prompts cannot be encoded`);
+  if (!loaded.tokenizer) throw new ModelFormatError(`${loaded.dir}: no tokenizer.json, so text prompts cannot be encoded`);
   return loaded.tokenizer;
 }
 

@@ -79,7 +79,7 @@ abstract class SlotOptimizer implements Optimizer {
   protected slotsFor(name: string, p: tf.Variable): Map<string, tf.Variable> {
     let s = this.slots.get(name);
     if (!s) {
-      s = new Map(this.slotNames.map((n) => [n, tf.variable(tf.zerosLike(p), false)]));
+      s = new Map(this.slotNames.map((n) => [n, tf.tidy(() => tf.variable(tf.zerosLike(p), false))]));
       this.slots.set(name, s);
     }
     return s;

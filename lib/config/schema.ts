@@ -3,6 +3,7 @@
  * the part of the system it configures; every field has a default, so an empty config runs the embedded default task.
  */
 import { z } from "zod";
+import { engineConfigSchema } from "./engine.js";
 import { optimizerConfigSchema } from "./optimizer.js";
 import { oracleConfigSchema } from "./oracle.js";
 import { clientConfigSchema, serverConfigSchema } from "./server.js";
@@ -13,6 +14,7 @@ export const configSchema = z
     client: clientConfigSchema.default(clientConfigSchema.parse({})),
     oracle: oracleConfigSchema.default(oracleConfigSchema.parse({})),
     optimizer: optimizerConfigSchema.default(optimizerConfigSchema.parse({})),
+    engine: engineConfigSchema.default(engineConfigSchema.parse({})),
   })
   .strict();
 

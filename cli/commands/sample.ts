@@ -1,0 +1,79 @@
+/**
+ * `sppo sample [--model DIR] --prompt TEXT [-k N] [--seed S] [--temperature T] [--top-p P] [--top-k K]
+ *  [--max-new-tokens N] [--backend B] [--config FILE] [--json]`: samples K responses from a policy with the tfjs
+ * engine (models/) and prints them, one per line, or as one JSON object with each response's ids and log-prob.
+ */
+import { type Command, InvalidArgumentError, Option } from "commander";
+import { loadConfig } from "../../lib/config/load.js";
+import { initBackend, loadModel, sampleText } from "../../models/index.js";
+
+/** Commander parser for a number within [min, max] (integers when `integer`), naming the flag on error. */
+export function numberIn(flag: string, min: number, max: number, integer = false): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+      throw new InvalidArgumentError(`${flag} must be ${integer ? "an integer" : "a number"} in [${min}, ${max}], got ${value}`);
+    }
+    return n;
+  };
+}
+
+export const backendOption = () => new Option("--backend <name>", "tfjs backend (default: config engine.backend, auto)").choices(["auto", "tensorflow", "wasm", "cpu"]);
+
+interface SampleFlags {
+  model?: string;
+  prompt: string;
+  k: number;
+  seed: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  maxNewTokens: number;
+  backend?: "auto" | "tensorflow" | "wasm" | "cpu";
+  config?: string;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command("sample")
+    .description("sample responses to a prompt from a policy model directory (tfjs engine)")
+    .option("--model <dir>", "model directory (default: config engine.modelDir, assets/policy)")
+    .requiredOption("--prompt <text>", "the user prompt (rendered through the chat template when the model has one)")
+    .option("-k, --k <n>", "responses to sample", numberIn("-k", 1, 4096, true), 1)
+    .option("--seed <s>", "seed of the sampler", numberIn("--seed", 0, Number.MAX_SAFE_INTEGER, true), 0)
+    .option("--temperature <t>", "softmax temperature (0 = greedy)", numberIn("--temperature", 0, 100), 1)
+    .option("--top-p <p>", "nucleus mass in (0, 1]", numberIn("--top-p", Number.MIN_VALUE, 1), 1)
+    .option("--top-k <k>", "keep the k most likely tokens (0 = off)", numberIn("--top-k", 0, 1e9, true), 0)
+    .option("--max-new-tokens <n>", "most tokens per response, EOS included", numberIn("--max-new-tokens", 1, 1e6, true), 64)
+    .addOption(backendOption())
+    .option("--config <file>", "YAML or JSON config file")
+    .option("--json", "print one JSON object")
+    .action(async (flags: SampleFlags) => {
+      const config = loadConfig({ file: flags.config, overrides: { engine: { backend: flags.backend } } });
+      const backend = await initBackend(config.engine.backend);
+      const loaded = loadModel(flags.model ?? config.engine.modelDir);
+      try {
+        const [samples] = sampleText(loaded, [flags.prompt], {
+          k: flags.k,
+          seed: flags.seed,
+          temperature: flags.temperature,
+          topP: flags.topP,
+          topK: flags.topK,
+          maxNewTokens: flags.maxNewTokens,
+        });
+        if (flags.json) {
+          const out = {
+            prompt: flags.prompt,
+            engine: `tfjs/${backend.name}`,
+            samples: samples.map((s) => ({ text: s.text, tokenIds: s.tokenIds, logprob: s.logprob, tokens: s.tokenIds.length, finished: s.finished })),
+          };
+          process.stdout.write(`${JSON.stringify(out)}\n`);
+        } else {
+          for (const s of samples) process.stdout.write(`${s.text}\n`);
+        }
+      } finally {
+        loaded.model.dispose();
+      }
+    });
+}
