@@ -1,0 +1,139 @@
+/**
+ * The inference engine the generator runs a policy version on, and how one is chosen.
+ *
+ * An engine holds ONE loaded policy version (a model directory) and does two things: sample continuations of
+ * prompts given as token ids, and score (prompt, response) pairs. The generator owns everything around it —
+ * tokenization, validation, batching across requests, versions — so an engine only ever sees valid ids that fit its
+ * context. Two implementations:
+ *  - tfjs (services/generator/tfjs-engine.ts, over models/): always available;
+ *  - onnxruntime (models/onnx/): preferred by engine "auto" where present. models/onnx/index.ts plugs in by
+ *    exporting `loadOnnxEngine: EngineLoader` (see ONNX_ENGINE_EXPORT); nothing else needs to change here.
+ *
+ * Contract every engine keeps (the generator's tests check it on the tfjs engine):
+ *  - `sample(promptIds, o)`: one sample per row (the generator repeats a prompt K times), rows may have different
+ *    lengths; row b draws from `createRng(o.seed, b)` of models/prng.ts through models/sample.ts's `drawToken`, so
+ *    the same seed, prompts, options and weights give the same tokens, and engines agree wherever their logits do.
+ *    `logprob` is Σ log π(token) at temperature 1 (the untempered policy), whatever temperature/top-p/top-k shaped
+ *    the draw; with `eosId` set a row stops after drawing it (EOS kept in tokenIds), otherwise after maxNewTokens.
+ *  - `score(pairs)`: Σ log π(response token | prompt, earlier response tokens) at temperature 1, prompt tokens
+ *    masked; the score of a sampled response equals its sampled `logprob` (up to float rounding).
+ *  - Both may be called again before an earlier call resolved when the generator runs more than one batch at once
+ *    (config maxConcurrentRuns > 1); an engine that cannot overlap runs must queue them itself.
+ *  - `dispose()` frees the weights; no call is made afterwards.
+ */
+import { log } from "../../lib/log.js";
+import type { BackendName } from "../../models/index.js";
+
+/** Sampling options of one engine run (every row of the run shares them). */
+export interface EngineSampleOptions {
+  /** Softmax temperature of the draw; 0 = greedy. */
+  temperature: number;
+  /** Nucleus mass in (0, 1]; 1 = off. */
+  topP: number;
+  /** Keep the k most likely tokens; 0 = off. */
+  topK: number;
+  /** Most tokens per row, EOS included; the generator keeps prompt + maxNewTokens within contextLength. */
+  maxNewTokens: number;
+  /** Seed of the per-row generators (row b uses stream b). */
+  seed: number;
+  /** Stop a row after this token; undefined: run every row to maxNewTokens. */
+  eosId?: number;
+  /** Id for padding positions (masked: its value never matters). */
+  padId: number;
+}
+
+/** One sampled row. */
+export interface EngineSample {
+  /** Generated ids (EOS included when the row stopped on it). */
+  tokenIds: number[];
+  /** Σ log π(token) at temperature 1, natural log. */
+  logprob: number;
+  /** Whether the row ended on EOS (false: cut at maxNewTokens). */
+  finished: boolean;
+}
+
+/** One (prompt, response) pair to score; the prompt has at least one token. */
+export interface ScorePair {
+  prompt: number[];
+  response: number[];
+}
+
+/** A scored pair. */
+export interface EngineScore {
+  /** Σ log π(response tokens) at temperature 1, natural log. */
+  logprob: number;
+  /** Response tokens scored. */
+  tokens: number;
+}
+
+/** A loaded policy version, ready to sample and score. */
+export interface PolicyEngine {
+  /** Which engine runs ("onnxruntime", "tfjs-wasm", "tfjs-cpu", ...): reported in every response. */
+  readonly name: string;
+  /** Longest sequence (prompt + response) the model takes. */
+  readonly contextLength: number;
+  /** Ids are valid in [0, vocabSize). */
+  readonly vocabSize: number;
+  /** Model family ("gpt2", "llama"). */
+  readonly family: string;
+  /** Number of parameters. */
+  readonly parameters: number;
+  sample(promptIds: number[][], options: EngineSampleOptions): Promise<EngineSample[]>;
+  score(pairs: ScorePair[], options: { padId: number }): Promise<EngineScore[]>;
+  dispose(): void;
+}
+
+/** Options for loading an engine (each engine takes what applies to it). */
+export interface EngineLoadOptions {
+  /** tfjs backend ("auto": tensorflow → wasm → cpu). */
+  tfjsBackend?: BackendName;
+  /** onnxruntime intra-op threads (0: onnxruntime's choice). */
+  threads?: number;
+  /** Rows per forward pass when scoring. */
+  maxBatch?: number;
+}
+
+/** Loads the model directory `dir` (config.json, model.safetensors, ...) into an engine. */
+export type EngineLoader = (dir: string, options: EngineLoadOptions) => Promise<PolicyEngine>;
+
+/** The module the onnx engine lives in, relative to this file, and the export the generator looks for. */
+export const ONNX_ENGINE_MODULE = "../../models/onnx/index.js";
+export const ONNX_ENGINE_EXPORT = "loadOnnxEngine";
+
+/** The onnx engine's loader, or why there is none. */
+export async function findOnnxLoader(): Promise<{ loader?: EngineLoader; reason?: string }> {
+  let mod: Record<string, unknown>;
+  try {
+    // A computed specifier: models/onnx may not exist in this checkout, and that is a normal outcome.
+    mod = (await import(new URL(ONNX_ENGINE_MODULE, import.meta.url).href)) as Record<string, unknown>;
+  } catch (err) {
+    return { reason: `models/onnx is not available (${(err as Error).message.split("\n")[0]})` };
+  }
+  const loader = mod[ONNX_ENGINE_EXPORT];
+  if (typeof loader !== "function") return { reason: `models/onnx does not export ${ONNX_ENGINE_EXPORT}` };
+  return { loader: loader as EngineLoader };
+}
+
+/**
+ * Loads `dir` on the engine `choice`: "tfjs", "onnx" (fails when models/onnx cannot load it), or "auto" (onnx when
+ * models/onnx provides it and it loads the directory, else tfjs, with the reason logged).
+ */
+export async function loadEngine(choice: "auto" | "onnx" | "tfjs", dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
+  if (choice !== "tfjs") {
+    const { loader, reason } = await findOnnxLoader();
+    if (loader) {
+      try {
+        return await loader(dir, options);
+      } catch (err) {
+        if (choice === "onnx") throw err;
+        log.warn({ err, dir }, "generator: the onnx engine could not load the policy; using tfjs");
+      }
+    } else if (choice === "onnx") {
+      throw new Error(`engine "onnx": ${reason}`);
+    } else {
+      log.info({ reason }, "generator: no onnx engine; using tfjs");
+    }
+  }
+  const { loadTfjsEngine } = await import("./tfjs-engine.js");
+  return loadTfjsEngine(dir, options);
+}

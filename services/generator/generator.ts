@@ -1,0 +1,598 @@
+/**
+ * The generator's core, testable without gRPC: the policy versions held in memory, request validation, and a
+ * bounded scheduler that batches concurrent requests onto the engine.
+ *
+ * Versions: version 0 is the base model directory, loaded at start and never evicted. `loadPolicy` pulls a version
+ * from an optimizer (lib/weights: verified, atomic), loads it and makes it current; the generator keeps
+ * `versionsInMemory` versions, the base included, evicting the oldest loaded one that is not current. A request
+ * pinned to an evicted version fails with FAILED_PRECONDITION; requests already running on it finish first (each
+ * holds a reference) and its engine is disposed when the last one is done.
+ *
+ * Scheduling: every accepted request becomes one job in one queue bounded by `maxQueuedRequests` (beyond it:
+ * RESOURCE_EXHAUSTED, never unbounded memory). Up to `maxConcurrentRuns` engine runs go at once; a run takes the
+ * oldest job and every queued job that can share its batch, up to `maxBatch` rows:
+ *  - Generate with a seed runs alone: its K rows form the whole batch, so its tokens depend only on (seed, prompt,
+ *    params, version) — reproducible whatever else the server is doing.
+ *  - Generate without a seed shares a batch with other unseeded requests of the same version and sampling options
+ *    (prompt lengths may differ: rows are left-padded and masked); the batch gets a fresh random seed.
+ *  - Score jobs of the same version share batches (padding is masked, so a score does not depend on its batch-mates
+ *    beyond float rounding).
+ * Runs start on the next event-loop turn, so requests that arrive together batch together.
+ *
+ * Requests are the protobuf messages themselves (their field names are the ones errors name); `generate` and `score`
+ * never throw: a bad or failed request is a response with `error` set.
+ */
+import { create } from "@bufbuild/protobuf";
+import { randomInt } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type PolicyVersion, PolicyVersionSchema, StatusSchema } from "../../gen/sppo/v1/common_pb.js";
+import {
+  CandidateSchema,
+  FinishReason,
+  type GenerateRequest,
+  type GenerateResponse,
+  GenerateResponseSchema,
+  type ScoreRequest,
+  type ScoreResponse,
+  ScoreResponseSchema,
+} from "../../gen/sppo/v1/generator_pb.js";
+import type { GeneratorConfig } from "../../lib/config/generator.js";
+import type { ClientConfig } from "../../lib/config/server.js";
+import { Code, RpcError } from "../../lib/errors.js";
+import { log } from "../../lib/log.js";
+import { directoryManifest, pullWeights } from "../../lib/weights/index.js";
+import { encodePrompt, ModelFormatError, PolicyTokenizer } from "../../models/index.js";
+import { type EngineLoader, type EngineSample, type EngineSampleOptions, type EngineScore, loadEngine, type PolicyEngine, type ScorePair } from "./engine.js";
+
+/** A request that failed validation: the field at fault and why. */
+class FieldError extends RpcError {
+  constructor(
+    code: Code,
+    readonly field: string,
+    reason: string,
+  ) {
+    super(code, `${field}: ${reason}`);
+  }
+}
+
+const invalid = (field: string, reason: string) => new FieldError(Code.INVALID_ARGUMENT, field, reason);
+
+/** One policy version in memory. */
+interface PolicyHandle {
+  info: PolicyVersion;
+  dir: string;
+  engine: PolicyEngine;
+  tokenizer: PolicyTokenizer | undefined;
+  eosId: number | undefined;
+  padId: number;
+  /** Requests holding this version (accepted, not yet answered). */
+  refs: number;
+  /** Evicted: no new request may use it; disposed when refs reaches 0. */
+  retired: boolean;
+  /** Whether `dir` is the generator's own copy (deleted on eviction) rather than the configured base directory. */
+  ownsDir: boolean;
+}
+
+type Job =
+  | {
+      kind: "sample";
+      handle: PolicyHandle;
+      prompt: number[];
+      k: number;
+      options: Omit<EngineSampleOptions, "seed">;
+      /** The request's seed; undefined: the run's random seed (and the job may share its run). */
+      seed: number | undefined;
+      resolve(samples: EngineSample[]): void;
+      reject(err: unknown): void;
+    }
+  | { kind: "score"; handle: PolicyHandle; pairs: ScorePair[]; resolve(scores: EngineScore[]): void; reject(err: unknown): void };
+
+const rowsOf = (job: Job) => (job.kind === "sample" ? job.k : job.pairs.length);
+
+/** Whether `b` may run in the same engine run as `a`. */
+function compatible(a: Job, b: Job): boolean {
+  if (a.handle !== b.handle) return false;
+  if (a.kind === "score" && b.kind === "score") return true;
+  if (a.kind !== "sample" || b.kind !== "sample" || a.seed !== undefined || b.seed !== undefined) return false;
+  const x = a.options;
+  const y = b.options;
+  return x.temperature === y.temperature && x.topP === y.topP && x.topK === y.topK && x.maxNewTokens === y.maxNewTokens && x.eosId === y.eosId;
+}
+
+/** The generator's settings: its config section, plus how it calls optimizers. */
+export interface PolicyGeneratorOptions {
+  generator: GeneratorConfig;
+  /** Client settings for GetWeights calls (TLS, message limits). */
+  client?: Partial<ClientConfig>;
+  /** Replaces engine selection (tests, and programs that bring their own engine). */
+  engineLoader?: EngineLoader;
+}
+
+/** Result of a LoadPolicy. */
+export interface LoadResult {
+  policy: PolicyVersion;
+  /** Seconds spent pulling and loading (≈ 0 when the version was already held). */
+  loadSeconds: number;
+}
+
+function readJsonIfPresent(path: string): Record<string, unknown> | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ModelFormatError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** The tokenizer of a model directory, or undefined when it has none (then only token ids are accepted). */
+function loadTokenizer(dir: string): PolicyTokenizer | undefined {
+  const json = readJsonIfPresent(join(dir, "tokenizer.json"));
+  if (!json) return undefined;
+  try {
+    return new PolicyTokenizer(json, readJsonIfPresent(join(dir, "tokenizer_config.json")) ?? {});
+  } catch (err) {
+    throw new ModelFormatError(`${join(dir, "tokenizer.json")}: cannot build the tokenizer (${(err as Error).message})`);
+  }
+}
+
+/** The model's EOS id: the tokenizer's, else config.json's eos_token_id. */
+function eosOf(dir: string, tokenizer: PolicyTokenizer | undefined): number | undefined {
+  if (tokenizer?.eosId !== undefined) return tokenizer.eosId;
+  const eos = readJsonIfPresent(join(dir, "config.json"))?.eos_token_id;
+  if (typeof eos === "number") return eos;
+  if (Array.isArray(eos) && typeof eos[0] === "number") return eos[0];
+  return undefined;
+}
+
+/** A seed from the request: the low 53 bits of the uint64, so that every seed maps to one exact double. */
+function seedOf(seed: bigint): number {
+  return Number(BigInt.asUintN(53, seed));
+}
+
+export class PolicyGenerator {
+  private readonly config: GeneratorConfig;
+  private readonly versions = new Map<number, PolicyHandle>();
+  /** Non-base versions in load order, oldest first (eviction order). */
+  private readonly loadOrder: number[] = [];
+  private current: PolicyHandle;
+  private readonly queue: Job[] = [];
+  private running = 0;
+  private pumpScheduled = false;
+  private closed = false;
+  /** LoadPolicy calls run one at a time. */
+  private loading: Promise<unknown> = Promise.resolve();
+  private readonly weightsDir: string;
+  private readonly ownsWeightsDir: boolean;
+
+  private constructor(
+    private readonly options: PolicyGeneratorOptions,
+    base: PolicyHandle,
+    weightsDir: string,
+    ownsWeightsDir: boolean,
+  ) {
+    this.config = options.generator;
+    this.current = base;
+    this.versions.set(0, base);
+    this.weightsDir = weightsDir;
+    this.ownsWeightsDir = ownsWeightsDir;
+  }
+
+  /** Loads the base policy (version 0) from `config.generator.modelDir`; fails at start-up on a bad directory. */
+  static async create(options: PolicyGeneratorOptions): Promise<PolicyGenerator> {
+    const config = options.generator;
+    const ownsWeightsDir = config.weightsDir === "";
+    const weightsDir = ownsWeightsDir ? mkdtempSync(join(tmpdir(), "sppo-generator-")) : config.weightsDir;
+    try {
+      const { sha256 } = await directoryManifest(config.modelDir);
+      const base = await PolicyGenerator.openVersion(options, config.modelDir, { version: 0, iteration: 0, sha256 }, false);
+      const generator = new PolicyGenerator(options, base, weightsDir, ownsWeightsDir);
+      log.info({ engine: base.engine.name, dir: config.modelDir, ...base.info, parameters: Number(base.info.parameters) }, "generator: base policy loaded");
+      return generator;
+    } catch (err) {
+      if (ownsWeightsDir) rmSync(weightsDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private static async openVersion(
+    options: PolicyGeneratorOptions,
+    dir: string,
+    info: { version: number; iteration: number; sha256: string },
+    ownsDir: boolean,
+  ): Promise<PolicyHandle> {
+    const config = options.generator;
+    const tokenizer = loadTokenizer(dir);
+    const engineOptions = { tfjsBackend: config.tfjsBackend, threads: config.onnxThreads, maxBatch: config.maxBatch };
+    const engine = options.engineLoader ? await options.engineLoader(dir, engineOptions) : await loadEngine(config.engine, dir, engineOptions);
+    const eosId = eosOf(dir, tokenizer);
+    return {
+      info: create(PolicyVersionSchema, { ...info, family: engine.family, parameters: BigInt(engine.parameters) }),
+      dir,
+      engine,
+      tokenizer,
+      eosId,
+      padId: tokenizer?.padId ?? eosId ?? 0,
+      refs: 0,
+      retired: false,
+      ownsDir,
+    };
+  }
+
+  /** The current policy and every version held, by version. */
+  getPolicy(): { current: PolicyVersion; loaded: PolicyVersion[] } {
+    return { current: this.current.info, loaded: [...this.versions.keys()].sort((a, b) => a - b).map((v) => (this.versions.get(v) as PolicyHandle).info) };
+  }
+
+  /** Name of the engine the current version runs on. */
+  get engineName(): string {
+    return this.current.engine.name;
+  }
+
+  /** Requests waiting for the engine (not counting the ones running). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  // ---- requests ------------------------------------------------------------------------------------------------
+
+  /** The version a request runs on (pinned or current), with a reference taken; the caller must release it. */
+  private acquire(pinned: number | undefined, field: string): PolicyHandle {
+    if (this.closed) throw new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+    const handle = pinned === undefined ? this.current : this.versions.get(pinned);
+    if (!handle) {
+      const held = [...this.versions.keys()].sort((a, b) => a - b).join(", ");
+      throw new FieldError(Code.FAILED_PRECONDITION, field, `policy version ${pinned} is not held by this generator (held: ${held}; current: ${this.current.info.version})`);
+    }
+    handle.refs++;
+    return handle;
+  }
+
+  private release(handle: PolicyHandle): void {
+    handle.refs--;
+    if (handle.retired && handle.refs === 0) this.disposeHandle(handle);
+  }
+
+  private disposeHandle(handle: PolicyHandle): void {
+    handle.engine.dispose();
+    if (handle.ownsDir) rmSync(handle.dir, { recursive: true, force: true });
+    log.info({ version: handle.info.version }, "generator: policy version released");
+  }
+
+  /** Checks ids against the vocabulary, naming the first bad one. */
+  private static checkIds(ids: readonly number[], vocabSize: number, field: string): void {
+    for (let i = 0; i < ids.length; i++) {
+      if (!(ids[i] >= 0 && ids[i] < vocabSize)) throw invalid(`${field}[${i}]`, `token id ${ids[i]} is outside the vocabulary [0, ${vocabSize})`);
+    }
+  }
+
+  /** Prompt ids of a request: the ids given, or the text encoded (chat template unless raw). */
+  private static promptIds(handle: PolicyHandle, ids: readonly number[], text: string, raw: boolean): { ids: number[]; field: string } {
+    if (ids.length > 0) {
+      PolicyGenerator.checkIds(ids, handle.engine.vocabSize, "prompt_token_ids");
+      return { ids: [...ids], field: "prompt_token_ids" };
+    }
+    if (text.trim() === "") throw invalid("prompt", "empty (set prompt or prompt_token_ids)");
+    const tokenizer = handle.tokenizer;
+    if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, "prompt", `policy version ${handle.info.version} has no tokenizer.json; send prompt_token_ids`);
+    let encoded: number[];
+    if (raw) {
+      encoded = tokenizer.encode(text);
+      if (tokenizer.bosId !== undefined && encoded[0] !== tokenizer.bosId) encoded.unshift(tokenizer.bosId);
+    } else encoded = encodePrompt(tokenizer, text);
+    if (encoded.length === 0) throw invalid("prompt", "encodes to no tokens");
+    return { ids: encoded, field: "prompt" };
+  }
+
+  /** Sampling options of a request: its params over the configured defaults, checked. */
+  private samplingOf(request: GenerateRequest): { options: Omit<EngineSampleOptions, "seed" | "eosId" | "padId">; stopOnEos: boolean; seed: number | undefined } {
+    const d = this.config.sampling;
+    const p = request.params;
+    const temperature = p?.temperature ?? d.temperature;
+    if (!(Number.isFinite(temperature) && temperature >= 0)) throw invalid("params.temperature", `must be a finite number ≥ 0, got ${temperature}`);
+    const topP = p?.topP ?? d.topP;
+    if (!(topP > 0 && topP <= 1)) throw invalid("params.top_p", `must be in (0, 1], got ${topP}`);
+    const topK = p?.topK ?? d.topK;
+    const maxNewTokens = p?.maxNewTokens ?? d.maxNewTokens;
+    if (maxNewTokens < 1 || maxNewTokens > this.config.maxNewTokensLimit) {
+      throw invalid("params.max_new_tokens", `must be in [1, ${this.config.maxNewTokensLimit}], got ${maxNewTokens}`);
+    }
+    return { options: { temperature, topP, topK, maxNewTokens }, stopOnEos: p?.stopOnEos ?? d.stopOnEos, seed: p?.seed === undefined ? undefined : seedOf(p.seed) };
+  }
+
+  /** Samples K responses for one request. Never throws: failures come back in `error`. */
+  async generate(request: GenerateRequest): Promise<GenerateResponse> {
+    let handle: PolicyHandle | undefined;
+    try {
+      const k = request.numSamples;
+      if (k === 0) throw invalid("num_samples", "must be ≥ 1");
+      if (k > this.config.maxSamples) throw invalid("num_samples", `${k} exceeds the maximum of ${this.config.maxSamples}`);
+      const sampling = this.samplingOf(request);
+      handle = this.acquire(request.policyVersion, "policy_version");
+      const prompt = PolicyGenerator.promptIds(handle, request.promptTokenIds, request.prompt, request.raw);
+      const context = handle.engine.contextLength;
+      if (prompt.ids.length >= context) {
+        throw invalid(prompt.field, `${prompt.ids.length} tokens, but the policy's context is ${context} tokens and at least one must be left for the response (at most ${context - 1} prompt tokens)`);
+      }
+      const options = {
+        ...sampling.options,
+        // The context bounds the response: a sample that reaches it ends with FINISH_REASON_LENGTH.
+        maxNewTokens: Math.min(sampling.options.maxNewTokens, context - prompt.ids.length),
+        eosId: sampling.stopOnEos ? handle.eosId : undefined,
+        padId: handle.padId,
+      };
+      const samples = await this.enqueue<EngineSample[]>((resolve, reject) => ({
+        kind: "sample",
+        handle: handle as PolicyHandle,
+        prompt: prompt.ids,
+        k,
+        options,
+        seed: sampling.seed,
+        resolve,
+        reject,
+      }));
+      const tokenizer = handle.tokenizer;
+      return create(GenerateResponseSchema, {
+        requestId: request.requestId,
+        policyVersion: handle.info.version,
+        promptTokenIds: prompt.ids,
+        engine: handle.engine.name,
+        candidates: samples.map((s, index) =>
+          create(CandidateSchema, {
+            index,
+            tokenIds: s.tokenIds,
+            text: tokenizer ? tokenizer.decode(s.tokenIds) : "",
+            logprob: s.logprob,
+            finishReason: s.finished ? FinishReason.EOS : FinishReason.LENGTH,
+          }),
+        ),
+      });
+    } catch (err) {
+      return create(GenerateResponseSchema, { requestId: request.requestId, error: this.statusOf(err, request.requestId), engine: handle?.engine.name ?? "" });
+    } finally {
+      if (handle) this.release(handle);
+    }
+  }
+
+  /** Scores the responses of one request. Never throws: failures come back in `error`. */
+  async score(request: ScoreRequest): Promise<ScoreResponse> {
+    let handle: PolicyHandle | undefined;
+    try {
+      const useIds = request.responses.length > 0;
+      const count = useIds ? request.responses.length : request.responseTexts.length;
+      if (count === 0) throw invalid("responses", "no responses (set responses or response_texts)");
+      if (count > this.config.maxBatch) throw invalid(useIds ? "responses" : "response_texts", `${count} responses exceed the maximum of ${this.config.maxBatch} per request`);
+      handle = this.acquire(request.policyVersion, "policy_version");
+      const prompt = PolicyGenerator.promptIds(handle, request.promptTokenIds, request.prompt, false);
+      const context = handle.engine.contextLength;
+      const pairs: ScorePair[] = [];
+      for (let i = 0; i < count; i++) {
+        let response: number[];
+        let field: string;
+        if (useIds) {
+          field = `responses[${i}].token_ids`;
+          response = [...request.responses[i].tokenIds];
+          PolicyGenerator.checkIds(response, handle.engine.vocabSize, field);
+        } else {
+          field = `response_texts[${i}]`;
+          const tokenizer = handle.tokenizer;
+          if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, field, `policy version ${handle.info.version} has no tokenizer.json; send responses as token ids`);
+          // As a sampled response that ended on EOS: its text, then EOS (which is scored).
+          response = tokenizer.encode(request.responseTexts[i]);
+          if (handle.eosId !== undefined) response.push(handle.eosId);
+        }
+        if (prompt.ids.length + response.length > context) {
+          throw invalid(field, `prompt (${prompt.ids.length}) + response (${response.length}) = ${prompt.ids.length + response.length} tokens exceed the policy's context of ${context}`);
+        }
+        pairs.push({ prompt: prompt.ids, response });
+      }
+      const scores = await this.enqueue<EngineScore[]>((resolve, reject) => ({ kind: "score", handle: handle as PolicyHandle, pairs, resolve, reject }));
+      return create(ScoreResponseSchema, {
+        requestId: request.requestId,
+        policyVersion: handle.info.version,
+        logprobs: scores.map((s) => s.logprob),
+        tokenCounts: scores.map((s) => s.tokens),
+        engine: handle.engine.name,
+      });
+    } catch (err) {
+      return create(ScoreResponseSchema, { requestId: request.requestId, error: this.statusOf(err, request.requestId), engine: handle?.engine.name ?? "" });
+    } finally {
+      if (handle) this.release(handle);
+    }
+  }
+
+  /** A failure as the sppo.v1.Status of a response. Unexpected throws are logged and become INTERNAL. */
+  private statusOf(err: unknown, requestId: string) {
+    const rpc = RpcError.from(err, Code.INTERNAL);
+    if (!(err instanceof RpcError)) log.error({ err, requestId }, "generator: request failed unexpectedly");
+    return create(StatusSchema, { code: rpc.code, message: rpc.message, field: err instanceof FieldError ? err.field : "" });
+  }
+
+  // ---- scheduling ----------------------------------------------------------------------------------------------
+
+  private enqueue<T>(make: (resolve: (value: T) => void, reject: (err: unknown) => void) => Job): Promise<T> {
+    if (this.queue.length >= this.config.maxQueuedRequests) {
+      return Promise.reject(new RpcError(Code.RESOURCE_EXHAUSTED, `generator: ${this.queue.length} requests are already queued (maxQueuedRequests); retry later`));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push(make(resolve as never, reject));
+      this.schedulePump();
+    });
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    // The next turn: requests that arrive together batch together, and I/O gets in between two runs.
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.running < this.config.maxConcurrentRuns && this.queue.length > 0) {
+      const batch = this.takeBatch();
+      this.running++;
+      void this.run(batch).finally(() => {
+        this.running--;
+        if (this.queue.length > 0) this.schedulePump();
+      });
+    }
+  }
+
+  /** The oldest job and every queued job that may share its run, up to maxBatch rows, removed from the queue. */
+  private takeBatch(): Job[] {
+    const first = this.queue.shift() as Job;
+    const batch = [first];
+    let rows = rowsOf(first);
+    for (let i = 0; i < this.queue.length && rows < this.config.maxBatch; ) {
+      const job = this.queue[i];
+      if (compatible(first, job) && rows + rowsOf(job) <= this.config.maxBatch) {
+        batch.push(job);
+        rows += rowsOf(job);
+        this.queue.splice(i, 1);
+      } else i++;
+    }
+    return batch;
+  }
+
+  private async run(batch: Job[]): Promise<void> {
+    const first = batch[0];
+    try {
+      if (first.kind === "sample") {
+        const jobs = batch as Extract<Job, { kind: "sample" }>[];
+        const rows = jobs.flatMap((j) => Array.from({ length: j.k }, () => j.prompt));
+        // Different prompt lengths share a run: the longest bounds every row's room in the context.
+        const longest = Math.max(...jobs.map((j) => j.prompt.length));
+        const maxNewTokens = Math.min(first.options.maxNewTokens, first.handle.engine.contextLength - longest);
+        const seed = first.seed ?? randomInt(0, 2 ** 48 - 1);
+        const samples = await first.handle.engine.sample(rows, { ...first.options, maxNewTokens, seed });
+        let at = 0;
+        for (const job of jobs) {
+          job.resolve(samples.slice(at, at + job.k));
+          at += job.k;
+        }
+      } else {
+        const jobs = batch as Extract<Job, { kind: "score" }>[];
+        const scores = await first.handle.engine.score(
+          jobs.flatMap((j) => j.pairs),
+          { padId: first.handle.padId },
+        );
+        let at = 0;
+        for (const job of jobs) {
+          job.resolve(scores.slice(at, at + job.pairs.length));
+          at += job.pairs.length;
+        }
+      }
+    } catch (err) {
+      const failure = err instanceof RpcError ? err : new RpcError(Code.INTERNAL, `engine ${first.handle.engine.name}: ${(err as Error).message}`, { cause: err });
+      if (!(err instanceof RpcError)) log.error({ err }, "generator: engine run failed");
+      for (const job of batch) job.reject(failure);
+    }
+  }
+
+  // ---- versions ------------------------------------------------------------------------------------------------
+
+  /**
+   * Makes `version` current, pulling it from the Optimizer at `source` (or the configured optimizerTarget) when it
+   * is not held. `sha256`, when set, must match the version's checksum (DATA_LOSS otherwise). LoadPolicy calls run
+   * one at a time.
+   */
+  loadPolicy(version: number, options: { source?: string; sha256?: string; signal?: AbortSignal } = {}): Promise<LoadResult> {
+    const next = this.loading.then(() => this.loadPolicyNow(version, options));
+    this.loading = next.catch(() => {});
+    return next;
+  }
+
+  private async loadPolicyNow(version: number, options: { source?: string; sha256?: string; signal?: AbortSignal }): Promise<LoadResult> {
+    if (this.closed) throw new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    const expected = options.sha256?.toLowerCase() ?? "";
+    if (expected && !/^[0-9a-f]{64}$/.test(expected)) throw invalid("sha256", `not a hex SHA-256 ("${options.sha256}")`);
+    const held = this.versions.get(version);
+    if (held && (!expected || expected === held.info.sha256)) {
+      this.current = held;
+      this.touch(version);
+      log.info({ version }, "generator: policy version made current (already held)");
+      return { policy: held.info, loadSeconds: seconds() };
+    }
+    if (version === 0) throw new RpcError(Code.DATA_LOSS, `sha256: the base policy (version 0) has SHA-256 ${held?.info.sha256}, expected ${expected}`);
+    const target = options.source || this.config.optimizerTarget;
+    if (!target) throw invalid("source", "empty, and the generator has no optimizerTarget configured");
+    const destination = join(this.weightsDir, `v${version}`);
+    // A replaced copy of this version (another checksum) must not be deleted under its running requests.
+    const dir = held ? join(this.weightsDir, `v${version}-${Date.now()}`) : destination;
+    const pulled = await pullWeights({
+      target,
+      version,
+      destination: dir,
+      sha256: expected,
+      chunkBytes: this.config.chunkBytes,
+      deadlineMs: this.config.loadTimeoutMs,
+      signal: options.signal,
+      client: this.options.client,
+    });
+    let handle: PolicyHandle;
+    try {
+      handle = await PolicyGenerator.openVersion(this.options, pulled.dir, { version, iteration: pulled.policy.iteration, sha256: pulled.policy.sha256 }, true);
+    } catch (err) {
+      rmSync(pulled.dir, { recursive: true, force: true });
+      if (err instanceof ModelFormatError) throw new RpcError(Code.FAILED_PRECONDITION, `version ${version}: ${err.message}`, { cause: err });
+      throw err;
+    }
+    if (this.closed) {
+      this.disposeHandle(handle);
+      throw new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+    }
+    if (held) this.retire(held);
+    this.versions.set(version, handle);
+    this.current = handle;
+    this.touch(version);
+    this.evict();
+    const loadSeconds = seconds();
+    log.info({ version, bytes: pulled.totalBytes, loadSeconds, engine: handle.engine.name }, "generator: policy version loaded and made current");
+    return { policy: handle.info, loadSeconds };
+  }
+
+  /** Moves `version` to the newest end of the eviction order. */
+  private touch(version: number): void {
+    if (version === 0) return;
+    const i = this.loadOrder.indexOf(version);
+    if (i !== -1) this.loadOrder.splice(i, 1);
+    this.loadOrder.push(version);
+  }
+
+  private retire(handle: PolicyHandle): void {
+    handle.retired = true;
+    if (handle.refs === 0) this.disposeHandle(handle);
+  }
+
+  /** Drops the oldest non-current versions until versionsInMemory are held (the base always stays). */
+  private evict(): void {
+    while (this.versions.size > this.config.versionsInMemory) {
+      const victim = this.loadOrder.find((v) => v !== this.current.info.version);
+      if (victim === undefined) break;
+      this.loadOrder.splice(this.loadOrder.indexOf(victim), 1);
+      const handle = this.versions.get(victim) as PolicyHandle;
+      this.versions.delete(victim);
+      this.retire(handle);
+      log.info({ version: victim }, "generator: policy version evicted");
+    }
+  }
+
+  /** Fails queued requests with UNAVAILABLE, waits for running ones, and frees every version. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const failure = new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+    for (const job of this.queue.splice(0)) job.reject(failure);
+    await this.loading.catch(() => {});
+    while (this.running > 0) await new Promise((r) => setImmediate(r));
+    for (const handle of this.versions.values()) this.retire(handle);
+    this.versions.clear();
+    if (this.ownsWeightsDir) rmSync(this.weightsDir, { recursive: true, force: true });
+  }
+}

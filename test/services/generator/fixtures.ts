@@ -1,0 +1,119 @@
+/** Tiny policies in the real format for the generator's tests, and an engine wrapper that tests can hold and count. */
+import { PolicyTokenizer } from "../../../models/index.js";
+import { createModel, gpt2Config, saveModel } from "../../../models/index.js";
+import type { EngineLoader, PolicyEngine } from "../../../services/generator/engine.js";
+import { loadTfjsEngine } from "../../../services/generator/tfjs-engine.js";
+
+export const SPECIALS = ["<pad>", "<bos>", "<eos>", "<sep>", "<unk>"];
+export const WORDS = ["the", "cat", "dog", "is", "kind", "dull", "tell", "me", "about", "a", "bird", "sings", "runs", "fast", "slow", "and"];
+/** Context length of the tiny policies. */
+export const CONTEXT = 32;
+
+/** A word-level tokenizer (an HF WordPiece model over whole words) with a chat template, as the default policy has. */
+export function tinyTokenizer(): PolicyTokenizer {
+  const vocab: Record<string, number> = {};
+  [...SPECIALS, ...WORDS].forEach((w, i) => {
+    vocab[w] = i;
+  });
+  const json = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: SPECIALS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: "Lowercase" },
+    pre_tokenizer: { type: "Whitespace" },
+    post_processor: null,
+    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+    model: { type: "WordPiece", unk_token: "<unk>", continuing_subword_prefix: "##", max_input_chars_per_word: 100, vocab },
+  };
+  const config = {
+    tokenizer_class: "PreTrainedTokenizerFast",
+    bos_token: "<bos>",
+    eos_token: "<eos>",
+    pad_token: "<pad>",
+    unk_token: "<unk>",
+    chat_template: "{{ bos_token }}{% for message in messages %}{{ ' ' + message['content'] }}{% endfor %}{% if add_generation_prompt %}{{ ' <sep>' }}{% endif %}",
+  };
+  return new PolicyTokenizer(json, config);
+}
+
+/** Writes a tiny random GPT-2 policy (weights from `seed`) with its tokenizer into `dir`. */
+export function writeTinyPolicy(dir: string, seed: number): void {
+  const tokenizer = tinyTokenizer();
+  const model = createModel(
+    gpt2Config({
+      vocab_size: tokenizer.vocabSize,
+      n_positions: CONTEXT,
+      n_embd: 16,
+      n_layer: 2,
+      n_head: 2,
+      bos_token_id: tokenizer.bosId ?? null,
+      eos_token_id: tokenizer.eosId ?? null,
+      pad_token_id: tokenizer.padId ?? null,
+    }),
+    undefined,
+    seed,
+  );
+  try {
+    saveModel(dir, model, tokenizer);
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Counts engine runs and can hold them until released, so tests see queueing and batching deterministically. */
+export class EngineProbe {
+  sampleCalls: number[][][] = [];
+  scoreCalls = 0;
+  private gate: Promise<void> | undefined;
+  private open: (() => void) | undefined;
+  private entered: (() => void) | undefined;
+
+  /** Holds every run from now on; resolves `entered` when the first held run starts. */
+  hold(): { entered: Promise<void> } {
+    this.gate = new Promise<void>((resolve) => {
+      this.open = resolve;
+    });
+    const entered = new Promise<void>((resolve) => {
+      this.entered = resolve;
+    });
+    return { entered };
+  }
+
+  release(): void {
+    this.open?.();
+    this.gate = undefined;
+  }
+
+  /** An engine loader: the tfjs engine on cpu, with every run counted and passing the gate. */
+  loader(): EngineLoader {
+    return async (dir, options) => {
+      const inner: PolicyEngine = await loadTfjsEngine(dir, { ...options, tfjsBackend: "cpu" });
+      const probe = this;
+      return {
+        name: inner.name,
+        contextLength: inner.contextLength,
+        vocabSize: inner.vocabSize,
+        family: inner.family,
+        parameters: inner.parameters,
+        async sample(promptIds, o) {
+          probe.sampleCalls.push(promptIds);
+          if (probe.gate) {
+            probe.entered?.();
+            await probe.gate;
+          }
+          return inner.sample(promptIds, o);
+        },
+        async score(pairs, o) {
+          probe.scoreCalls++;
+          if (probe.gate) {
+            probe.entered?.();
+            await probe.gate;
+          }
+          return inner.score(pairs, o);
+        },
+        dispose: () => inner.dispose(),
+      };
+    };
+  }
+}
