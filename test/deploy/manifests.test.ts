@@ -16,6 +16,7 @@ import type { IProbe } from "kubernetes-models/v1/Probe";
 import { Generator } from "../../gen/sppo/v1/generator_pb.js";
 import { Optimizer } from "../../gen/sppo/v1/optimizer_pb.js";
 import { PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
+import { parseAllDocuments } from "yaml";
 import { loadConfig } from "../../lib/config/load.js";
 import {
   componentOf,
@@ -145,50 +146,11 @@ for (const name of Object.keys(builds)) {
     });
 
     test("pods run non-root with a read-only root file system, no capabilities, no privilege escalation, RuntimeDefault seccomp", () => {
-      for (const workload of workloads(renderedOf(name))) {
-        const id = idOf(workload.object);
-        const pod = workload.pod;
-        assert.equal(pod.securityContext?.runAsNonRoot, true, `${id} runAsNonRoot`);
-        assert.ok((pod.securityContext?.runAsUser ?? 0) > 0, `${id} runAsUser must not be root`);
-        assert.equal(pod.securityContext?.seccompProfile?.type, "RuntimeDefault", `${id} seccomp`);
-        assert.equal(pod.automountServiceAccountToken, false, `${id} mounts no API token`);
-        assert.notEqual(pod.hostNetwork, true, `${id} hostNetwork`);
-        for (const container of [...(pod.initContainers ?? []), ...pod.containers]) {
-          const where = `${id} container ${container.name}`;
-          const sc = container.securityContext;
-          assert.equal(sc?.allowPrivilegeEscalation, false, `${where} allowPrivilegeEscalation`);
-          assert.equal(sc?.readOnlyRootFilesystem, true, `${where} readOnlyRootFilesystem`);
-          assert.notEqual(sc?.privileged, true, `${where} privileged`);
-          assert.deepEqual(sc?.capabilities?.drop, ["ALL"], `${where} drops ALL capabilities`);
-          assert.deepEqual(sc?.capabilities?.add ?? [], [], `${where} adds no capability`);
-          assert.notEqual(sc?.runAsUser, 0, `${where} runAsUser`);
-          // The root file system is read-only: /tmp must be a writable emptyDir.
-          const tmp = container.volumeMounts?.find((m) => m.mountPath === "/tmp");
-          assert.ok(tmp, `${where} mounts /tmp`);
-          assert.ok(pod.volumes?.find((v) => v.name === tmp.name)?.emptyDir, `${where} /tmp is an emptyDir`);
-          assert.notEqual(tmp.readOnly, true, `${where} /tmp writable`);
-        }
-      }
+      for (const workload of workloads(renderedOf(name))) assertRestricted(workload);
     });
 
     test("every container requests and limits CPU and memory, with requests within limits", () => {
-      for (const workload of workloads(renderedOf(name))) {
-        for (const container of workload.pod.containers) {
-          const where = `${idOf(workload.object)} container ${container.name}`;
-          const { requests = {}, limits = {} } = container.resources ?? {};
-          for (const resource of ["cpu", "memory"]) {
-            assert.ok(requests[resource] !== undefined, `${where} requests ${resource}`);
-            assert.ok(limits[resource] !== undefined, `${where} limits ${resource}`);
-            assert.ok(
-              parseQuantity(requests[resource]) <= parseQuantity(limits[resource]),
-              `${where} ${resource}: request ${requests[resource]} over limit ${limits[resource]}`,
-            );
-          }
-          for (const volume of workload.pod.volumes ?? []) {
-            if (volume.emptyDir) assert.ok(volume.emptyDir.sizeLimit, `${where}: emptyDir ${volume.name} has a sizeLimit`);
-          }
-        }
-      }
+      for (const workload of workloads(renderedOf(name))) assertResources(workload);
     });
 
     test("services have native gRPC probes on the port they serve, readiness on their own health service", () => {
@@ -360,6 +322,50 @@ for (const name of Object.keys(builds)) {
   });
 }
 
+/** The restricted Pod Security Standard, and a writable emptyDir at /tmp since the root file system is read-only. */
+function assertRestricted(workload: Workload): void {
+  const id = idOf(workload.object);
+  const pod = workload.pod;
+  assert.equal(pod.securityContext?.runAsNonRoot, true, `${id} runAsNonRoot`);
+  assert.ok((pod.securityContext?.runAsUser ?? 0) > 0, `${id} runAsUser must not be root`);
+  assert.equal(pod.securityContext?.seccompProfile?.type, "RuntimeDefault", `${id} seccomp`);
+  assert.equal(pod.automountServiceAccountToken, false, `${id} mounts no API token`);
+  assert.notEqual(pod.hostNetwork, true, `${id} hostNetwork`);
+  for (const container of [...(pod.initContainers ?? []), ...pod.containers]) {
+    const where = `${id} container ${container.name}`;
+    const sc = container.securityContext;
+    assert.equal(sc?.allowPrivilegeEscalation, false, `${where} allowPrivilegeEscalation`);
+    assert.equal(sc?.readOnlyRootFilesystem, true, `${where} readOnlyRootFilesystem`);
+    assert.notEqual(sc?.privileged, true, `${where} privileged`);
+    assert.deepEqual(sc?.capabilities?.drop, ["ALL"], `${where} drops ALL capabilities`);
+    assert.deepEqual(sc?.capabilities?.add ?? [], [], `${where} adds no capability`);
+    assert.notEqual(sc?.runAsUser, 0, `${where} runAsUser`);
+    const tmp = container.volumeMounts?.find((m) => m.mountPath === "/tmp");
+    assert.ok(tmp, `${where} mounts /tmp`);
+    assert.ok(pod.volumes?.find((v) => v.name === tmp.name)?.emptyDir, `${where} /tmp is an emptyDir`);
+    assert.notEqual(tmp.readOnly, true, `${where} /tmp writable`);
+  }
+}
+
+/** CPU and memory requests and limits on every container, requests within limits; emptyDirs bounded. */
+function assertResources(workload: Workload): void {
+  for (const container of workload.pod.containers) {
+    const where = `${idOf(workload.object)} container ${container.name}`;
+    const { requests = {}, limits = {} } = container.resources ?? {};
+    for (const resource of ["cpu", "memory"]) {
+      assert.ok(requests[resource] !== undefined, `${where} requests ${resource}`);
+      assert.ok(limits[resource] !== undefined, `${where} limits ${resource}`);
+      assert.ok(
+        parseQuantity(requests[resource]) <= parseQuantity(limits[resource]),
+        `${where} ${resource}: request ${requests[resource]} over limit ${limits[resource]}`,
+      );
+    }
+  }
+  for (const volume of workload.pod.volumes ?? []) {
+    if (volume.emptyDir) assert.ok(volume.emptyDir.sizeLimit, `${idOf(workload.object)}: emptyDir ${volume.name} has a sizeLimit`);
+  }
+}
+
 /** The config sections that serving and calling read (lib/config/server.ts). */
 const serverSections = ["server", "client"];
 
@@ -441,6 +447,24 @@ describe("overlays", () => {
     );
     const args = expandedArgs(mainContainer(workloadOf(objects, "loop")));
     assert.equal(flagValue(args, "--oracle"), "dns:///pairrm-oracle.pairrm.svc.cluster.local:50052");
+  });
+
+  test("deploy/tools/outputs.yaml: a restricted pod that reads the loop's output volume", async () => {
+    const objects = parseAllDocuments(readFileSync(join(repoRoot, "deploy/tools/outputs.yaml"), "utf8")).map((d) => d.toJS() as KubeObject);
+    assert.equal(objects.length, 1);
+    await validateObject(objects[0]);
+    const [workload] = workloads(objects);
+    assertRestricted(workload);
+    assertResources(workload);
+    const local = objectsOf("local");
+    assert.equal(objects[0].metadata.namespace, "sppo");
+    const claim = workload.pod.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim;
+    assert.equal(claim?.readOnly, true);
+    const loop = workloadOf(local, "loop");
+    const out = flagValue(expandedArgs(mainContainer(loop)), "--out");
+    assert.equal(loop.pod.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName, claim?.claimName);
+    assert.ok(mainContainer(workload).volumeMounts?.some((m) => m.mountPath === out && m.readOnly));
+    assert.equal(mainContainer(workload).image, mainContainer(loop).image);
   });
 
   test("components: mtls mounts the certificate Secret and sets the server.tls and client.tls config keys", () => {

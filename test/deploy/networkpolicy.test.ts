@@ -190,7 +190,7 @@ for (const overlay of overlays) {
 
     test("the policies cover every pod, in both directions", () => {
       for (const [component, endpoint] of pods) {
-        for (const type of ["Ingress", "Egress"]) {
+        for (const type of ["Ingress", "Egress"] as const) {
           assert.ok(
             policies.some((p) => (p.spec?.policyTypes ?? []).includes(type) && selects(p.spec?.podSelector ?? {}, endpoint.labels)),
             `${component}: a policy restricts ${type}`,
