@@ -15,7 +15,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { type PolicyVersion, PolicyVersionSchema } from "../../gen/sppo/v1/common_pb.js";
-import { type Checkpoint, CheckpointSchema, Optimizer, TrainResponseSchema } from "../../gen/sppo/v1/optimizer_pb.js";
+import { type Checkpoint, CheckpointSchema, type Optimizer, TrainResponseSchema } from "../../gen/sppo/v1/optimizer_pb.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { Code, RpcError } from "../../lib/errors.js";
 import type { ServiceImplementation } from "../../lib/grpc/implementation.js";

@@ -101,6 +101,7 @@ describe("Optimizer service", () => {
       });
       async function* idle(): AsyncGenerator<TrainRequest> {
         await held;
+        yield* [] as TrainRequest[];
       }
       const first = (async () => {
         for await (const _ of client.train(idle())) {
