@@ -8,13 +8,15 @@ import * as compare from "./commands/compare.js";
 import * as nash from "./commands/nash.js";
 import * as sample from "./commands/sample.js";
 import * as score from "./commands/score.js";
+import * as run from "./commands/run.js";
 import * as serve from "./commands/serve.js";
+import * as watch from "./commands/watch.js";
 
 const program = new Command("sppo")
   .description("Self-Play Preference Optimization: generator, preference oracle and optimizer services and the self-play loop")
   .showHelpAfterError();
 
-for (const command of [serve, nash, sample, score, compare]) command.register(program);
+for (const command of [run, watch, serve, nash, sample, score, compare]) command.register(program);
 
 try {
   await program.parseAsync(process.argv);

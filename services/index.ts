@@ -7,6 +7,7 @@ import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import type { Config } from "../lib/config/schema.js";
 import { type MountedService, mount } from "../lib/grpc/serve.js";
 import { unimplemented } from "../lib/grpc/unimplemented.js";
+import { createOracleService } from "./oracle/server.js";
 
 export interface ServiceInstance {
   services: MountedService[];
@@ -24,10 +25,10 @@ export const serviceFactories: Record<ServiceName, (config: Config) => Promise<S
     services: [mount(Generator, unimplemented(Generator, "the generator's sampling lands with issue 3 (policy engine)"))],
     close: async () => {},
   }),
-  oracle: async () => ({
-    services: [mount(PreferenceOracle, unimplemented(PreferenceOracle, "the oracle's backends land with issue 4"))],
-    close: async () => {},
-  }),
+  oracle: async (config) => {
+    const { implementation, close } = await createOracleService({ oracle: config.oracle, client: config.client });
+    return { services: [mount(PreferenceOracle, implementation)], close };
+  },
   optimizer: async () => ({
     services: [mount(Optimizer, unimplemented(Optimizer, "the optimizer's training lands with issue 5"))],
     close: async () => {},

@@ -4,16 +4,20 @@
  */
 import { z } from "zod";
 import { engineConfigSchema } from "./engine.js";
+import { generatorConfigSchema } from "./generator.js";
 import { optimizerConfigSchema } from "./optimizer.js";
 import { oracleConfigSchema } from "./oracle.js";
+import { pipelineConfigSchema } from "./pipeline.js";
 import { clientConfigSchema, serverConfigSchema } from "./server.js";
 
 export const configSchema = z
   .object({
     server: serverConfigSchema.default(serverConfigSchema.parse({})),
     client: clientConfigSchema.default(clientConfigSchema.parse({})),
+    generator: generatorConfigSchema.default(generatorConfigSchema.parse({})),
     oracle: oracleConfigSchema.default(oracleConfigSchema.parse({})),
     optimizer: optimizerConfigSchema.default(optimizerConfigSchema.parse({})),
+    pipeline: pipelineConfigSchema.default(pipelineConfigSchema.parse({})),
     engine: engineConfigSchema.default(engineConfigSchema.parse({})),
   })
   .strict();

@@ -330,7 +330,9 @@ async function reflectionList(target: string): Promise<string[]> {
   const client = new pkg.grpc.reflection.v1.ServerReflection(target, grpc.credentials.createInsecure());
   const call = client.serverReflectionInfo();
   const names = new Promise<string[]>((resolve, reject) => {
-    call.on("data", (response) => resolve((response.listServicesResponse?.service ?? []).map((s) => s.name)));
+    call.on("data", (response: { listServicesResponse?: { service: { name: string }[] } }) =>
+      resolve((response.listServicesResponse?.service ?? []).map((s) => s.name)),
+    );
     call.on("error", reject);
   });
   call.write({ listServices: "" });

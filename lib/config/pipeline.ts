@@ -1,0 +1,45 @@
+import { z } from "zod";
+
+/** The self-play loop (pipeline/): data, iterations, sampling, stages' concurrency, evaluation, outputs. */
+export const pipelineConfigSchema = z
+  .object({
+    /** Prompt set: a JSONL file ({"prompt": ...} per line), a Parquet file, or a Hugging Face dataset directory
+     * holding Parquet files with a `prompt` column (UltraFeedback layout). @default "assets/prompts/default.jsonl" */
+    prompts: z.string().min(1).default("assets/prompts/default.jsonl"),
+    /** SPPO iterations; iteration t trains on the t-th of `iterations` disjoint prompt splits (the paper: 3). @default 3 */
+    iterations: z.number().int().min(1).default(3),
+    /** Prompts per iteration; 0 = split the training prompts evenly across iterations. @default 0 */
+    promptsPerIteration: z.number().int().min(0).default(0),
+    /** Held-out prompts for evaluation, taken from the end of the prompt set before splitting. @default 64 */
+    evalPrompts: z.number().int().min(1).default(64),
+    /** Samples per evaluation prompt from each compared policy. @default 2 */
+    evalSamples: z.number().int().min(1).default(2),
+    /** K, responses sampled per prompt (paper/official: 5). @default 5 */
+    samplesPerPrompt: z.number().int().min(2).default(5),
+    /** Sampling temperature (official scripts 0.7, paper text 1.0). @default 0.7 */
+    temperature: z.number().min(0).default(0.7),
+    /** Nucleus mass (official scripts 0.9, paper text 1.0). @default 0.9 */
+    topP: z.number().gt(0).max(1).default(0.9),
+    /** Top-k filter, 0 = off. @default 0 */
+    topK: z.number().int().min(0).default(0),
+    /** Longest response, in tokens. @default 32 */
+    maxNewTokens: z.number().int().min(1).default(32),
+    /** Win-rate estimate: "matrix" (paper, P̂_i = mean_j P_ij) or "score_collapse" (official code). @default "matrix" */
+    winRate: z.enum(["matrix", "score_collapse"]).default("matrix"),
+    /** Reference log-probs log π_t(y|x): "sampling" takes the generator's summed log-prob at temperature 1 (same
+     * policy, same quantity, no second pass); "rescore" scores every response again with Generator.Score. @default "sampling" */
+    referenceLogprobs: z.enum(["sampling", "rescore"]).default("sampling"),
+    /** Prompts in flight at the generator. @default 8 */
+    generateConcurrency: z.number().int().min(1).default(8),
+    /** Candidate sets in flight at the oracle. @default 8 */
+    compareConcurrency: z.number().int().min(1).default(8),
+    /** Seed of prompt shuffling and of every sampling request. @default 1 */
+    seed: z.number().int().min(0).default(1),
+    /** Port of the loop's telemetry service (sppo.v1.Telemetry/Watch); 0 = any free port, -1 = off. @default 50054 */
+    telemetryPort: z.number().int().min(-1).max(65535).default(50054),
+    /** Show progress bars on a terminal. @default true */
+    progress: z.boolean().default(true),
+  })
+  .strict();
+
+export type PipelineConfig = z.infer<typeof pipelineConfigSchema>;

@@ -1,0 +1,78 @@
+/**
+ * Evaluation after an iteration, our analogue of the paper's Table 1: on held-out prompts, responses of the new
+ * policy, the base policy and the previous policy (same seeds for all three, so that they differ only by policy)
+ * are judged together by the oracle; the win rate of the new policy against another is the mean of P(new ≻ other).
+ */
+import { create } from "@bufbuild/protobuf";
+import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
+import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
+import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
+import { toMatrix } from "./compare-candidates.js";
+import type { Multiplexer } from "./multiplexer.js";
+import type { Prompt } from "./prompts.js";
+
+export interface EvaluateConfig {
+  generator: Multiplexer<GenerateRequest, GenerateResponse>;
+  oracle: Multiplexer<CompareRequest, CompareResponse>;
+  prompts: Prompt[];
+  /** Versions compared: the new one first. */
+  newVersion: number;
+  baseVersion: number;
+  previousVersion: number;
+  samples: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  maxNewTokens: number;
+  seed: number;
+  concurrency: number;
+  /** Called after each prompt is judged. */
+  onProgress?: (done: number) => void;
+}
+
+export interface Evaluation {
+  winRateVsBase: number;
+  winRateVsPrevious: number;
+  /** Judgements averaged (prompts × samples). */
+  comparisons: number;
+}
+
+export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
+  const versions = [...new Set([config.newVersion, config.baseVersion, config.previousVersion])];
+  const column = (version: number) => versions.indexOf(version);
+  let done = 0;
+  const perPrompt$ = from(config.prompts).pipe(
+    mergeMap(async (prompt, index) => {
+      const seed = BigInt(config.seed) * 1_000_003n + BigInt(index);
+      const responses = await Promise.all(
+        versions.map((version) =>
+          config.generator.request(
+            create(GenerateRequestSchema, {
+              requestId: `eval/${config.newVersion}/${version}/${prompt.id}`,
+              prompt: prompt.prompt,
+              numSamples: config.samples,
+              policyVersion: version,
+              params: { temperature: config.temperature, topP: config.topP, topK: config.topK, maxNewTokens: config.maxNewTokens, seed },
+            }),
+          ),
+        ),
+      );
+      let vsBase = 0;
+      let vsPrevious = 0;
+      for (let s = 0; s < config.samples; s++) {
+        const candidates = responses.map((r) => r.candidates[s].text);
+        const response = await config.oracle.request(
+          create(CompareRequestSchema, { requestId: `eval/${config.newVersion}/${prompt.id}/${s}`, prompt: prompt.prompt, candidates: versions.length > 1 ? candidates : [candidates[0], candidates[0]] }),
+        );
+        const matrix = toMatrix(response, Math.max(versions.length, 2), `oracle answer for evaluation prompt ${prompt.id}`);
+        vsBase += versions.length > 1 ? matrix[0][column(config.baseVersion)] : 0.5;
+        vsPrevious += versions.length > 1 ? matrix[0][column(config.previousVersion)] : 0.5;
+      }
+      config.onProgress?.(++done);
+      return { vsBase, vsPrevious, n: config.samples };
+    }, config.concurrency),
+    reduce((acc, r) => ({ vsBase: acc.vsBase + r.vsBase, vsPrevious: acc.vsPrevious + r.vsPrevious, n: acc.n + r.n }), { vsBase: 0, vsPrevious: 0, n: 0 }),
+  );
+  const total = await firstValueFrom(perPrompt$);
+  return { winRateVsBase: total.vsBase / total.n, winRateVsPrevious: total.vsPrevious / total.n, comparisons: total.n };
+}

@@ -1,0 +1,56 @@
+import { create } from "@bufbuild/protobuf";
+import { from, map, mergeMap, type OperatorFunction } from "rxjs";
+import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
+import type { Multiplexer } from "./multiplexer.js";
+import type { Prompt } from "./prompts.js";
+import type { CandidateSet } from "./types.js";
+
+export interface GenerateCandidatesConfig {
+  /** The generator's Generate stream. */
+  generator: Multiplexer<GenerateRequest, GenerateResponse>;
+  /** K, samples per prompt. */
+  samples: number;
+  /** Every sample of the stage must come from this version (the generator refuses otherwise). */
+  policyVersion: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  maxNewTokens: number;
+  /** Seed of the stage; each prompt's seed is derived from it and the prompt's position. */
+  seed: number;
+  /** Prompts in flight. */
+  concurrency: number;
+}
+
+/**
+ * Samples K responses per prompt from one pinned policy version.
+ *
+ * Example: `prompts$.pipe(generateCandidates({ generator, samples: 5, policyVersion: 0, ... }))`
+ * @param config what to sample and how many prompts may be in flight
+ * @return a stream of candidate sets, in completion order
+ */
+export function generateCandidates(config: GenerateCandidatesConfig): OperatorFunction<Prompt, CandidateSet> {
+  return mergeMap((prompt: Prompt, index: number) => {
+    const request = create(GenerateRequestSchema, {
+      requestId: `${config.policyVersion}/${prompt.id}`,
+      prompt: prompt.prompt,
+      numSamples: config.samples,
+      policyVersion: config.policyVersion,
+      params: {
+        temperature: config.temperature,
+        topP: config.topP,
+        topK: config.topK,
+        maxNewTokens: config.maxNewTokens,
+        seed: BigInt(config.seed) * 1_000_003n + BigInt(index),
+      },
+    });
+    return from(config.generator.request(request)).pipe(
+      map((response) => ({
+        prompt,
+        promptTokenIds: response.promptTokenIds,
+        candidates: response.candidates,
+        policyVersion: response.policyVersion,
+      })),
+    );
+  }, config.concurrency);
+}

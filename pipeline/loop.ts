@@ -1,0 +1,156 @@
+/**
+ * The self-play loop, top to bottom. For each iteration t = 1..T on its own prompt split, with π_{t-1} the policy
+ * both the generator samples from and the optimizer starts from:
+ *
+ *   prompts ─▶ generateCandidates (K samples each, pinned to version t-1)
+ *           ─▶ compareCandidates  (K×K preference matrix from the oracle)
+ *           ─▶ estimateWinRates   (P̂ and reference log-probs log π_{t-1}(y|x); rescoreReferences optionally)
+ *           ─▶ trainPolicy        (streamed into the optimizer; it publishes version t)
+ *   then: generator.LoadPolicy(t) pulled from the optimizer ─▶ evaluate vs base and previous ─▶ next iteration.
+ *
+ * Stages overlap: the oracle sees the first candidates while later prompts are still sampled, and the optimizer
+ * steps as soon as its first batch is full. A semaphore bounds the prompts in flight between generation and the
+ * optimizer's queue, so memory does not grow with the prompt count. All of an iteration's samples come from one
+ * version (requests pin it), and the next version is loaded only after training has consumed the whole split.
+ */
+import { create } from "@bufbuild/protobuf";
+import { defer, from, identity, lastValueFrom, map, mergeMap, tap } from "rxjs";
+import type { Generator } from "../gen/sppo/v1/generator_pb.js";
+import { type Algorithm, IterationStartSchema, type Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
+import type { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
+import { RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
+import type { PipelineConfig } from "../lib/config/pipeline.js";
+import type { Client } from "../lib/grpc/client.js";
+import { Semaphore } from "../lib/streams/semaphore.js";
+import { compareCandidates } from "./compare-candidates.js";
+import { estimateWinRates } from "./estimate-win-rates.js";
+import { evaluate } from "./evaluate.js";
+import { generateCandidates } from "./generate-candidates.js";
+import { createMultiplexer } from "./multiplexer.js";
+import type { PromptSplits } from "./prompts.js";
+import type { TelemetryHub } from "./telemetry.js";
+import { rescoreReferences } from "./rescore-references.js";
+import { trainPolicy } from "./train-policy.js";
+
+export interface LoopClients {
+  generator: Client<typeof Generator>;
+  oracle: Client<typeof PreferenceOracle>;
+  optimizer: Client<typeof Optimizer>;
+  /** The optimizer's address as the generator should dial it to pull weights. */
+  optimizerTarget: string;
+}
+
+export interface IterationResult {
+  iteration: number;
+  prompts: number;
+  policyVersion: number;
+  policySha256: string;
+  win_rate_vs_base: number;
+  win_rate_vs_previous: number;
+  seconds: number;
+}
+
+export interface LoopOptions {
+  config: PipelineConfig;
+  splits: PromptSplits;
+  clients: LoopClients;
+  hub: TelemetryHub;
+  /** The optimizer's loss for every iteration. */
+  algorithm: Algorithm;
+  /** First iteration to run (1 unless resuming). @default 1 */
+  firstIteration?: number;
+  /** Called after each iteration (the run persists its state here). */
+  onIteration?: (result: IterationResult) => void | Promise<void>;
+}
+
+export async function runLoop(options: LoopOptions): Promise<IterationResult[]> {
+  const { config, clients, hub, splits } = options;
+  const generator = createMultiplexer((requests) => clients.generator.generate(requests), { name: "generator" });
+  const oracle = createMultiplexer((requests) => clients.oracle.compare(requests), { name: "oracle" });
+  const scorer = createMultiplexer((requests) => clients.generator.score(requests), { name: "generator scorer" });
+  const results: IterationResult[] = [];
+  const sampling = { temperature: config.temperature, topP: config.topP, topK: config.topK, maxNewTokens: config.maxNewTokens };
+  try {
+    hub.emit({ payload: { case: "runStatus", value: { state: RunState.RUNNING, message: `${splits.iterations.length} iterations` } } });
+    for (let iteration = options.firstIteration ?? 1; iteration <= splits.iterations.length; iteration++) {
+      const started = Date.now();
+      const prompts = splits.iterations[iteration - 1];
+      const baseVersion = iteration - 1;
+      const inFlight = new Semaphore(Math.max(config.generateConcurrency, config.compareConcurrency) * 2);
+      let generated = 0;
+      let compared = 0;
+      let published: { version: number; sha256: string } | undefined;
+
+      const telemetry$ = from(prompts).pipe(
+        mergeMap((prompt) => defer(() => inFlight.acquire()).pipe(map(() => prompt))),
+        generateCandidates({ generator, samples: config.samplesPerPrompt, policyVersion: baseVersion, seed: config.seed * 1000 + iteration, concurrency: config.generateConcurrency, ...sampling }),
+        tap(() => hub.progress(iteration, Stage.GENERATE, ++generated, prompts.length, started)),
+        compareCandidates({ oracle, concurrency: config.compareConcurrency }),
+        tap(() => hub.progress(iteration, Stage.COMPARE, ++compared, prompts.length, started)),
+        estimateWinRates(config.winRate),
+        config.referenceLogprobs === "rescore" ? rescoreReferences({ scorer, concurrency: config.compareConcurrency }) : identity,
+        trainPolicy({
+          train: (requests) => clients.optimizer.train(requests),
+          start: create(IterationStartSchema, { iteration, totalPrompts: prompts.length, baseVersion, params: { algorithm: options.algorithm } }),
+          accepted: () => inFlight.release(),
+        }),
+        tap((event) => {
+          const forwarded = hub.emit({ ...event, iteration });
+          if (forwarded.payload.case === "policyPublished") published = { version: forwarded.payload.value.version, sha256: forwarded.payload.value.sha256 };
+        }),
+      );
+      await lastValueFrom(telemetry$, { defaultValue: undefined });
+      if (!published) throw new Error(`iteration ${iteration}: the optimizer finished without publishing a policy version`);
+
+      await clients.generator.loadPolicy({ version: published.version, source: clients.optimizerTarget, sha256: published.sha256 }, { deadlineMs: 120_000 });
+
+      const evalStarted = Date.now();
+      const evaluation = await evaluate({
+        generator,
+        oracle,
+        prompts: splits.evaluation,
+        newVersion: published.version,
+        baseVersion: 0,
+        previousVersion: baseVersion,
+        samples: config.evalSamples,
+        seed: config.seed * 7919,
+        concurrency: config.generateConcurrency,
+        onProgress: (done) => hub.progress(iteration, Stage.EVALUATE, done, splits.evaluation.length, evalStarted),
+        ...sampling,
+      });
+      const result: IterationResult = {
+        iteration,
+        prompts: prompts.length,
+        policyVersion: published.version,
+        policySha256: published.sha256,
+        win_rate_vs_base: evaluation.winRateVsBase,
+        win_rate_vs_previous: evaluation.winRateVsPrevious,
+        seconds: (Date.now() - started) / 1000,
+      };
+      hub.emit({
+        iteration,
+        payload: {
+          case: "iterationSummary",
+          value: {
+            prompts: result.prompts,
+            winRateVsBase: result.win_rate_vs_base,
+            winRateVsPrevious: result.win_rate_vs_previous,
+            seconds: result.seconds,
+            policy: { version: published.version, sha256: published.sha256, iteration },
+          },
+        },
+      });
+      results.push(result);
+      await options.onIteration?.(result);
+    }
+    hub.emit({ payload: { case: "runStatus", value: { state: RunState.DONE } } });
+    return results;
+  } catch (err) {
+    hub.emit({ payload: { case: "runStatus", value: { state: RunState.FAILED, message: (err as Error).message } } });
+    throw err;
+  } finally {
+    generator.close();
+    oracle.close();
+    scorer.close();
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * `sppo run`: the whole job. Without service addresses it starts the generator, the oracle and the optimizer in
+ * this process on loopback (the embedded default) and drives them over gRPC exactly as it drives remote ones.
+ * Writes into the output directory: summary.json, metrics.jsonl, report.html and checkpoints/.
+ */
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { Generator } from "../gen/sppo/v1/generator_pb.js";
+import { Algorithm, Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
+import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
+import { RunState, Telemetry } from "../gen/sppo/v1/telemetry_pb.js";
+import type { Config } from "../lib/config/schema.js";
+import { createClient } from "../lib/grpc/client.js";
+import { mount, type RunningServer, serve } from "../lib/grpc/serve.js";
+import { log } from "../lib/log.js";
+import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
+import { type IterationResult, runLoop } from "./loop.js";
+import { showProgress } from "./progress.js";
+import { loadPrompts, splitPrompts } from "./prompts.js";
+import { renderReport } from "./report.js";
+import { describeEvent, exportGauges, TelemetryHub, telemetryImplementation, writeJsonl } from "./telemetry.js";
+
+export interface RunOptions {
+  config: Config;
+  /** Output directory. */
+  outDir: string;
+  /** Remote services; all three or none (none = start them here). */
+  targets?: { generator: string; oracle: string; optimizer: string };
+}
+
+export interface RunSummary {
+  algorithm: string;
+  iterations: IterationResult[];
+  prompts: { file: string; training: number; evaluation: number };
+  seconds: number;
+}
+
+const algorithms: Record<Config["optimizer"]["algorithm"], Algorithm> = {
+  sppo: Algorithm.SPPO,
+  sppo_hard: Algorithm.SPPO_HARD,
+  dpo: Algorithm.DPO,
+  ipo: Algorithm.IPO,
+};
+
+/** Writes a file atomically (temporary file, then rename), so readers never see half of it. */
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
+  const started = Date.now();
+  const outDir = resolve(options.outDir);
+  mkdirSync(join(outDir, "checkpoints"), { recursive: true });
+  const metricsPath = join(outDir, "metrics.jsonl");
+  rmSync(metricsPath, { force: true });
+  const config = options.config;
+  const pipeline = config.pipeline;
+
+  const hub = new TelemetryHub(`run-${new Date(started).toISOString()}`);
+  const stopJsonl = writeJsonl(hub, metricsPath);
+  const stopGauges = exportGauges(hub);
+  const stopProgress = pipeline.progress && process.stderr.isTTY ? showProgress(hub) : logEvents(hub);
+
+  const servers: RunningServer[] = [];
+  const instances: ServiceInstance[] = [];
+  try {
+    // The loop's own Telemetry service (and the process's /metrics).
+    if (pipeline.telemetryPort >= 0) {
+      servers.push(
+        await serve({
+          name: "telemetry",
+          services: [mount(Telemetry, telemetryImplementation(hub))],
+          config: { ...config.server, port: pipeline.telemetryPort, drainDelayMs: 0, shutdownGraceMs: 1_000 },
+        }),
+      );
+    }
+
+    let targets = options.targets;
+    if (!targets) {
+      // The embedded default: each service on its own loopback port, checkpoints in the output directory.
+      const embedded: Config = {
+        ...config,
+        optimizer: { ...config.optimizer, checkpointDir: join(outDir, "checkpoints"), policyDir: join(outDir, "policies") },
+      };
+      const local: Partial<Record<ServiceName, string>> = {};
+      for (const name of ["oracle", "optimizer", "generator"] as const) {
+        const instance = await serviceFactories[name](embedded);
+        instances.push(instance);
+        const server = await serve({
+          name,
+          services: instance.services,
+          config: { ...config.server, host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0, shutdownGraceMs: 2_000 },
+        });
+        servers.push(server);
+        local[name] = `127.0.0.1:${server.port}`;
+      }
+      targets = local as { generator: string; oracle: string; optimizer: string };
+    }
+
+    const clientOptions = { ...config.client };
+    const clients = {
+      generator: createClient(Generator, targets.generator, clientOptions),
+      oracle: createClient(PreferenceOracle, targets.oracle, clientOptions),
+      optimizer: createClient(Optimizer, targets.optimizer, clientOptions),
+      optimizerTarget: targets.optimizer,
+    };
+    try {
+      await Promise.all([clients.generator.waitForReady(60_000), clients.oracle.waitForReady(60_000), clients.optimizer.waitForReady(60_000)]);
+      const prompts = await loadPrompts(pipeline.prompts);
+      const splits = splitPrompts(prompts, {
+        iterations: pipeline.iterations,
+        perIteration: pipeline.promptsPerIteration,
+        evalCount: pipeline.evalPrompts,
+        seed: pipeline.seed,
+      });
+      hub.emit({ payload: { case: "runStatus", value: { state: RunState.STARTING, message: `${prompts.length} prompts from ${pipeline.prompts}` } } });
+
+      const iterations: IterationResult[] = [];
+      const summary = (): RunSummary => ({
+        algorithm: config.optimizer.algorithm,
+        iterations,
+        prompts: { file: pipeline.prompts, training: splits.iterations.reduce((n, s) => n + s.length, 0), evaluation: splits.evaluation.length },
+        seconds: (Date.now() - started) / 1000,
+      });
+      const writeOutputs = () => {
+        writeAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary(), null, 2)}\n`);
+        writeAtomic(join(outDir, "report.html"), renderReport({ title: `SPPO run — ${config.optimizer.algorithm}`, algorithm: config.optimizer.algorithm, iterations, events: hub.history }));
+      };
+      await runLoop({
+        config: pipeline,
+        splits,
+        clients,
+        hub,
+        algorithm: algorithms[config.optimizer.algorithm],
+        onIteration: (result) => {
+          iterations.push(result);
+          writeOutputs();
+        },
+      });
+      writeOutputs();
+      return summary();
+    } finally {
+      clients.generator.close();
+      clients.oracle.close();
+      clients.optimizer.close();
+    }
+  } finally {
+    hub.complete();
+    stopProgress();
+    stopJsonl();
+    stopGauges();
+    await Promise.all(servers.map((s) => s.shutdown()));
+    for (const instance of instances) await instance.close();
+  }
+}
+
+/** Without a terminal: one log line per iteration summary, status change and every 10th training step. */
+function logEvents(hub: TelemetryHub): () => void {
+  const subscription = hub.events$.subscribe((event) => {
+    const c = event.payload.case;
+    if (c === "iterationSummary" || c === "runStatus" || c === "policyPublished" || (c === "trainStep" && event.payload.value.step % 10n === 0n)) {
+      log.info({ event: c, iteration: event.iteration }, describeEvent(event));
+    }
+  });
+  return () => subscription.unsubscribe();
+}
