@@ -94,15 +94,20 @@ describe("sampled SPPO, iterative DPO and IPO on the same samples", () => {
   });
 
   test("on rps-weighted with the paper's K = 5, sampled SPPO nears the equilibrium while IPO stalls at ~0.03", () => {
-    // Measured (seeds 1–4, T = 1000): SPPO 0.004–0.007, IPO 0.030–0.036; IPO stays there at T = 10⁴ and 10⁵.
+    // Per seed the sampled runs are noisy (measured, T = 1000, seeds 0–9: SPPO 0.004–0.031, median 0.0085; IPO
+    // 0.021–0.036, median 0.031; IPO stays there at T = 10⁴), so the claim is about the distribution over seeds.
     const T = 1000;
     const eta = defaultEta(3, T);
-    for (const seed of [1, 2, 3]) {
-      const sppo = runSampled(weighted, { algorithm: "sppo", iterations: T, eta, seed });
-      const ipo = runSampled(weighted, { algorithm: "ipo", iterations: T, eta, seed });
-      assert.ok(sppo.exploitability < 0.01, `seed ${seed}: sppo ${sppo.exploitability}`);
-      assert.ok(ipo.exploitability > 0.025, `seed ${seed}: ipo ${ipo.exploitability}`);
+    const sppo: number[] = [];
+    const ipo: number[] = [];
+    for (let seed = 0; seed < 10; seed++) {
+      sppo.push(runSampled(weighted, { algorithm: "sppo", iterations: T, eta, seed }).exploitability);
+      ipo.push(runSampled(weighted, { algorithm: "ipo", iterations: T, eta, seed }).exploitability);
     }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    assert.ok(median(sppo) < median(ipo) / 2.5, `median sppo ${median(sppo)} vs ipo ${median(ipo)}`);
+    assert.ok(Math.min(...ipo) > 0.015, `ipo reached ${Math.min(...ipo)}`);
+    assert.ok(sppo.filter((x, i) => x < ipo[i]).length >= 8, "SPPO beats IPO on most seeds");
   });
 
   test("sampled SPPO with the paper's K = 5 improves from T = 10 to T = 1000", () => {
