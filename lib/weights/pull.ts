@@ -71,22 +71,28 @@ export async function receiveWeights(
   destination: string,
   options: ReceiveOptions = {},
 ): Promise<ReceivedWeights> {
+  // Start reading before the first await: lib/grpc's server-streaming client loses an error status that arrives
+  // before anyone iterates (the stream then looks like a clean, empty end), so a refusal must find a reader waiting.
+  const iterator = responses[Symbol.asyncIterator]();
+  const first = iterator.next();
+  first.catch(() => {}); // handled below; this only keeps an early failure from being reported as unhandled
+  let finished = false;
   const parent = dirname(destination);
-  await mkdir(parent, { recursive: true });
   const tmp = join(parent, `.tmp-${basename(destination)}-${process.pid}-${randomBytes(4).toString("hex")}`);
-  await mkdir(tmp);
   const incoming: Incoming[] = [];
   let policy: PolicyVersion | undefined;
   let published = false;
   try {
+    await mkdir(parent, { recursive: true });
+    await mkdir(tmp);
     // Every file's bytes in stream order; valid while chunks arrive in manifest order (file by file), which is
     // what weightStream sends. Otherwise the version hash is computed again from disk at the end.
     const whole = createHash("sha256");
     let inOrder = true;
     let lastFile = 0;
     let totalBytes = 0;
-    for await (const response of responses) {
-      const kind = response.kind;
+    for (let next = await first; !next.done; next = await iterator.next()) {
+      const kind = next.value.kind;
       if (kind.case === "manifest") {
         if (policy) throw dataLoss("manifest: a second manifest arrived in one stream");
         const manifest = kind.value;
@@ -137,6 +143,7 @@ export async function receiveWeights(
       if (inOrder) whole.update(chunk.data);
       target.received += chunk.data.length;
     }
+    finished = true;
     if (!policy) throw dataLoss("stream: ended without a manifest");
     for (const item of incoming) {
       const { name, sizeBytes, sha256 } = item.file;
@@ -171,6 +178,8 @@ export async function receiveWeights(
     await syncDir(parent);
     return { dir: destination, policy, files: incoming.map((i) => i.file), totalBytes };
   } finally {
+    // Stopped early (a bad chunk): end the stream so that the call is cancelled.
+    if (!finished) await iterator.return?.().catch(() => {});
     for (const item of incoming) await item.handle?.close().catch(() => {});
     if (!published) await rm(tmp, { recursive: true, force: true });
   }
