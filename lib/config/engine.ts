@@ -1,5 +1,22 @@
 import { z } from "zod";
 
+/** onnxruntime session options of the onnx engine (models/onnx/session.ts). */
+const onnxEngineConfigSchema = z
+  .object({
+    /** Threads of one onnxruntime run; 0 lets onnxruntime choose (one per physical core). @default 0 */
+    intraOpThreads: z.number().int().min(0).max(256).default(0),
+    /** Graph optimisation at session creation: "disabled", "basic", "extended" or "all". @default "all" */
+    graphOptimizationLevel: z.enum(["disabled", "basic", "extended", "all"]).default("all"),
+    /**
+     * Execution providers in order of preference, CPU always the fallback. "auto" = CUDA where onnxruntime-node's CUDA
+     * provider is installed (the GPU image), else CPU; "cuda" fails at start-up where it is not. @default ["auto"]
+     */
+    executionProviders: z.array(z.enum(["auto", "cuda", "cpu"])).min(1).default(["auto"]),
+  })
+  .strict();
+
+const ONNX_DEFAULTS = { intraOpThreads: 0, graphOptimizationLevel: "all" as const, executionProviders: ["auto" as const] };
+
 /** The tfjs policy engine (models/): which backend, which default model, how large its batches are. */
 export const engineConfigSchema = z
   .object({
@@ -9,6 +26,8 @@ export const engineConfigSchema = z
     modelDir: z.string().min(1).default("assets/policy"),
     /** Rows per forward pass when scoring (padding is masked; larger uses more memory). @default 16 */
     scoreBatchSize: z.number().int().min(1).max(4096).default(16),
+    /** onnxruntime sessions of models/onnx (the default engine of `sppo sample` / `sppo score`). */
+    onnx: onnxEngineConfigSchema.default(ONNX_DEFAULTS),
   })
   .strict();
 
