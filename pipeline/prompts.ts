@@ -35,7 +35,7 @@ function readJsonl(path: string): Prompt[] {
   } catch {
     // Find the first bad line for the message.
     const lines = bytes.toString("latin1").split("\n");
-    const bad = lines.findIndex((line, i) => {
+    const bad = lines.findIndex((_line, i) => {
       try {
         new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(offsetOfLine(lines, i), offsetOfLine(lines, i + 1)));
         return false;

@@ -11,7 +11,7 @@ interface Series {
   points: { x: number; y: number }[];
 }
 
-const escape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
 function niceTicks(lo: number, hi: number, count = 5): number[] {
   if (lo === hi) return [lo];
@@ -25,7 +25,7 @@ function niceTicks(lo: number, hi: number, count = 5): number[] {
 /** A linear-axes line chart as an SVG element. */
 export function linearChart(title: string, xLabel: string, series: Series[], width = 640, height = 300): string {
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
-  if (all.length === 0) return `<p class="empty">${escape(title)}: no data</p>`;
+  if (all.length === 0) return `<p class="empty">${escapeHtml(title)}: no data</p>`;
   const m = { left: 64, right: 16, top: 28, bottom: 44 };
   let [x0, x1] = [Math.min(...all.map((p) => p.x)), Math.max(...all.map((p) => p.x))];
   let [y0, y1] = [Math.min(...all.map((p) => p.y)), Math.max(...all.map((p) => p.y))];
@@ -34,21 +34,21 @@ export function linearChart(title: string, xLabel: string, series: Series[], wid
   const sx = (x: number) => m.left + ((x - x0) / (x1 - x0)) * (width - m.left - m.right);
   const sy = (y: number) => height - m.bottom - ((y - y0) / (y1 - y0)) * (height - m.top - m.bottom);
   const fmt = (v: number) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(1) : String(Number(v.toPrecision(3))));
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="${escape(title)}">`];
-  parts.push(`<text x="${width / 2}" y="18" text-anchor="middle" font-weight="bold">${escape(title)}</text>`);
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="${escapeHtml(title)}">`];
+  parts.push(`<text x="${width / 2}" y="18" text-anchor="middle" font-weight="bold">${escapeHtml(title)}</text>`);
   for (const t of niceTicks(y0, y1)) {
     parts.push(`<line x1="${m.left}" x2="${width - m.right}" y1="${sy(t)}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end" font-size="11">${fmt(t)}</text>`);
   }
   for (const t of niceTicks(x0, x1)) {
     parts.push(`<text x="${sx(t)}" y="${height - m.bottom + 16}" text-anchor="middle" font-size="11">${fmt(t)}</text>`);
   }
-  parts.push(`<text x="${width / 2}" y="${height - 8}" text-anchor="middle" font-size="12">${escape(xLabel)}</text>`);
+  parts.push(`<text x="${width / 2}" y="${height - 8}" text-anchor="middle" font-size="12">${escapeHtml(xLabel)}</text>`);
   series.forEach((s, i) => {
     const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
     if (pts.length === 0) return;
     parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="1.8" points="${pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ")}"/>`);
     if (pts.length < 20) for (const p of pts) parts.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3" fill="${s.color}"/>`);
-    parts.push(`<text x="${m.left + 8 + i * 170}" y="${m.top + 12}" font-size="12" fill="${s.color}">■ ${escape(s.label)}</text>`);
+    parts.push(`<text x="${m.left + 8 + i * 170}" y="${m.top + 12}" font-size="12" fill="${s.color}">■ ${escapeHtml(s.label)}</text>`);
   });
   parts.push("</svg>");
   return parts.join("");
@@ -74,11 +74,11 @@ export function renderReport(input: ReportInput): string {
     .map((r) => `<tr><td>${r.iteration}</td><td>${r.prompts}</td><td>${r.win_rate_vs_base.toFixed(3)}</td><td>${r.win_rate_vs_previous.toFixed(3)}</td><td>v${r.policyVersion}</td><td>${r.seconds.toFixed(1)}</td></tr>`)
     .join("");
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${escape(input.title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(input.title)}</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:1400px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 .grid{display:flex;flex-wrap:wrap;gap:1rem}.empty{color:#888}</style></head><body>
-<h1>${escape(input.title)}</h1>
-<p>Algorithm: <b>${escape(input.algorithm)}</b>. Win rates are the oracle's judgement of the new policy against the base and the previous policy on held-out prompts (the analogue of the paper's Table 1).</p>
+<h1>${escapeHtml(input.title)}</h1>
+<p>Algorithm: <b>${escapeHtml(input.algorithm)}</b>. Win rates are the oracle's judgement of the new policy against the base and the previous policy on held-out prompts (the analogue of the paper's Table 1).</p>
 <table><tr><th>iteration</th><th>prompts</th><th>win rate vs base</th><th>vs previous</th><th>policy</th><th>seconds</th></tr>${rows}</table>
 <div class="grid">
 ${linearChart("Win rate per iteration", "iteration", rates)}

@@ -191,9 +191,14 @@ export function adaptImplementation<S extends DescService>(
             end(start, Code.OK);
             call.end();
           } catch (err) {
+            // A cancelled call's request stream ends with "premature close": that is the cancellation, not a fault.
+            if (context.signal.aborted) {
+              end(start, Code.CANCELLED);
+              return;
+            }
             const status = toStatus(err, path);
             end(start, status.code);
-            if (!context.signal.aborted) call.emit("error", status);
+            call.emit("error", status);
           }
         };
         if (method.methodKind === "server_streaming") {

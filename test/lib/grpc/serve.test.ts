@@ -272,7 +272,6 @@ describe("lib/grpc", () => {
         mount(
           PreferenceOracle,
           lengthOracle({
-            // biome-ignore lint/correctness/useYield: this handler never answers; it waits to be cancelled
             async *compare(_requests, context) {
               entered.resolve();
               await new Promise<void>((resolve) => context.signal.addEventListener("abort", () => resolve(), { once: true }));
