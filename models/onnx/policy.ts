@@ -203,6 +203,13 @@ export class OrtPolicy {
     return this.current.source.config;
   }
 
+  /** Number of parameters (a tied head counted once). */
+  get parameters(): number {
+    let n = 0;
+    for (const t of this.current.source.weights.values()) n += t.data.length;
+    return n;
+  }
+
   private hold(): SessionSet {
     if (this.disposed) throw new Error("OrtPolicy: used after dispose()");
     const set = this.current;

@@ -1,0 +1,49 @@
+/**
+ * `sppo export --model DIR --out FILE.onnx [--kind causal-lm|step|score] [--json]`: writes a policy model directory
+ * (config.json + model.safetensors) as an ONNX graph built by models/onnx, weights included, so that the aligned
+ * policy runs in any ONNX runtime. The default kind is HF Optimum's decoder-with-past interface: input_ids,
+ * attention_mask, position_ids, past_key_values.N.key/value → logits, present.N.key/value (docs in
+ * models/onnx/graph.ts). The tokenizer stays in DIR; the file names what it needs in its metadata (sppo.config).
+ */
+import { resolve } from "node:path";
+import { type Command, Option } from "commander";
+import { exportPolicy } from "../../models/onnx/index.js";
+import { ModelFormatError } from "../../models/safetensors.js";
+
+interface ExportFlags {
+  model: string;
+  out: string;
+  kind: "causal-lm" | "step" | "score";
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command("export")
+    .description("export a policy model directory to an ONNX file (KV cache as inputs/outputs, weights included)")
+    .requiredOption("--model <dir>", "model directory (config.json, model.safetensors)")
+    .requiredOption("--out <file>", "the .onnx file to write")
+    .addOption(
+      new Option("--kind <kind>", "causal-lm: logits of every position (serving); step: last position only; score: summed response log-probs")
+        .choices(["causal-lm", "step", "score"])
+        .default("causal-lm"),
+    )
+    .option("--json", "print one JSON object")
+    .action((flags: ExportFlags) => {
+      const started = performance.now();
+      let result: ReturnType<typeof exportPolicy>;
+      try {
+        result = exportPolicy(resolve(flags.model), resolve(flags.out), { kind: flags.kind });
+      } catch (err) {
+        if (err instanceof ModelFormatError || err instanceof TypeError) throw Object.assign(err, { userFacing: true });
+        throw err;
+      }
+      const ms = Math.round(performance.now() - started);
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify({ ...result, ms })}\n`);
+      } else {
+        process.stdout.write(`wrote ${result.file} (${result.family}, ${result.kind}, ${(result.bytes / 2 ** 20).toFixed(1)} MiB) in ${ms} ms\n`);
+        process.stdout.write(`inputs:  ${result.inputs.join(", ")}\noutputs: ${result.outputs.join(", ")}\n`);
+      }
+    });
+}

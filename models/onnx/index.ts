@@ -1,0 +1,30 @@
+/**
+ * models/onnx — the policy on onnxruntime: ONNX graphs of GPT-2 and Llama written by our own code (KV cache as
+ * inputs/outputs, weights as initializers), and an inference engine over them that samples and scores exactly as
+ * the tfjs path does, several times faster. Training stays on tfjs; this is where inference runs.
+ *
+ * Export:   `serializePolicy(config, weights, { kind })` → model.onnx bytes (kind "causal-lm": HF Optimum's
+ *           decoder-with-past interface); `buildPolicyGraph` → the ModelProto; `exportPolicy(source, file)`.
+ * Engine:   `createOrtPolicy(dir | loaded | model | { config, weights }, { intraOpThreads, graphOptimizationLevel,
+ *           executionProviders, prepare })` → OrtPolicy: `sample(promptIds, SampleOptions)` → SampleResult[],
+ *           `score(pairs, { batchSize, padId })` → Score[], `refresh(source)` → RefreshTiming, `dispose()`.
+ * Generator: `loadOnnxEngine(dir, { threads, maxBatch, onnx })` → services/generator's PolicyEngine shape.
+ */
+export type { PolicyGraphKind } from "./blocks.js";
+export { engineOf, loadOnnxEngine, type OnnxEngine, type OnnxEngineOptions } from "./engine.js";
+export { type ExportResult, exportPolicy } from "./export.js";
+export { buildPolicyGraph, cacheShape, POLICY_OPSET, type PolicyGraphOptions, policyStructure, policyWeights, serializePolicy } from "./graph.js";
+export { createOrtPolicy, OrtPolicy, type OrtPolicyOptions, type PolicyOperation, type RefreshTiming, type ScoreOptions } from "./policy.js";
+export { serializeWithWeights, type WeightBytes } from "./serialize.js";
+export {
+  cudaProviderInstalled,
+  createSession,
+  EXECUTION_PROVIDERS,
+  type ExecutionProviderChoice,
+  GRAPH_OPTIMIZATION_LEVELS,
+  type GraphOptimizationLevel,
+  type OrtSessionOptions,
+  resolveExecutionProviders,
+  sessionOptions,
+} from "./session.js";
+export { type PolicySource, type PolicyWeights, pickParams, readPolicyDir, resolveSource } from "./source.js";
