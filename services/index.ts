@@ -6,7 +6,8 @@ import { Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import type { Config } from "../lib/config/schema.js";
 import { type MountedService, mount } from "../lib/grpc/serve.js";
-import { unimplemented } from "../lib/grpc/unimplemented.js";
+import { createGeneratorService } from "./generator/server.js";
+import { createOptimizerService } from "./optimizer/server.js";
 import { createOracleService } from "./oracle/server.js";
 
 export interface ServiceInstance {
@@ -21,16 +22,16 @@ export type ServiceName = "generator" | "oracle" | "optimizer";
 export const defaultPorts: Record<ServiceName, number> = { generator: 50051, oracle: 50052, optimizer: 50053 };
 
 export const serviceFactories: Record<ServiceName, (config: Config) => Promise<ServiceInstance>> = {
-  generator: async () => ({
-    services: [mount(Generator, unimplemented(Generator, "the generator's sampling lands with issue 3 (policy engine)"))],
-    close: async () => {},
-  }),
+  generator: async (config) => {
+    const { implementation, close } = await createGeneratorService(config);
+    return { services: [mount(Generator, implementation)], close };
+  },
   oracle: async (config) => {
     const { implementation, close } = await createOracleService({ oracle: config.oracle, client: config.client });
     return { services: [mount(PreferenceOracle, implementation)], close };
   },
-  optimizer: async () => ({
-    services: [mount(Optimizer, unimplemented(Optimizer, "the optimizer's training lands with issue 5"))],
-    close: async () => {},
-  }),
+  optimizer: async (config) => {
+    const { implementation, close } = await createOptimizerService({ optimizer: config.optimizer });
+    return { services: [mount(Optimizer, implementation)], close };
+  },
 };

@@ -37,8 +37,8 @@ export const generatorConfigSchema = z
     modelDir: z.string().min(1).default("assets/policy"),
     /** Inference engine: "auto" takes onnxruntime when models/onnx provides it, else tfjs. @default "auto" */
     engine: z.enum(GENERATOR_ENGINES).default("auto"),
-    /** tfjs backend of the tfjs engine ("auto": tensorflow → wasm → cpu). @default "auto" */
-    tfjsBackend: z.enum(["auto", "tensorflow", "wasm", "cpu"]).default("auto"),
+    /** tfjs backend of the tfjs engine ("auto": tensorflow → wasm → cpu). @default unset: the `engine` section's backend */
+    tfjsBackend: z.enum(["auto", "tensorflow", "wasm", "cpu"]).optional(),
     /** Sampling defaults for fields a request leaves unset. */
     sampling: samplingSchema.default(SAMPLING_DEFAULTS),
     /** Largest max_new_tokens a request may ask for. @default 1024 */

@@ -5,9 +5,9 @@
  * prompts given as token ids, and score (prompt, response) pairs. The generator owns everything around it —
  * tokenization, validation, batching across requests, versions — so an engine only ever sees valid ids that fit its
  * context. Two implementations:
- *  - tfjs (services/generator/tfjs-engine.ts, over models/): always available;
- *  - onnxruntime (models/onnx/): preferred by engine "auto" where present. models/onnx/index.ts plugs in by
- *    exporting `loadOnnxEngine: EngineLoader` (see ONNX_ENGINE_EXPORT); nothing else needs to change here.
+ *  - onnxruntime (services/generator/onnx-engine.ts over models/onnx's OrtPolicy): the default ("auto") wherever
+ *    onnxruntime-node loads — native, multi-threaded, ~7× eager PyTorch on CPU (DESIGN §4);
+ *  - tfjs (services/generator/tfjs-engine.ts, over models/): always available, the fallback.
  *
  * Contract every engine keeps (the generator's tests check it on the tfjs engine):
  *  - `sample(promptIds, o)`: one sample per row (the generator repeats a prompt K times), rows may have different
@@ -96,22 +96,14 @@ export interface EngineLoadOptions {
 /** Loads the model directory `dir` (config.json, model.safetensors, ...) into an engine. */
 export type EngineLoader = (dir: string, options: EngineLoadOptions) => Promise<PolicyEngine>;
 
-/** The module the onnx engine lives in, relative to this file, and the export the generator looks for. */
-export const ONNX_ENGINE_MODULE = "../../models/onnx/index.js";
-export const ONNX_ENGINE_EXPORT = "loadOnnxEngine";
-
-/** The onnx engine's loader, or why there is none. */
+/** The onnx engine's loader, or why there is none (onnxruntime-node's native binding may be missing). */
 export async function findOnnxLoader(): Promise<{ loader?: EngineLoader; reason?: string }> {
-  let mod: Record<string, unknown>;
   try {
-    // A computed specifier: models/onnx may not exist in this checkout, and that is a normal outcome.
-    mod = (await import(new URL(ONNX_ENGINE_MODULE, import.meta.url).href)) as Record<string, unknown>;
+    const { loadOnnxEngine } = await import("./onnx-engine.js");
+    return { loader: loadOnnxEngine };
   } catch (err) {
-    return { reason: `models/onnx is not available (${(err as Error).message.split("\n")[0]})` };
+    return { reason: `onnxruntime is not available (${(err as Error).message.split("\n")[0]})` };
   }
-  const loader = mod[ONNX_ENGINE_EXPORT];
-  if (typeof loader !== "function") return { reason: `models/onnx does not export ${ONNX_ENGINE_EXPORT}` };
-  return { loader: loader as EngineLoader };
 }
 
 /**

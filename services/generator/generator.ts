@@ -38,6 +38,7 @@ import {
   type ScoreResponse,
   ScoreResponseSchema,
 } from "../../gen/sppo/v1/generator_pb.js";
+import type { EngineConfig } from "../../lib/config/engine.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
 import type { ClientConfig } from "../../lib/config/server.js";
 import { Code, RpcError } from "../../lib/errors.js";
@@ -104,6 +105,8 @@ function compatible(a: Job, b: Job): boolean {
 /** The generator's settings: its config section, plus how it calls optimizers. */
 export interface PolicyGeneratorOptions {
   generator: GeneratorConfig;
+  /** The tfjs engine section: its backend applies when generator.tfjsBackend is unset. */
+  engine?: Pick<EngineConfig, "backend">;
   /** Client settings for GetWeights calls (TLS, message limits). */
   client?: Partial<ClientConfig>;
   /** Replaces engine selection (tests, and programs that bring their own engine). */
@@ -204,7 +207,7 @@ export class PolicyGenerator {
   ): Promise<PolicyHandle> {
     const config = options.generator;
     const tokenizer = loadTokenizer(dir);
-    const engineOptions = { tfjsBackend: config.tfjsBackend, threads: config.onnxThreads, maxBatch: config.maxBatch };
+    const engineOptions = { tfjsBackend: config.tfjsBackend ?? options.engine?.backend ?? "auto", threads: config.onnxThreads, maxBatch: config.maxBatch };
     const engine = options.engineLoader ? await options.engineLoader(dir, engineOptions) : await loadEngine(config.engine, dir, engineOptions);
     const eosId = eosOf(dir, tokenizer);
     return {

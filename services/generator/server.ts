@@ -21,6 +21,7 @@ import {
   type ScoreRequest,
   type ScoreResponse,
 } from "../../gen/sppo/v1/generator_pb.js";
+import type { EngineConfig } from "../../lib/config/engine.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
 import type { ClientConfig } from "../../lib/config/server.js";
 import type { HandlerContext, ServiceImplementation } from "../../lib/grpc/index.js";
@@ -115,6 +116,8 @@ export function generatorImplementation(generator: PolicyGenerator, config: Pick
 /** What createGeneratorService needs: the generator section, and client settings for pulling weights. */
 export interface GeneratorServiceConfig {
   generator: GeneratorConfig;
+  /** The tfjs engine section (its backend, unless generator.tfjsBackend overrides it). */
+  engine?: Pick<EngineConfig, "backend">;
   client?: Partial<ClientConfig>;
 }
 
@@ -126,6 +129,6 @@ export async function createGeneratorService(
   config: GeneratorServiceConfig,
   options: { engineLoader?: EngineLoader } = {},
 ): Promise<{ implementation: ServiceImplementation<typeof Generator>; generator: PolicyGenerator; close(): Promise<void> }> {
-  const generator = await PolicyGenerator.create({ generator: config.generator, client: config.client, engineLoader: options.engineLoader });
+  const generator = await PolicyGenerator.create({ generator: config.generator, engine: config.engine, client: config.client, engineLoader: options.engineLoader });
   return { implementation: generatorImplementation(generator, config.generator), generator, close: () => generator.close() };
 }

@@ -1,0 +1,40 @@
+/**
+ * The onnxruntime engine: a policy version served by models/onnx's OrtPolicy (ONNX graphs with a KV cache built from
+ * the version's weights; sampling identical to models/sample.ts step for step, so seeds agree across engines up to
+ * float rounding). Loading fails — and engine "auto" falls back to tfjs — where onnxruntime-node cannot load.
+ */
+import { contextLength, paramShapes } from "../../models/index.js";
+import { createOrtPolicy } from "../../models/onnx/policy.js";
+import type { EngineLoadOptions, PolicyEngine } from "./engine.js";
+
+/** Loads the model directory `dir` into an onnxruntime engine (sampling and scoring sessions built up front). */
+export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
+  const policy = await createOrtPolicy(dir, { intraOpThreads: options.threads ?? 0, prepare: ["sample", "score"] });
+  const config = policy.config;
+  const scoreBatch = options.maxBatch ?? 32;
+  return {
+    name: policy.name,
+    contextLength: contextLength(config),
+    vocabSize: config.vocab_size,
+    family: config.model_type,
+    parameters: paramShapes(config).reduce((sum, [, shape]) => sum + shape.reduce((a, b) => a * b, 1), 0),
+    async sample(promptIds, o) {
+      const results = await policy.sample(promptIds, {
+        temperature: o.temperature,
+        topP: o.topP,
+        topK: o.topK,
+        maxNewTokens: o.maxNewTokens,
+        seed: o.seed,
+        eosId: o.eosId,
+        padId: o.padId,
+      });
+      return results.map((r) => ({ tokenIds: r.tokenIds, logprob: r.logprob, finished: r.finished }));
+    },
+    score(pairs, o) {
+      return policy.score(pairs, { batchSize: scoreBatch, padId: o.padId });
+    },
+    dispose() {
+      void policy.dispose();
+    },
+  };
+}
