@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import type * as ort from "onnxruntime-node";
+import * as ort from "onnxruntime-node";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { oracleConfigSchema } from "../lib/config/oracle.js";
 import { serverConfigSchema } from "../lib/config/server.js";
@@ -22,7 +22,7 @@ import { createClient, mount, serve } from "../lib/grpc/index.js";
 import { DataType, GraphBuilder, serializeModel } from "../lib/onnx/index.js";
 import { defaultVocabulary, writeOracleDir } from "../scripts/make-default-oracle.js";
 import { GOOD, BAD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../scripts/default-task/language.js";
-import { loadOracleSession, padBatch } from "../services/oracle/model-dir.js";
+import { padBatch } from "../services/oracle/model-dir.js";
 import { PairwiseOnnxOracle, pairwiseRows } from "../services/oracle/pairwise-onnx.js";
 import { createOracleService } from "../services/oracle/server.js";
 import { writeFileSync } from "node:fs";
@@ -44,7 +44,7 @@ export interface OracleBenchOptions {
 }
 
 /** Deterministic requests in the default task's language (a small LCG, no Math.random). */
-function makeRequests(count: number, k: number): { prompt: string; candidates: string[] }[] {
+export function makeRequests(count: number, k: number): { prompt: string; candidates: string[] }[] {
   let state = 12345;
   const next = (n: number) => {
     state = (Math.imul(state, 1103515245) + 12345) >>> 0;
@@ -63,7 +63,7 @@ function makeRequests(count: number, k: number): { prompt: string; candidates: s
 }
 
 /** A compute-bound pairwise model: per-token MLP d → ff → d, segment sums, logit = w·(f1 − f2). Seeded weights. */
-function writeHeavyModel(dir: string, d = 256, ff = 1024): void {
+export function writeHeavyModel(dir: string, d = 256, ff = 1024): void {
   writeOracleDir(dir, "pairwise");
   const vocabulary = defaultVocabulary();
   let seed = 7;
@@ -88,6 +88,20 @@ function writeHeavyModel(dir: string, d = 256, ff = 1024): void {
   writeFileSync(join(dir, "model.onnx"), serializeModel(g.build()));
 }
 
+interface Measured {
+  wallS: number;
+  /** User + system CPU seconds of this process (all threads). */
+  cpuS: number;
+}
+
+async function measure(work: () => Promise<void>): Promise<Measured> {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await work();
+  const cpu = process.cpuUsage(cpu0);
+  return { wallS: (performance.now() - t0) / 1000, cpuS: (cpu.user + cpu.system) / 1e6 };
+}
+
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 async function benchModel(name: string, dir: string, requests: { prompt: string; candidates: string[] }[], repeats: number, maxBatch: number): Promise<BenchRow[]> {
@@ -96,17 +110,17 @@ async function benchModel(name: string, dir: string, requests: { prompt: string;
   const tokenizerSide = await PairwiseOnnxOracle.load({ modelDir: dir, maxCandidates: 64, batching, intraOpThreads: 0 });
   const allRows = requests.flatMap((r) => pairwiseRows(tokenizerSide.encoder, tokenizerSide.config, r.prompt, r.candidates).rows);
   await tokenizerSide.close();
-  const loaded = await loadOracleSession(dir, { outputNames: ["logits"], intraOpThreads: 0 });
+  // The baseline: onnxruntime on this thread, no worker, inputs ready.
+  const session = await ort.InferenceSession.create(join(dir, "model.onnx"), { graphOptimizationLevel: "all" });
   const batches: { input_ids: ort.Tensor; attention_mask: ort.Tensor }[] = [];
   for (let at = 0; at < allRows.length; at += maxBatch) {
-    const { ids, mask } = padBatch(allRows.slice(at, at + maxBatch), 0);
-    batches.push({ input_ids: ids, attention_mask: mask });
+    const { ids, mask, dims } = padBatch(allRows.slice(at, at + maxBatch), 0);
+    batches.push({ input_ids: new ort.Tensor("int64", ids, dims), attention_mask: new ort.Tensor("int64", mask, dims) });
   }
-  const runDirect = async () => {
-    const t0 = performance.now();
-    for (const feeds of batches) await loaded.session.run(feeds);
-    return (performance.now() - t0) / 1000;
-  };
+  const runDirect = () =>
+    measure(async () => {
+      for (const feeds of batches) await session.run(feeds);
+    });
 
   const service = await createOracleService({ oracle: oracleConfigSchema.parse({ modelDir: dir, maxCandidates: 64, batching }) });
   const running = await serve({
@@ -115,40 +129,47 @@ async function benchModel(name: string, dir: string, requests: { prompt: string;
     config: { ...serverConfigSchema.parse({ host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0 }), port: 0 },
   });
   const client = createClient(PreferenceOracle, `127.0.0.1:${running.port}`);
-  const runService = async () => {
-    const t0 = performance.now();
-    let answered = 0;
-    for await (const response of client.compare(requests.map((r, i) => ({ requestId: String(i), ...r })))) {
-      if (response.error) throw new Error(`bench request ${response.requestId} failed: ${response.error.message}`);
-      answered++;
-    }
-    if (answered !== requests.length) throw new Error(`bench: ${answered} of ${requests.length} answered`);
-    return (performance.now() - t0) / 1000;
-  };
+  const runService = () =>
+    measure(async () => {
+      let answered = 0;
+      for await (const response of client.compare(requests.map((r, i) => ({ requestId: String(i), ...r })))) {
+        if (response.error) throw new Error(`bench request ${response.requestId} failed: ${response.error.message}`);
+        answered++;
+      }
+      if (answered !== requests.length) throw new Error(`bench: ${answered} of ${requests.length} answered`);
+    });
 
   try {
-    await runDirect(); // warm-up
-    await runService();
-    const direct: number[] = [];
-    const served: number[] = [];
+    for (let warm = 0; warm < 3; warm++) {
+      // JIT, allocator and connection warm-up
+      await runDirect();
+      await runService();
+    }
+    const direct: Measured[] = [];
+    const served: Measured[] = [];
     for (let r = 0; r < repeats; r++) {
       direct.push(await runDirect());
       served.push(await runService());
     }
     const pairs = allRows.length;
-    const directRate = pairs / median(direct);
-    const serviceRate = pairs / median(served);
+    const directRate = pairs / median(direct.map((m) => m.wallS));
+    const serviceRate = pairs / median(served.map((m) => m.wallS));
+    const directCpu = median(direct.map((m) => m.cpuS));
+    const serviceCpu = median(served.map((m) => m.cpuS));
     const common = { model: name, pairs, requests: requests.length, k: requests[0].candidates.length, maxBatch, repeats };
     return [
       { metric: "oracle.direct_pairs_per_s", value: directRate, unit: "pairs/s", ...common },
       { metric: "oracle.service_pairs_per_s", value: serviceRate, unit: "pairs/s", ...common },
-      { metric: "oracle.service_overhead", value: directRate / serviceRate - 1, unit: "ratio", target: 0.1, ...common },
+      { metric: "oracle.service_overhead", value: directRate / serviceRate - 1, unit: "ratio", target: 0.1, basis: "wall clock", ...common },
+      // CPU seconds of the whole process (ONNX threads included; the in-process gRPC client too, so an upper bound):
+      // steadier than wall time when other work shares the machine.
+      { metric: "oracle.service_overhead_cpu", value: serviceCpu / directCpu - 1, unit: "ratio", target: 0.1, basis: "process CPU time", ...common },
     ];
   } finally {
     client.close();
     await running.shutdown(1_000);
     await service.close();
-    await loaded.session.release();
+    await session.release();
   }
 }
 

@@ -39,6 +39,11 @@ export const oracleConfigSchema = z
       .default({ maxBatch: 64, maxWaitMs: 2, maxConcurrentRuns: 1 }),
     /** onnxruntime threads per run; 0 lets onnxruntime choose (all cores). @default 0 */
     intraOpThreads: z.number().int().min(0).max(256).default(0),
+    /**
+     * Run the ONNX session in a worker thread. onnxruntime-node's run blocks its thread for the whole model run; in a
+     * worker, gRPC I/O, tokenizing and health checks go on meanwhile. @default true
+     */
+    runInWorker: z.boolean().default(true),
     /** The remote backend: another PreferenceOracle service. */
     remote: z
       .object({

@@ -22,6 +22,7 @@ export async function createOracle(config: OracleConfig, options: CreateOracleOp
     maxCandidates: config.maxCandidates,
     batching: config.batching,
     intraOpThreads: config.intraOpThreads,
+    runInWorker: config.runInWorker,
   };
   switch (config.backend) {
     case "pairwise-onnx":

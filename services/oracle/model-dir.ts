@@ -9,6 +9,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { z } from "zod";
 import { Code, RpcError } from "../../lib/errors.js";
+import { type OracleSession, type RunOutput, WorkerSession } from "./worker-session.js";
 
 /** `oracle_config.json`: optional; snake_case so that the Python export script can write it as is. */
 export const modelDirConfigSchema = z
@@ -68,10 +69,37 @@ export interface SessionSpec {
   outputNames: readonly string[];
   /** Thread count; 0 lets onnxruntime choose. */
   intraOpThreads: number;
+  /** Run the session in a worker thread (see session-worker.mjs) rather than on the calling thread. @default true */
+  inWorker?: boolean;
+}
+
+/** A session on the calling thread (its runs block the event loop while they last). */
+export class InlineSession implements OracleSession {
+  constructor(readonly session: ort.InferenceSession) {}
+  get inputNames() {
+    return this.session.inputNames;
+  }
+  get outputNames() {
+    return this.session.outputNames;
+  }
+  get inputMetadata() {
+    return this.session.inputMetadata;
+  }
+  get outputMetadata() {
+    return this.session.outputMetadata;
+  }
+  async run(feeds: Record<string, { data: BigInt64Array; dims: number[] }>, output: string): Promise<RunOutput> {
+    const tensors = Object.fromEntries(Object.entries(feeds).map(([name, f]) => [name, new ort.Tensor("int64", f.data, f.dims)]));
+    const result = (await this.session.run(tensors, [output]))[output];
+    return { data: result.data as Float32Array | Float64Array, dims: [...result.dims] };
+  }
+  release(): Promise<void> {
+    return this.session.release();
+  }
 }
 
 export interface LoadedSession {
-  session: ort.InferenceSession;
+  session: OracleSession;
   /** The output that carries the logits/rewards. */
   outputName: string;
   /** Other int64 inputs the model takes (e.g. token_type_ids), fed with zeros. */
@@ -84,11 +112,11 @@ const REQUIRED_INPUTS = ["input_ids", "attention_mask"] as const;
 export async function loadOracleSession(dir: string, spec: SessionSpec): Promise<LoadedSession> {
   const path = join(dir, "model.onnx");
   if (!existsSync(path)) throw modelError(`${path}: the model file is missing`);
-  let session: ort.InferenceSession;
+  let session: OracleSession;
   try {
     const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
     if (spec.intraOpThreads > 0) options.intraOpNumThreads = spec.intraOpThreads;
-    session = await ort.InferenceSession.create(path, options);
+    session = spec.inWorker === false ? new InlineSession(await ort.InferenceSession.create(path, options)) : await WorkerSession.create(path, options);
   } catch (err) {
     throw modelError(`${path}: onnxruntime cannot load it (corrupt or unsupported): ${(err as Error).message.split("\n")[0]}`, err);
   }
@@ -100,7 +128,7 @@ export async function loadOracleSession(dir: string, spec: SessionSpec): Promise
   }
 }
 
-function checkSignature(path: string, session: ort.InferenceSession, spec: SessionSpec): Omit<LoadedSession, "session"> {
+function checkSignature(path: string, session: OracleSession, spec: SessionSpec): Omit<LoadedSession, "session"> {
   const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
   for (const name of REQUIRED_INPUTS) {
     const meta = inputs.get(name);
@@ -135,29 +163,57 @@ function checkSignature(path: string, session: ort.InferenceSession, spec: Sessi
   return { outputName, zeroInputs };
 }
 
-/** Padded int64 tensors of a batch of token id rows. */
-export function padBatch(rows: readonly (readonly number[])[], padId: number): { ids: ort.Tensor; mask: ort.Tensor; length: number } {
-  const length = Math.max(1, ...rows.map((r) => r.length));
-  const ids = new BigInt64Array(rows.length * length).fill(BigInt(padId));
+/** One model input row as segments whose concatenation is the row (PairRM rows: source, first, second). */
+export type TokenRow = readonly (readonly number[])[];
+
+const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * Padded int64 tensors of a batch of rows (right padding, mask 0 there). Token ids are written as 32-bit halves of
+ * the int64 buffer (BigInt per element costs more than the model run for small models); ids must be < 2^31.
+ */
+export function padBatch(rows: readonly TokenRow[], padId: number): { ids: BigInt64Array; mask: BigInt64Array; dims: [number, number] } {
+  const lengths = rows.map((row) => row.reduce((n, segment) => n + segment.length, 0));
+  const length = Math.max(1, ...lengths);
+  const ids = new BigInt64Array(rows.length * length);
   const mask = new BigInt64Array(rows.length * length);
-  for (const [b, row] of rows.entries()) {
-    for (const [t, id] of row.entries()) {
-      ids[b * length + t] = BigInt(id);
-      mask[b * length + t] = 1n;
+  if (littleEndian) {
+    const ids32 = new Int32Array(ids.buffer); // (B, L, 2): [low, high] words
+    const mask32 = new Int32Array(mask.buffer);
+    for (const [b, row] of rows.entries()) {
+      let t = b * length;
+      for (const segment of row) {
+        for (const id of segment) {
+          ids32[2 * t] = id;
+          mask32[2 * t] = 1;
+          t++;
+        }
+      }
+      for (const end = (b + 1) * length; t < end; t++) ids32[2 * t] = padId;
+    }
+  } else {
+    ids.fill(BigInt(padId));
+    for (const [b, row] of rows.entries()) {
+      let t = b * length;
+      for (const segment of row) {
+        for (const id of segment) {
+          ids[t] = BigInt(id);
+          mask[t++] = 1n;
+        }
+      }
     }
   }
-  return { ids: new ort.Tensor("int64", ids, [rows.length, length]), mask: new ort.Tensor("int64", mask, [rows.length, length]), length };
+  return { ids, mask, dims: [rows.length, length] }; // (B, L) each
 }
 
 /** Runs a batch and returns one number per row from the checked output ([batch] or [batch, 1]). */
-export async function runRows(loaded: LoadedSession, rows: readonly (readonly number[])[], padId: number): Promise<number[]> {
-  const { ids, mask } = padBatch(rows, padId);
-  const feeds: Record<string, ort.Tensor> = { input_ids: ids, attention_mask: mask };
-  for (const name of loaded.zeroInputs) feeds[name] = new ort.Tensor("int64", new BigInt64Array(ids.size), ids.dims);
-  const out = await loaded.session.run(feeds, [loaded.outputName]);
-  const result = out[loaded.outputName];
-  if (result.size !== rows.length) {
-    throw new RpcError(Code.INTERNAL, `the model's output "${loaded.outputName}" has shape [${result.dims.join(", ")}] for a batch of ${rows.length}`);
+export async function runRows(loaded: LoadedSession, rows: readonly TokenRow[], padId: number): Promise<number[]> {
+  const { ids, mask, dims } = padBatch(rows, padId);
+  const feeds: Record<string, { data: BigInt64Array; dims: number[] }> = { input_ids: { data: ids, dims }, attention_mask: { data: mask, dims } };
+  for (const name of loaded.zeroInputs) feeds[name] = { data: new BigInt64Array(ids.length), dims };
+  const out = await loaded.session.run(feeds, loaded.outputName);
+  if (out.data.length !== rows.length) {
+    throw new RpcError(Code.INTERNAL, `the model's output "${loaded.outputName}" has shape [${out.dims.join(", ")}] for a batch of ${rows.length}`);
   }
-  return Array.from(result.data as Float32Array | Float64Array, Number);
+  return Array.from(out.data, Number);
 }

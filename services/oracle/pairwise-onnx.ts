@@ -8,8 +8,8 @@
  *     P_ij = σ((l(i, j) − l(j, i)) / 2),   P_ji = 1 − P_ij,   P_ii = 1/2
  *
  * A constant position bias b (l(a, b) = f(a, b) + b) cancels in the difference; for a model whose logit is
- * antisymmetric apart from that bias the result is exactly σ(f(i, j)). This is the paper's P_ij = σ(pairwise logit);
- * PairRM's own `compare(..., double_check=True)` sums the two orders the same way. The official SPPO code's
+ * antisymmetric apart from that bias the result is exactly σ(f(i, j)). This is the paper's P_ij = σ(pairwise logit),
+ * with the logit averaged over both presentation orders. The official SPPO code's
  * alternative, scores s_i = mean_j (C_ij − C_ji) re-expanded as σ(s_i − s_j), can be computed from this matrix
  * (C_ij − C_ji = 2·logit(P_ij)), so it is left to the pipeline.
  *
@@ -17,7 +17,7 @@
  */
 import { basename, resolve } from "node:path";
 import { Batcher, type BatcherOptions } from "./batcher.js";
-import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDirConfig, runRows } from "./model-dir.js";
+import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDirConfig, runRows, type TokenRow } from "./model-dir.js";
 import { type Comparison, matrixFromUpper, type Oracle, type OracleDescription, sigmoid } from "./oracle.js";
 import { TokenEncoder } from "./token-encoder.js";
 
@@ -29,6 +29,8 @@ export interface OnnxOracleOptions {
   batching: BatcherOptions;
   /** onnxruntime threads; 0 lets it choose. */
   intraOpThreads: number;
+  /** Run the session in a worker thread. @default true */
+  runInWorker?: boolean;
 }
 
 /** Pads with the config's pad id, else the tokenizer's usual pad token, else 0. */
@@ -43,8 +45,8 @@ export function padIdOf(config: ModelDirConfig, encoder: TokenEncoder): number {
 
 /** Token ids of the pairwise rows of one request, with its truncation count. */
 export interface PairwiseRows {
-  /** rows[r] for the ordered pair pairs[r] = [first, second]. */
-  rows: number[][];
+  /** rows[r] (segments: source, first, second) for the ordered pair pairs[r] = [first, second]. */
+  rows: TokenRow[];
   pairs: [number, number][];
   truncatedTexts: number;
 }
@@ -60,20 +62,20 @@ export function pairwiseRows(encoder: TokenEncoder, config: ModelDirConfig, prom
   const asFirst = candidates.map((c) => encoder.encode(config.candidate1_prefix + c, candidateBudget));
   const asSecond = candidates.map((c) => encoder.encode(config.candidate2_prefix + c, candidateBudget));
   for (let i = 0; i < candidates.length; i++) if (asFirst[i].truncated || asSecond[i].truncated) truncatedTexts++;
-  const rows: number[][] = [];
+  const rows: TokenRow[] = [];
   const pairs: [number, number][] = [];
   for (let i = 0; i < candidates.length; i++) {
     for (let j = 0; j < candidates.length; j++) {
       if (i === j) continue;
       pairs.push([i, j]);
-      rows.push([...source.ids, ...asFirst[i].ids, ...asSecond[j].ids]);
+      rows.push([source.ids, asFirst[i].ids, asSecond[j].ids]);
     }
   }
   return { rows, pairs, truncatedTexts };
 }
 
 export class PairwiseOnnxOracle implements Oracle {
-  private readonly batcher: Batcher<number[], number>;
+  private readonly batcher: Batcher<TokenRow, number>;
 
   private constructor(
     private readonly loaded: LoadedSession,
@@ -100,7 +102,7 @@ export class PairwiseOnnxOracle implements Oracle {
     for (const prefix of [config.source_prefix, config.candidate1_prefix, config.candidate2_prefix]) {
       if (encoder.tokenId(prefix) === undefined) throw modelError(`${dir}/tokenizer.json: the prefix token "${prefix}" is not in the vocabulary`);
     }
-    const loaded = await loadOracleSession(dir, { outputNames: [config.output_name ?? "logits"], intraOpThreads: options.intraOpThreads });
+    const loaded = await loadOracleSession(dir, { outputNames: [config.output_name ?? "logits"], intraOpThreads: options.intraOpThreads, inWorker: options.runInWorker });
     const description: OracleDescription = {
       backend: "pairwise-onnx",
       model: config.model_name ?? basename(dir),
@@ -120,7 +122,7 @@ export class PairwiseOnnxOracle implements Oracle {
   }
 
   /** Runs pre-built rows straight through the session, without batching or matrix assembly (for the benchmark). */
-  runDirect(rows: readonly (readonly number[])[]): Promise<number[]> {
+  runDirect(rows: readonly TokenRow[]): Promise<number[]> {
     return runRows(this.loaded, rows, padIdOf(this.config, this.encoder));
   }
 

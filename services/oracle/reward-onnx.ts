@@ -8,26 +8,26 @@
  */
 import { basename, resolve } from "node:path";
 import { Batcher } from "./batcher.js";
-import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDirConfig, runRows } from "./model-dir.js";
+import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDirConfig, runRows, type TokenRow } from "./model-dir.js";
 import { bradleyTerryMatrix, type Comparison, type Oracle, type OracleDescription } from "./oracle.js";
 import { type OnnxOracleOptions, padIdOf } from "./pairwise-onnx.js";
 import { TokenEncoder } from "./token-encoder.js";
 
 /** Token ids of the K reward rows of one request, with its truncation count. */
-export function rewardRows(encoder: TokenEncoder, config: ModelDirConfig, prompt: string, candidates: readonly string[]): { rows: number[][]; truncatedTexts: number } {
+export function rewardRows(encoder: TokenEncoder, config: ModelDirConfig, prompt: string, candidates: readonly string[]): { rows: TokenRow[]; truncatedTexts: number } {
   let promptTruncated = false;
   let truncatedTexts = 0;
   const rows = candidates.map((candidate) => {
     const pair = encoder.encodePair(prompt, config.source_max_length, candidate, config.candidate_max_length);
     promptTruncated ||= pair.truncatedFirst;
     if (pair.truncatedSecond) truncatedTexts++;
-    return pair.ids;
+    return [pair.ids];
   });
   return { rows, truncatedTexts: truncatedTexts + (promptTruncated ? 1 : 0) };
 }
 
 export class RewardOnnxOracle implements Oracle {
-  private readonly batcher: Batcher<number[], number>;
+  private readonly batcher: Batcher<TokenRow, number>;
 
   private constructor(
     private readonly loaded: LoadedSession,
@@ -51,7 +51,7 @@ export class RewardOnnxOracle implements Oracle {
       throw modelError((err as Error).message, err);
     }
     const outputNames = config.output_name ? [config.output_name] : ["rewards", "logits"];
-    const loaded = await loadOracleSession(dir, { outputNames, intraOpThreads: options.intraOpThreads });
+    const loaded = await loadOracleSession(dir, { outputNames, intraOpThreads: options.intraOpThreads, inWorker: options.runInWorker });
     const description: OracleDescription = {
       backend: "reward-onnx",
       model: config.model_name ?? basename(dir),

@@ -11,6 +11,7 @@ import { Code, RpcError } from "../../../lib/errors.js";
 import { DataType, GraphBuilder, serializeModel } from "../../../lib/onnx/index.js";
 import { DEFAULT_WEIGHTS, type ScoreWeights } from "../../../scripts/make-default-oracle.js";
 import { createOracle } from "../../../services/oracle/create-oracle.js";
+import { padBatch } from "../../../services/oracle/model-dir.js";
 import { checkedOracle } from "../../../services/oracle/oracle.js";
 import { PairwiseOnnxOracle, pairwiseRows } from "../../../services/oracle/pairwise-onnx.js";
 import { assertMatrixClose, expectedMatrix, handScore, modelDir, nanModelDir, oracleConfig, tempDir, writeModel } from "./fixtures.js";
@@ -22,6 +23,15 @@ const CANDIDATES = ["the cat is kind and warm.", "the cat is rude.", "the dog is
 const batching = { maxBatch: 64, maxWaitMs: 1, maxConcurrentRuns: 1 };
 const tmp = tempDir();
 after(() => tmp.remove());
+
+describe("padBatch", () => {
+  it("concatenates each row's segments, right-pads with the pad id and masks the padding", () => {
+    const { ids, mask, dims } = padBatch([[[1, 2], [3]], [[], [70_000], []]], 9);
+    assert.deepEqual(dims, [2, 3]);
+    assert.deepEqual(Array.from(ids), [1n, 2n, 3n, 70_000n, 9n, 9n]);
+    assert.deepEqual(Array.from(mask), [1n, 1n, 1n, 1n, 0n, 0n]);
+  });
+});
 
 describe("pairwise-onnx", () => {
   let pairwiseDir: string;
@@ -38,14 +48,21 @@ describe("pairwise-onnx", () => {
     await oracle.close();
   });
 
+  it("gives the same matrix with the session on the calling thread (runInWorker false)", async () => {
+    const oracle = checkedOracle(await PairwiseOnnxOracle.load({ modelDir: pairwiseDir, maxCandidates: 8, batching, intraOpThreads: 1, runInWorker: false }));
+    assertMatrixClose((await oracle.compare(PROMPT, CANDIDATES)).matrix, expectedMatrix(PROMPT, CANDIDATES, WEIGHTS));
+    await oracle.close();
+  });
+
   it("feeds PairRM's three segments, so the raw logit is score(first) − score(second) + bias", async () => {
     const oracle = await PairwiseOnnxOracle.load({ modelDir: pairwiseDir, maxCandidates: 8, batching, intraOpThreads: 1 });
     const { rows, pairs } = pairwiseRows(oracle.encoder, oracle.config, PROMPT, CANDIDATES.slice(0, 2));
     assert.deepEqual(pairs, [[0, 1], [1, 0]]);
     const tok = (t: string) => oracle.encoder.tokenId(t);
     // [CLS] <|source|> tell me about the cat . [SEP] [CLS] <|candidate1|> the cat is kind and warm . [SEP] [CLS] <|candidate2|> …
-    assert.deepEqual(rows[0].slice(0, 10), ["[CLS]", "<|source|>", "tell", "me", "about", "the", "cat", ".", "[SEP]", "[CLS]"].map(tok));
-    assert.equal(rows[0][10], tok("<|candidate1|>"));
+    assert.deepEqual(rows[0].flat().slice(0, 10), ["[CLS]", "<|source|>", "tell", "me", "about", "the", "cat", ".", "[SEP]", "[CLS]"].map(tok));
+    assert.equal(rows[0].flat()[10], tok("<|candidate1|>"));
+    assert.deepEqual(rows[0][0], rows[1][0]); // the prompt segment is shared
     const logits = await oracle.runDirect(rows);
     const s0 = handScore(PROMPT, CANDIDATES[0], WEIGHTS);
     const s1 = handScore(PROMPT, CANDIDATES[1], WEIGHTS);
