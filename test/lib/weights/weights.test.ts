@@ -87,6 +87,14 @@ describe("directoryManifest", () => {
     assert.equal(sha256, sha(Buffer.concat(files.map((f) => contents.get(f.name) as Buffer))));
   });
 
+  test("agrees with the optimizer's own manifest (services/optimizer/files.ts): same order, same version hash", async () => {
+    const { manifestOf, sha256Concat } = await import("../../../services/optimizer/files.js");
+    const theirs = manifestOf(source);
+    const ours = await directoryManifest(source);
+    assert.deepEqual(ours.files, theirs);
+    assert.equal(ours.sha256, sha256Concat(theirs.map((f) => join(source, f.name))));
+  });
+
   test("manifestOrder and unsafeFileName", () => {
     assert.deepEqual(manifestOrder(["b", "tokenizer_config.json", "a", "config.json"]), ["config.json", "tokenizer_config.json", "a", "b"]);
     for (const bad of ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", ".ssh/key", "a\\b"]) assert.ok(unsafeFileName(bad), bad);
