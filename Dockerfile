@@ -21,8 +21,11 @@ COPY package.json package-lock.json .npmrc ./
 #   the package (its script would only fetch CUDA binaries; .npmrc skips that anyway), esbuild (used by tsx) finds its
 #   binary in @esbuild/linux-x64, and @tensorflow/tfjs-node-gpu's script would download a GPU libtensorflow that this
 #   image must not carry. That package is then removed, so models/backend.ts skips it and chooses wasm.
+# Then about 430 MB go: source maps (nothing loads them) and onnxruntime's macOS and Windows binaries.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && rm -rf node_modules/@tensorflow/tfjs-node-gpu \
+ && find node_modules -type f -name '*.map' -delete \
+ && rm -rf node_modules/onnxruntime-node/bin/napi-v6/darwin node_modules/onnxruntime-node/bin/napi-v6/win32 \
  && npm cache clean --force
 
 # ---- runtime ---------------------------------------------------------------------------------------------------

@@ -305,36 +305,16 @@ describe("reading commands", () => {
   });
 });
 
-/**
- * Subcommands the deployment runs that issue 6 (the self-play pipeline) is adding: `sppo run` and `sppo watch`.
- * Until one is registered, its invocations are reported by a todo test instead of failing the suite (the package's own
- * `npm start` names `run` too); once it is, they are checked like every other. Any other unknown command fails.
- * Remove names from this list when they land.
- */
-const pendingCommands = ["run", "watch"];
-
-describe("the sppo commands that ship", async () => {
-  const commands = await cli();
-  const invocations = allInvocations();
-  const missing = pendingCommands.filter((name) => !commands.has(name));
-  const isPending = (i: Invocation) => missing.includes(i.argv[0]);
-
-  test("every command the Dockerfiles, package.json, manifests and docs run is one the CLI defines", () => {
-    assert.ok(commands.has("serve"), "sppo --help lists serve");
+describe("the sppo commands that ship", () => {
+  test("every command the Dockerfiles, package.json, manifests and docs run is one the CLI defines", async () => {
+    const commands = await cli();
+    const invocations = allInvocations();
+    for (const name of ["serve", "run", "watch"]) assert.ok(commands.has(name), `sppo --help lists ${name}`);
     const fromDocs = invocations.filter((i) => i.source.startsWith("docs/deploy.md"));
     assert.ok(fromDocs.length >= 4, `docs/deploy.md shows sppo commands (found ${fromDocs.map((i) => i.argv.join(" "))})`);
-    const problems = invocations.filter((i) => !isPending(i)).flatMap((i) => checkInvocation(i.argv, commands).map((p) => `${i.source}: ${p}`));
+    const problems = invocations.flatMap((i) => checkInvocation(i.argv, commands).map((p) => `${i.source}: ${p}`));
     assert.deepEqual(problems, []);
   });
-
-  test(
-    `the commands still to come (${pendingCommands.join(", ")}) are registered`,
-    { todo: missing.length > 0 ? `not registered yet: ${missing.join(", ")} (issue 6)` : false },
-    () => {
-      const problems = invocations.filter(isPending).map((i) => `${i.source}: sppo ${i.argv[0]} is not registered`);
-      assert.deepEqual(problems, []);
-    },
-  );
 
   test("the images run the package's sppo bin, and by default what `npm start` runs", () => {
     const start = /^node (\S+) (.*)$/.exec(packageJson.scripts.start);

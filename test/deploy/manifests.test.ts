@@ -7,7 +7,7 @@
  *   node --import tsx --test test/deploy/manifests.test.ts
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -308,7 +308,15 @@ for (const name of Object.keys(builds)) {
       const volume = workload.pod.volumes?.find((v) => v.name === mount.name);
       assert.ok(volume?.persistentVolumeClaim, "--out is on a PersistentVolumeClaim");
       find(objects, "PersistentVolumeClaim", volume.persistentVolumeClaim.claimName);
-      assert.ok(container.ports?.some((p) => p.containerPort === 50054), "the loop exposes its telemetry port");
+      const config = configOf(objects, workload, container);
+      const telemetry = portNumber(container, "telemetry");
+      assert.equal(telemetry, config.pipeline.telemetryPort, "the container port named telemetry is pipeline.telemetryPort");
+      const loopService = find(objects, "Service", "sppo-loop").spec as { ports: { port: number }[] };
+      assert.ok(loopService.ports.some((p) => p.port === telemetry), "Service sppo-loop exposes the telemetry port");
+      // The generators' fallback source of weights is the same optimizer the loop trains with.
+      const generator = workloadOf(objects, "generator");
+      const { generator: generatorConfig } = configOf(objects, generator, mainContainer(generator));
+      assert.equal(generatorConfig.optimizerTarget, flagValue(args, "--optimizer"), "generator.optimizerTarget is the loop's optimizer");
     });
 
     test("images are the project's, tagged with package.json's version", () => {
@@ -361,8 +369,17 @@ function assertResources(workload: Workload): void {
       );
     }
   }
+  // Disk-backed emptyDirs count against the pod's ephemeral-storage limit: past it the pod is evicted.
+  let scratch = 0;
   for (const volume of workload.pod.volumes ?? []) {
-    if (volume.emptyDir) assert.ok(volume.emptyDir.sizeLimit, `${idOf(workload.object)}: emptyDir ${volume.name} has a sizeLimit`);
+    if (!volume.emptyDir) continue;
+    assert.ok(volume.emptyDir.sizeLimit, `${idOf(workload.object)}: emptyDir ${volume.name} has a sizeLimit`);
+    if (volume.emptyDir.medium !== "Memory") scratch += parseQuantity(volume.emptyDir.sizeLimit);
+  }
+  const ephemeral = workload.pod.containers.map((c) => c.resources?.limits?.["ephemeral-storage"]);
+  if (ephemeral.every((limit) => limit !== undefined)) {
+    const total = ephemeral.reduce((sum: number, limit) => sum + parseQuantity(limit!), 0);
+    assert.ok(scratch < total, `${idOf(workload.object)}: emptyDirs (${scratch} B) fit in the ephemeral-storage limit (${total} B)`);
   }
 }
 
@@ -401,6 +418,41 @@ function configOf(objects: KubeObject[], workload: Workload, container: IContain
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+describe("the deployment's config", () => {
+  const task = join(repoRoot, "assets/default-task.yaml");
+  test(
+    "runs the same task as `npm start` (assets/default-task.yaml); only serving, paths and progress differ",
+    { skip: existsSync(task) ? false : "assets/default-task.yaml is not in the repository" },
+    () => {
+      const objects = renderedOf("base");
+      const loop = workloadOf(objects, "loop");
+      const deployed = configOf(objects, loop, mainContainer(loop)) as Record<string, Record<string, unknown>>;
+      const local = loadConfig({ file: task, env: {} }) as Record<string, Record<string, unknown>>;
+      // What the cluster sets on purpose: how it serves and calls, the ports it exposes, no progress bars (no
+      // terminal), and where the optimizer writes (its volume; set by env on its own pod).
+      const clusterOnly: Record<string, string[]> = {
+        server: ["*"],
+        client: ["*"],
+        pipeline: ["telemetryPort", "progress"],
+        generator: ["optimizerTarget"],
+        optimizer: ["checkpointDir", "policyDir"],
+      };
+      const differences: string[] = [];
+      for (const section of Object.keys(local)) {
+        const skipped = clusterOnly[section] ?? [];
+        if (skipped.includes("*")) continue;
+        for (const key of new Set([...Object.keys(local[section]), ...Object.keys(deployed[section])])) {
+          if (skipped.includes(key)) continue;
+          if (JSON.stringify(local[section][key]) !== JSON.stringify(deployed[section][key])) {
+            differences.push(`${section}.${key}: default task ${JSON.stringify(local[section][key])}, deploy/base/sppo.yaml ${JSON.stringify(deployed[section][key])}`);
+          }
+        }
+      }
+      assert.deepEqual(differences, [], "copy these settings from assets/default-task.yaml into deploy/base/sppo.yaml");
+    },
+  );
+});
 
 describe("overlays", () => {
   const objectsOf = (name: OverlayName) => renderedOf(name);
