@@ -91,6 +91,24 @@ describe("trainer", () => {
     trainer.dispose();
   });
 
+  for (const [algorithm, pairSelection] of [["sppo", "all"], ["sppo_hard", "chosen_rejected"], ["dpo", "chosen_rejected"], ["ipo", "chosen_rejected"]] as const) {
+    test(`${algorithm} with ${pairSelection} selection opens a margin Δ_chosen − Δ_rejected > 0`, () => {
+      const root = newRoot();
+      const config = configAt(root, { algorithm, pairSelection, learningRate: 0.01, optimizer: "adam", eta: 8, batchSize: 12, warmupRatio: 0, epochs: 8 });
+      const examples = makeExamples(config.modelDir, { prompts: 4, k: 3, seed: 11 });
+      const trainer = Trainer.open(config);
+      trainer.start(startMsg(4));
+      const ts = steps([...examples.flatMap((ex) => trainer.addExample(ex)), ...trainer.end(endMsg())]);
+      // 12 responses per step = 6 prompts' pairs (more than the 4 there are: one partial step per epoch), or
+      // 12/3 = 4 prompts × K = 3 with all-K selection.
+      assert.equal(ts.length, 8);
+      assert.equal(ts[0].examples, pairSelection === "all" ? 12 : 8);
+      const last = ts.at(-1)!;
+      assert.ok(last.chosenDelta - last.rejectedDelta > 0.5, `${algorithm}: margin ${last.chosenDelta - last.rejectedDelta}`);
+      trainer.dispose();
+    });
+  }
+
   test("the learning rate warms up over ceil(0.25·S) steps and decays linearly to 0 at S", () => {
     const root = newRoot();
     const config = configAt(root, { learningRate: 1e-3, batchSize: 2, warmupRatio: 0.25 });
