@@ -1,8 +1,10 @@
 import { create } from "@bufbuild/protobuf";
-import { from, map, mergeMap, type OperatorFunction } from "rxjs";
+import { catchError, from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
 import { checkPreferenceMatrix } from "../lib/sppo/winrate.js";
+import type { RpcError } from "../lib/errors.js";
 import type { Multiplexer } from "./multiplexer.js";
+import { skipBadInput } from "./skip-bad-input.js";
 import type { CandidateSet, ComparedSet } from "./types.js";
 
 export interface CompareCandidatesConfig {
@@ -10,6 +12,8 @@ export interface CompareCandidatesConfig {
   oracle: Multiplexer<CompareRequest, CompareResponse>;
   /** Candidate sets in flight. */
   concurrency: number;
+  /** Called for a set the oracle refused (bad input, e.g. an empty response); the stage drops it and goes on. */
+  onSkip?: (set: CandidateSet, error: RpcError) => void;
 }
 
 /** Row-major K×K probabilities as a matrix, checked: square, P_ij + P_ji = 1, P_ii = ½, finite, in [0, 1]. */
@@ -37,6 +41,7 @@ export function compareCandidates(config: CompareCandidatesConfig): OperatorFunc
     });
     return from(config.oracle.request(request)).pipe(
       map((response) => ({ ...set, matrix: toMatrix(response, set.candidates.length, `oracle answer for prompt ${set.prompt.id}`) })),
+      catchError((err: unknown) => skipBadInput(err, (rpc) => config.onSkip?.(set, rpc))),
     );
   }, config.concurrency);
 }

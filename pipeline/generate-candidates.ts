@@ -1,7 +1,9 @@
 import { create } from "@bufbuild/protobuf";
-import { from, map, mergeMap, type OperatorFunction } from "rxjs";
+import { catchError, from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
+import type { RpcError } from "../lib/errors.js";
 import type { Multiplexer } from "./multiplexer.js";
+import { skipBadInput } from "./skip-bad-input.js";
 import type { Prompt } from "./prompts.js";
 import type { CandidateSet } from "./types.js";
 
@@ -20,6 +22,8 @@ export interface GenerateCandidatesConfig {
   seed: number;
   /** Prompts in flight. */
   concurrency: number;
+  /** Called for a prompt the generator refused (bad input); the stage drops it and goes on. Other errors end the stream. */
+  onSkip?: (prompt: Prompt, error: RpcError) => void;
 }
 
 /**
@@ -51,6 +55,7 @@ export function generateCandidates(config: GenerateCandidatesConfig): OperatorFu
         candidates: response.candidates,
         policyVersion: response.policyVersion,
       })),
+      catchError((err: unknown) => skipBadInput(err, (rpc) => config.onSkip?.(prompt, rpc))),
     );
   }, config.concurrency);
 }

@@ -21,6 +21,7 @@ import type { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
 import type { PipelineConfig } from "../lib/config/pipeline.js";
 import type { Client } from "../lib/grpc/client.js";
+import { log } from "../lib/log.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
 import { compareCandidates } from "./compare-candidates.js";
 import { estimateWinRates } from "./estimate-win-rates.js";
@@ -42,7 +43,10 @@ export interface LoopClients {
 
 export interface IterationResult {
   iteration: number;
+  /** Prompts trained on (the split less the dropped ones). */
   prompts: number;
+  /** Prompts of the split dropped after a per-item refusal (logged). */
+  skippedPrompts: number;
   policyVersion: number;
   policySha256: string;
   win_rate_vs_base: number;
@@ -79,14 +83,29 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       const inFlight = new Semaphore(Math.max(config.generateConcurrency, config.compareConcurrency) * 2);
       let generated = 0;
       let compared = 0;
+      const skipped = { generate: 0, compare: 0 };
+      // A dropped prompt gives its in-flight permit back and is counted and logged; the iteration goes on.
+      const skip = (stage: "generate" | "compare", promptId: string, error: Error) => {
+        skipped[stage]++;
+        inFlight.release();
+        log.warn({ iteration, stage, prompt: promptId, err: error.message }, "prompt dropped");
+      };
       let published: { version: number; sha256: string } | undefined;
 
       const telemetry$ = from(prompts).pipe(
         mergeMap((prompt) => defer(() => inFlight.acquire()).pipe(map(() => prompt))),
-        generateCandidates({ generator, samples: config.samplesPerPrompt, policyVersion: baseVersion, seed: config.seed * 1000 + iteration, concurrency: config.generateConcurrency, ...sampling }),
-        tap(() => hub.progress(iteration, Stage.GENERATE, ++generated, prompts.length, started)),
-        compareCandidates({ oracle, concurrency: config.compareConcurrency }),
-        tap(() => hub.progress(iteration, Stage.COMPARE, ++compared, prompts.length, started)),
+        generateCandidates({
+          generator,
+          samples: config.samplesPerPrompt,
+          policyVersion: baseVersion,
+          seed: config.seed * 1000 + iteration,
+          concurrency: config.generateConcurrency,
+          onSkip: (prompt, error) => skip("generate", prompt.id, error),
+          ...sampling,
+        }),
+        tap(() => hub.progress(iteration, Stage.GENERATE, ++generated, prompts.length, started, skipped.generate)),
+        compareCandidates({ oracle, concurrency: config.compareConcurrency, onSkip: (set, error) => skip("compare", set.prompt.id, error) }),
+        tap(() => hub.progress(iteration, Stage.COMPARE, ++compared, prompts.length, started, skipped.compare)),
         estimateWinRates(config.winRate),
         config.referenceLogprobs === "rescore" ? rescoreReferences({ scorer, concurrency: config.compareConcurrency }) : identity,
         trainPolicy({
@@ -120,7 +139,8 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       });
       const result: IterationResult = {
         iteration,
-        prompts: prompts.length,
+        prompts: compared,
+        skippedPrompts: skipped.generate + skipped.compare,
         policyVersion: published.version,
         policySha256: published.sha256,
         win_rate_vs_base: evaluation.winRateVsBase,

@@ -26,6 +26,8 @@ export interface RunOptions {
   outDir: string;
   /** Remote services; all three or none (none = start them here). */
   targets?: { generator: string; oracle: string; optimizer: string };
+  /** Called once the loop's telemetry service is bound (useful with telemetryPort 0). */
+  onTelemetry?: (port: number) => void;
 }
 
 export interface RunSummary {
@@ -75,6 +77,8 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
           config: { ...config.server, port: pipeline.telemetryPort, drainDelayMs: 0, shutdownGraceMs: 1_000 },
         }),
       );
+      options.onTelemetry?.(servers[0].port);
+      log.info({ port: servers[0].port }, "telemetry: watch with `sppo watch HOST:PORT`");
     }
 
     let targets = options.targets;

@@ -33,9 +33,9 @@ export class TelemetryHub {
     return event;
   }
 
-  progress(iteration: number, stage: Stage, done: number, total: number, startedMs: number): void {
+  progress(iteration: number, stage: Stage, done: number, total: number, startedMs: number, skipped = 0): void {
     const seconds = (Date.now() - startedMs) / 1000;
-    this.emit({ iteration, payload: { case: "progress", value: { stage, done, total, rate: seconds > 0 ? done / seconds : 0 } } });
+    this.emit({ iteration, payload: { case: "progress", value: { stage, done, total, skipped, rate: seconds > 0 ? done / seconds : 0 } } });
   }
 
   complete(): void {

@@ -1,0 +1,85 @@
+/**
+ * The whole loop over gRPC with tiny models: three services started on loopback, two SPPO iterations, the output
+ * files and their fields, and the live telemetry stream. Run: node --import tsx --test test/pipeline/run.test.ts
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { Telemetry, type TelemetryEvent } from "../../gen/sppo/v1/telemetry_pb.js";
+import { configSchema } from "../../lib/config/schema.js";
+import { createClient } from "../../lib/grpc/client.js";
+import { runSelfPlay } from "../../pipeline/run.js";
+import { WORDS, writeTinyPolicy } from "../services/generator/fixtures.js";
+
+describe("sppo run (embedded services)", () => {
+  it("runs two iterations over gRPC and writes summary.json, metrics.jsonl, report.html and checkpoints/", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sppo-run-"));
+    const policy = join(dir, "policy");
+    mkdirSync(policy);
+    writeTinyPolicy(policy, 7);
+    const prompts = join(dir, "prompts.jsonl");
+    const subjects = WORDS.filter((w) => !["the", "is", "a", "and", "me", "about", "tell"].includes(w));
+    writeFileSync(prompts, `${Array.from({ length: 26 }, (_, i) => JSON.stringify({ prompt: `tell me about the ${subjects[i % subjects.length]}` })).join("\n")}\n`);
+    const outDir = join(dir, "out");
+    const config = configSchema.parse({
+      server: { metricsPort: -1 },
+      generator: { modelDir: policy, sampling: { maxNewTokens: 6 } },
+      oracle: { backend: "synthetic-adjectives" },
+      optimizer: { modelDir: policy, learningRate: 1e-3, optimizer: "adam", batchSize: 4, eta: 2 },
+      pipeline: { prompts, iterations: 2, evalPrompts: 6, evalSamples: 1, samplesPerPrompt: 3, maxNewTokens: 6, telemetryPort: 0, progress: false },
+    });
+
+    const watched: TelemetryEvent[] = [];
+    let watching: Promise<void> | undefined;
+    const summary = await runSelfPlay({
+      config,
+      outDir,
+      onTelemetry: (port) => {
+        const client = createClient(Telemetry, `127.0.0.1:${port}`);
+        watching = (async () => {
+          for await (const r of client.watch({ includeHistory: true })) if (r.event) watched.push(r.event);
+          client.close();
+        })().catch(() => client.close());
+      },
+    });
+
+    assert.equal(summary.algorithm, "sppo");
+    assert.equal(summary.iterations.length, 2);
+    const file = JSON.parse(readFileSync(join(outDir, "summary.json"), "utf8"));
+    assert.equal(file.algorithm, "sppo");
+    assert.deepEqual(
+      file.iterations.map((r: { iteration: number; prompts: number; skippedPrompts: number }) => [r.iteration, r.prompts + r.skippedPrompts]),
+      [
+        [1, 10],
+        [2, 10],
+      ],
+      "each iteration's split is 10 prompts (the tiny random policy's empty responses are dropped and counted)",
+    );
+    for (const r of file.iterations) {
+      assert.ok(r.win_rate_vs_base >= 0 && r.win_rate_vs_base <= 1, `win_rate_vs_base ${r.win_rate_vs_base}`);
+      assert.ok(r.win_rate_vs_previous >= 0 && r.win_rate_vs_previous <= 1);
+    }
+    assert.deepEqual(
+      file.iterations.map((r: { policyVersion: number }) => r.policyVersion),
+      [1, 2],
+    );
+
+    const events = readFileSync(join(outDir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const steps = events.filter((e) => e.trainStep);
+    assert.ok(steps.length >= 2, `train steps in metrics.jsonl: ${steps.length}`);
+    for (const key of ["loss", "gradNorm", "learningRate", "tokensPerSecond"]) assert.ok(key in steps[steps.length - 1].trainStep, `trainStep.${key}`);
+    assert.equal(events.filter((e) => e.iterationSummary).length, 2);
+    assert.ok(events.some((e) => e.progress?.stage === "STAGE_GENERATE"));
+
+    const report = readFileSync(join(outDir, "report.html"), "utf8");
+    assert.match(report, /<svg/);
+    assert.match(report, /Win rate per iteration/);
+    assert.ok(existsSync(join(outDir, "checkpoints")) && readdirSync(join(outDir, "checkpoints")).length > 0, "checkpoints were written");
+
+    await watching;
+    assert.ok(watched.some((e) => e.payload.case === "trainStep"), "Watch streamed training steps");
+    assert.ok(watched.some((e) => e.payload.case === "iterationSummary"));
+  });
+});
