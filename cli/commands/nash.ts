@@ -6,7 +6,9 @@
  * --algorithm sppo runs the exact multiplicative-weights update (top-level fields) and the sampled square-loss
  * version (`sampled`); dpo/ipo run the iterative Bradley-Terry fit on the same kind of samples (top-level fields),
  * with the exact and sampled SPPO results beside them (`sppo`, `sppo_sampled`) for comparison. The plot of
- * exploitability against T goes to --plot, else to `<matrix name>-<algorithm>-T<T>.svg` in the working directory.
+ * exploitability against T goes to --plot, else to `<matrix name>-<algorithm>-T<T>.svg` in the working directory. The
+ * report's `sweep` repeats the exact update for horizons 10, 30, 100, ... up to T, each with its own default η, which
+ * is the form of Theorem 4.1 (exploitability of π̄_T against T when η = Θ(1/√T)).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename, extname, resolve } from "node:path";
@@ -114,12 +116,33 @@ export function runNash(options: NashOptions): { report: Record<string, unknown>
     color: "#7f7f7f",
     dashed: true,
   });
+  // The theorem's own statement: a separate run for each horizon T' with its own η = √(8 ln n / T'), so the
+  // exploitability of π̄_T' can be read against T' (log-spaced 10, 30, 100, ... up to T).
+  const sweep: { T: number; eta: number; exploitability: number; hedge_bound: number }[] = [];
+  for (const horizon of sweepHorizons(T)) {
+    const etaT = defaultEta(game.actions.length, horizon);
+    const run = runExactSppo(game, { iterations: horizon, eta: etaT });
+    sweep.push({ T: horizon, eta: etaT, exploitability: run.exploitability, hedge_bound: hedgeBound(game.initialPolicy, etaT, horizon) });
+  }
+  report.sweep = sweep;
+  series.push({ label: "SPPO exact, η(T) per run", points: sweep.map((p) => ({ x: p.T, y: p.exploitability })), color: "#9467bd" });
   const svg = lineChartSvg(series, {
     title: `${basename(options.matrix)}: exploitability of the average policy (η = ${Number(eta.toPrecision(3))}, T = ${T})`,
     xLabel: "t (iterations)",
     yLabel: "max_i P(a_i ≻ π̄_t) − ½",
   });
   return { report, svg };
+}
+
+/** 10, 30, 100, 300, ... below T, then T itself. */
+export function sweepHorizons(T: number): number[] {
+  const out: number[] = [];
+  for (let decade = 10; decade < T; decade *= 10) {
+    out.push(decade);
+    if (3 * decade < T) out.push(3 * decade);
+  }
+  out.push(T);
+  return out;
 }
 
 function formatPolicy(actions: string[], policy: number[]): string {

@@ -44,6 +44,10 @@ describe("sppo nash", () => {
     assert.equal(report.trace[0].exploitability, 0.25, "π_1 = (0.6, 0.3, 0.1): paper beats it with 0.6 + 0.3·½ = 0.75");
     assert.ok(typeof report.sampled.exploitability === "number");
     assert.equal(report.eta, Math.sqrt((8 * Math.log(3)) / 1000));
+    // Separate runs per horizon, each with η = √(8 ln 3 / T): below Hedge's bound, and falling like 1/√T.
+    assert.deepEqual(report.sweep.map((p: { T: number }) => p.T), [10, 30, 100, 300, 1000]);
+    for (const p of report.sweep) assert.ok(p.exploitability <= p.hedge_bound && p.exploitability * Math.sqrt(p.T) < 1.2, `T=${p.T}`);
+    assert.equal(report.sweep.at(-1).exploitability, report.exploitability);
     assert.equal(report.plot, plot);
     const svg = readFileSync(plot, "utf8");
     assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
