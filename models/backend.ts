@@ -158,6 +158,19 @@ export function wasmFixesInstalled(): boolean {
   return wasmFixed;
 }
 
+let originalBatchMatMul: tf.KernelConfig | undefined;
+let fixedBatchMatMul: tf.KernelConfig | undefined;
+
+/**
+ * Switches wasm's BatchMatMul between the fixed kernel and tfjs's original (to measure what the fix buys; the
+ * bench does this). No effect before the wasm backend is initialised.
+ */
+export function setWasmMatMulFix(enabled: boolean): void {
+  if (!originalBatchMatMul || !fixedBatchMatMul) return;
+  tf.unregisterKernel("BatchMatMul", "wasm");
+  tf.registerKernel(enabled ? fixedBatchMatMul : originalBatchMatMul);
+}
+
 function installWasmFixes(): void {
   if (wasmFixed) return;
   const original = tf.getKernel("BatchMatMul", "wasm");
@@ -173,7 +186,8 @@ function installWasmFixes(): void {
     return transposeFunc({ inputs: { x }, backend: backend as tf.KernelBackend, attrs: { perm } }) as tf.TensorInfo;
   };
   tf.unregisterKernel("BatchMatMul", "wasm");
-  tf.registerKernel({
+  originalBatchMatMul = { ...original };
+  fixedBatchMatMul = {
     kernelName: "BatchMatMul",
     backendName: "wasm",
     setupFunc: original.setupFunc,
@@ -197,7 +211,8 @@ function installWasmFixes(): void {
       if (transposeB) wasmBackend.disposeData(b2.dataId);
       return out;
     },
-  });
+  };
+  tf.registerKernel(fixedBatchMatMul);
 
   if (!tf.getKernel("UnsortedSegmentSum", "wasm")) {
     tf.registerKernel({

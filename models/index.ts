@@ -17,7 +17,7 @@
  *
  * Every forward pass is synchronous and tidy; callers dispose what they are handed (batches, caches, grads).
  */
-export { type BackendInfo, type BackendName, initBackend, wasmFixesInstalled } from "./backend.js";
+export { type BackendInfo, type BackendName, initBackend, setWasmMatMulFix, wasmFixesInstalled } from "./backend.js";
 export { makeBatch, type TokenBatch, type TokenPair } from "./batch.js";
 export { configToJson, contextLength, type GPT2Config, gpt2Config, type LlamaConfig, llamaConfig, type ModelConfig, modelWidth, normalizeConfig } from "./config.js";
 export { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";

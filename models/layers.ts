@@ -93,12 +93,29 @@ export function attention(
   past: { k: tf.Tensor4D; v: tf.Tensor4D } | undefined,
 ): { y: tf.Tensor3D; k: tf.Tensor4D; v: tf.Tensor4D } {
   const [B, H, T, hs] = q.shape; // batch, heads, new time, head size
-  let kAll = past ? (tf.concat([past.k, k], 2) as tf.Tensor4D) : k; // (B, KV, S, hs)
-  let vAll = past ? (tf.concat([past.v, v], 2) as tf.Tensor4D) : v; // (B, KV, S, hs)
+  const kAll = past ? (tf.concat([past.k, k], 2) as tf.Tensor4D) : k; // (B, KV, S, hs)
+  const vAll = past ? (tf.concat([past.v, v], 2) as tf.Tensor4D) : v; // (B, KV, S, hs)
   const [, KV, S] = kAll.shape;
-  // Grouped-query attention without copying keys/values: head h = g·rep + r reads kv head g (HF's repeat_kv), so
-  // the rep query heads of a group are stacked along time and share one product with that group's keys.
   const rep = H / KV;
+  if (T === 1) {
+    // One new token (a decoding step): attention is two matrix-vector products per head, done as broadcast
+    // multiply-and-sum, far cheaper than B·H tiny matMuls. Head h = g·rep + r reads kv head g (HF's repeat_kv).
+    const qg = q.reshape([B, KV, rep, 1, hs]); // (B, KV, rep, 1, hs)
+    const scores = qg
+      .mul(kAll.expandDims(2)) // (B, KV, rep, S, hs)
+      .sum(-1) // (B, KV, rep, S)
+      .reshape([B, H, 1, S]) // (B, H, 1, S)
+      .mul(1 / Math.sqrt(hs))
+      .add(bias);
+    const probs = tf.softmax(scores, -1).reshape([B, KV, rep, S, 1]); // (B, KV, rep, S, 1)
+    const y = probs
+      .mul(vAll.expandDims(2)) // (B, KV, rep, S, hs)
+      .sum(3) // (B, KV, rep, hs)
+      .reshape([B, 1, H * hs]) as tf.Tensor3D; // (B, 1, C)
+    return { y, k: kAll, v: vAll };
+  }
+  // Grouped-query attention without copying keys/values: the rep query heads of a group are stacked along time and
+  // share one product with that group's keys.
   const qg = q.reshape([B, KV, rep * T, hs]); // (B, KV, rep·T, hs)
   const scores = tf
     .matMul(qg, kAll, false, true) // (B, KV, rep·T, S)
@@ -111,8 +128,6 @@ export function attention(
     .reshape([B, H, T, hs]) // (B, H, T, hs)
     .transpose([0, 2, 1, 3]) // (B, T, H, hs)
     .reshape([B, T, H * hs]) as tf.Tensor3D; // (B, T, C)
-  kAll = kAll as tf.Tensor4D;
-  vAll = vAll as tf.Tensor4D;
   return { y, k: kAll, v: vAll };
 }
 
