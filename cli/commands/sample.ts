@@ -1,11 +1,13 @@
 /**
  * `sppo sample [--model DIR] --prompt TEXT [-k N] [--seed S] [--temperature T] [--top-p P] [--top-k K]
- *  [--max-new-tokens N] [--backend B] [--config FILE] [--json]`: samples K responses from a policy with the tfjs
- * engine (models/) and prints them, one per line, or as one JSON object with each response's ids and log-prob.
+ *  [--max-new-tokens N] [--engine onnx|tfjs] [--backend B] [--config FILE] [--json]`: samples K responses from a
+ * policy on onnxruntime (models/onnx, the default) or the tfjs engine (models/) and prints them, one per line, or as
+ * one JSON object with the engine that ran and each response's ids and log-prob.
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { loadConfig } from "../../lib/config/load.js";
-import { initBackend, loadModel, sampleText } from "../../models/index.js";
+import { initBackend, loadModel, sampleText, type TextSample } from "../../models/index.js";
+import { createOrtPolicy, sampleTextOnnx } from "../../models/onnx/index.js";
 
 /** Commander parser for a number within [min, max] (integers when `integer`), naming the flag on error. */
 export function numberIn(flag: string, min: number, max: number, integer = false): (value: string) => number {
@@ -17,6 +19,9 @@ export function numberIn(flag: string, min: number, max: number, integer = false
     return n;
   };
 }
+
+export const engineOption = () =>
+  new Option("--engine <name>", "inference engine: onnx (onnxruntime, config engine.onnx) or tfjs").choices(["onnx", "tfjs"]).default("onnx");
 
 export const backendOption = () => new Option("--backend <name>", "tfjs backend (default: config engine.backend, auto)").choices(["auto", "tensorflow", "wasm", "cpu"]);
 
@@ -30,6 +35,7 @@ interface SampleFlags {
   topK: number;
   maxNewTokens: number;
   backend?: "auto" | "tensorflow" | "wasm" | "cpu";
+  engine: "onnx" | "tfjs";
   config?: string;
   json?: boolean;
 }
@@ -37,7 +43,7 @@ interface SampleFlags {
 export function register(program: Command): void {
   program
     .command("sample")
-    .description("sample responses to a prompt from a policy model directory (tfjs engine)")
+    .description("sample responses to a prompt from a policy model directory (onnxruntime or tfjs engine)")
     .option("--model <dir>", "model directory (default: config engine.modelDir, assets/policy)")
     .requiredOption("--prompt <text>", "the user prompt (rendered through the chat template when the model has one)")
     .option("-k, --k <n>", "responses to sample", numberIn("-k", 1, 4096, true), 1)
@@ -46,34 +52,43 @@ export function register(program: Command): void {
     .option("--top-p <p>", "nucleus mass in (0, 1]", numberIn("--top-p", Number.MIN_VALUE, 1), 1)
     .option("--top-k <k>", "keep the k most likely tokens (0 = off)", numberIn("--top-k", 0, 1e9, true), 0)
     .option("--max-new-tokens <n>", "most tokens per response, EOS included", numberIn("--max-new-tokens", 1, 1e6, true), 64)
+    .addOption(engineOption())
     .addOption(backendOption())
     .option("--config <file>", "YAML or JSON config file")
     .option("--json", "print one JSON object")
     .action(async (flags: SampleFlags) => {
       const config = loadConfig({ file: flags.config, overrides: { engine: { backend: flags.backend } } });
+      const options = { k: flags.k, seed: flags.seed, temperature: flags.temperature, topP: flags.topP, topK: flags.topK, maxNewTokens: flags.maxNewTokens };
+      if (flags.engine === "onnx") {
+        const policy = await createOrtPolicy(flags.model ?? config.engine.modelDir, config.engine.onnx);
+        try {
+          const [samples] = await sampleTextOnnx(policy, [flags.prompt], options);
+          printSamples(flags, policy.name, samples);
+        } finally {
+          await policy.dispose();
+        }
+        return;
+      }
       const backend = await initBackend(config.engine.backend);
       const loaded = loadModel(flags.model ?? config.engine.modelDir);
       try {
-        const [samples] = sampleText(loaded, [flags.prompt], {
-          k: flags.k,
-          seed: flags.seed,
-          temperature: flags.temperature,
-          topP: flags.topP,
-          topK: flags.topK,
-          maxNewTokens: flags.maxNewTokens,
-        });
-        if (flags.json) {
-          const out = {
-            prompt: flags.prompt,
-            engine: `tfjs/${backend.name}`,
-            samples: samples.map((s) => ({ text: s.text, tokenIds: s.tokenIds, logprob: s.logprob, tokens: s.tokenIds.length, finished: s.finished })),
-          };
-          process.stdout.write(`${JSON.stringify(out)}\n`);
-        } else {
-          for (const s of samples) process.stdout.write(`${s.text}\n`);
-        }
+        const [samples] = sampleText(loaded, [flags.prompt], options);
+        printSamples(flags, `tfjs/${backend.name}`, samples);
       } finally {
         loaded.model.dispose();
       }
     });
+}
+
+function printSamples(flags: SampleFlags, engine: string, samples: TextSample[]): void {
+  if (flags.json) {
+    const out = {
+      prompt: flags.prompt,
+      engine,
+      samples: samples.map((s) => ({ text: s.text, tokenIds: s.tokenIds, logprob: s.logprob, tokens: s.tokenIds.length, finished: s.finished })),
+    };
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+  } else {
+    for (const s of samples) process.stdout.write(`${s.text}\n`);
+  }
 }

@@ -14,6 +14,7 @@ export type { PolicyGraphKind } from "./blocks.js";
 export { engineOf, loadOnnxEngine, type OnnxEngine, type OnnxEngineOptions } from "./engine.js";
 export { type ExportResult, exportPolicy } from "./export.js";
 export { buildPolicyGraph, cacheShape, POLICY_OPSET, type PolicyGraphOptions, policyStructure, policyWeights, serializePolicy } from "./graph.js";
+export { sampleTextOnnx, scoreTextOnnx } from "./text.js";
 export { createOrtPolicy, OrtPolicy, type OrtPolicyOptions, type PolicyOperation, type RefreshTiming, type ScoreOptions } from "./policy.js";
 export { serializeWithWeights, type WeightBytes } from "./serialize.js";
 export {

@@ -383,7 +383,7 @@ export class OrtPolicy {
         });
         const logprob = result.logprob.data as Float32Array;
         rows.forEach((i, b) => {
-          out[i] = { logprob: logprob[b], tokens: pairs[i].response.length };
+          out[i] = { logprob: logprob[b] + 0, tokens: pairs[i].response.length }; // + 0: an empty response sums to -0 in the graph
         });
       }
       return out;
