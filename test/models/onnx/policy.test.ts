@@ -38,7 +38,7 @@ async function sameSamples(model: CausalLM, policy: OrtPolicy, prompts: number[]
     assert.deepEqual(got[b].tokenIds, w.tokenIds, `row ${b}: tokens`);
     assert.equal(got[b].finished, w.finished, `row ${b}: finished`);
     assert.ok(Math.abs(got[b].logprob - w.logprob) < TOL, `row ${b}: logprob ${got[b].logprob} vs ${w.logprob}`);
-    w.stepLogprobs.forEach((lp, t) => assert.ok(Math.abs(got[b].stepLogprobs[t] - lp) < TOL, `row ${b} step ${t}`));
+    for (const [t, lp] of w.stepLogprobs.entries()) assert.ok(Math.abs(got[b].stepLogprobs[t] - lp) < TOL, `row ${b} step ${t}`);
   });
   return want;
 }
@@ -98,7 +98,7 @@ for (const family of ["gpt2", "llama"]) {
         assert.equal(got[5].logprob, 0, "an empty response scores 0");
       }
       const whole = await policy.score(PROMPTS.map((prompt, b) => ({ prompt, response: sampled[b].tokenIds })));
-      whole.forEach((s, b) => assert.ok(Math.abs(s.logprob - sampled[b].logprob) < TOL, `row ${b}: score ${s.logprob} vs sampled ${sampled[b].logprob}`));
+      for (const [b, s] of whole.entries()) assert.ok(Math.abs(s.logprob - sampled[b].logprob) < TOL, `row ${b}: score ${s.logprob} vs sampled ${sampled[b].logprob}`);
     });
   });
 }
@@ -123,7 +123,7 @@ describe("tied Llama with biases and grouped-query attention (random weights)", 
     const sampled = await sameSamples(model, policy, PROMPTS, { seed: 4, maxNewTokens: 14, temperature: 0.9 });
     const pairs = PROMPTS.map((prompt, b) => ({ prompt, response: sampled[b].tokenIds }));
     const want = scorePairs(model, pairs);
-    (await policy.score(pairs)).forEach((s, i) => assert.ok(Math.abs(s.logprob - want[i].logprob) < TOL));
+    for (const [i, s] of (await policy.score(pairs)).entries()) assert.ok(Math.abs(s.logprob - want[i].logprob) < TOL, `pair ${i}`);
     await policy.dispose();
     model.dispose();
   });
@@ -187,7 +187,7 @@ describe("refresh, options and the engine shape", () => {
       sampleIds(model, PROMPTS, options).map((r) => r.tokenIds),
     );
     const pairs = PROMPTS.map((prompt, b) => ({ prompt, response: got[b].tokenIds }));
-    (await engine.score(pairs, { padId: 0 })).forEach((s, b) => assert.ok(Math.abs(s.logprob - got[b].logprob) < TOL));
+    for (const [b, s] of (await engine.score(pairs, { padId: 0 })).entries()) assert.ok(Math.abs(s.logprob - got[b].logprob) < TOL, `row ${b}`);
     engine.dispose();
     model.dispose();
   });
