@@ -128,7 +128,7 @@ export function runNash(options: NashOptions): { report: Record<string, unknown>
   series.push({ label: "SPPO exact, η(T) per run", points: sweep.map((p) => ({ x: p.T, y: p.exploitability })), color: "#9467bd" });
   const svg = lineChartSvg(series, {
     title: `${basename(options.matrix)}: exploitability of the average policy (η = ${Number(eta.toPrecision(3))}, T = ${T})`,
-    xLabel: "t (iterations)",
+    xLabel: "t: rounds of one run; T: horizon of a separate run (sweep)",
     yLabel: "max_i P(a_i ≻ π̄_t) − ½",
   });
   return { report, svg };

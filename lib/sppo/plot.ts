@@ -18,7 +18,7 @@ export interface PlotOptions {
   title: string;
   xLabel: string;
   yLabel: string;
-  /** Pixels. @default 720 */
+  /** Pixels. @default 800 */
   width?: number;
   /** Pixels. @default 440 */
   height?: number;
@@ -41,9 +41,9 @@ function powerLabel(k: number): string {
 
 /** Renders the series as an SVG document string. Throws when no series has a drawable point. */
 export function lineChartSvg(series: readonly PlotSeries[], options: PlotOptions): string {
-  const width = options.width ?? 720;
+  const width = options.width ?? 800;
   const height = options.height ?? 440;
-  const margin = { left: 70, right: 190, top: 40, bottom: 55 };
+  const margin = { left: 70, right: 230, top: 40, bottom: 55 };
   const drawable = series.map((s) => s.points.filter((p) => p.x > 0 && p.y > 0 && Number.isFinite(p.x) && Number.isFinite(p.y)));
   const all = drawable.flat();
   if (all.length === 0) throw new RangeError("lineChartSvg: no positive points to draw");
@@ -61,7 +61,7 @@ export function lineChartSvg(series: readonly PlotSeries[], options: PlotOptions
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
-  out.push(`<text x="${fmt(margin.left + plotW / 2)}" y="22" text-anchor="middle" font-size="15">${escapeXml(options.title)}</text>`);
+  out.push(`<text x="${fmt(width / 2)}" y="22" text-anchor="middle" font-size="14">${escapeXml(options.title)}</text>`);
   // Grid and tick labels at powers of ten.
   for (let k = x0; k <= x1; k++) {
     const x = fmt(sx(10 ** k));
