@@ -47,6 +47,11 @@ export const generatorConfigSchema = z
     maxSamples: z.number().int().min(1).max(4096).default(16),
     /** Most rows (samples, or scored responses) in one engine run; concurrent requests share runs up to this. Must be ≥ maxSamples. @default 32 */
     maxBatch: z.number().int().min(1).max(65_536).default(32),
+    /**
+     * How long the oldest batchable request (unseeded Generate, Score) waits for others to share its engine run while
+     * the batch is not full, in ms; requests of a gRPC stream arrive over several event-loop turns. @default 2
+     */
+    maxWaitMs: z.number().min(0).max(10_000).default(2),
     /** Engine runs in flight at once (tfjs runs on the event loop, so more than 1 only helps async engines). @default 1 */
     maxConcurrentRuns: z.number().int().min(1).max(64).default(1),
     /** Requests waiting for the engine, over all streams; beyond this a request is answered RESOURCE_EXHAUSTED. @default 256 */

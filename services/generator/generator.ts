@@ -17,7 +17,9 @@
  *    (prompt lengths may differ: rows are left-padded and masked); the batch gets a fresh random seed.
  *  - Score jobs of the same version share batches (padding is masked, so a score does not depend on its batch-mates
  *    beyond float rounding).
- * Runs start on the next event-loop turn, so requests that arrive together batch together.
+ * Runs start on the next event-loop turn at the earliest, so requests that arrive together batch together; the oldest
+ * batchable job waits up to `maxWaitMs` for batch-mates while its batch is not full (a gRPC stream's requests arrive
+ * over several turns). Seeded Generate jobs never wait.
  *
  * Requests are the protobuf messages themselves (their field names are the ones errors name); `generate` and `score`
  * never throw: a bad or failed request is a response with `error` set.
@@ -85,10 +87,12 @@ type Job =
       options: Omit<EngineSampleOptions, "seed">;
       /** The request's seed; undefined: the run's random seed (and the job may share its run). */
       seed: number | undefined;
+      /** performance.now() when queued. */
+      enqueuedAt: number;
       resolve(samples: EngineSample[]): void;
       reject(err: unknown): void;
     }
-  | { kind: "score"; handle: PolicyHandle; pairs: ScorePair[]; resolve(scores: EngineScore[]): void; reject(err: unknown): void };
+  | { kind: "score"; handle: PolicyHandle; pairs: ScorePair[]; enqueuedAt: number; resolve(scores: EngineScore[]): void; reject(err: unknown): void };
 
 const rowsOf = (job: Job) => (job.kind === "sample" ? job.k : job.pairs.length);
 
@@ -332,6 +336,7 @@ export class PolicyGenerator {
         k,
         options,
         seed: sampling.seed,
+        enqueuedAt: performance.now(),
         resolve,
         reject,
       }));
@@ -390,7 +395,7 @@ export class PolicyGenerator {
         }
         pairs.push({ prompt: prompt.ids, response });
       }
-      const scores = await this.enqueue<EngineScore[]>((resolve, reject) => ({ kind: "score", handle: handle as PolicyHandle, pairs, resolve, reject }));
+      const scores = await this.enqueue<EngineScore[]>((resolve, reject) => ({ kind: "score", handle: handle as PolicyHandle, pairs, enqueuedAt: performance.now(), resolve, reject }));
       return create(ScoreResponseSchema, {
         requestId: request.requestId,
         policyVersion: handle.info.version,
@@ -424,18 +429,35 @@ export class PolicyGenerator {
     });
   }
 
-  private schedulePump(): void {
+  private schedulePump(delayMs = 0): void {
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
-    // The next turn: requests that arrive together batch together, and I/O gets in between two runs.
-    setImmediate(() => {
+    const go = () => {
       this.pumpScheduled = false;
       this.pump();
-    });
+    };
+    // At the earliest the next turn: requests that arrive together batch together, and I/O gets in between runs.
+    if (delayMs > 0) setTimeout(go, delayMs);
+    else setImmediate(go);
+  }
+
+  /** How much longer the oldest job should wait for batch-mates (0: run it now). */
+  private waitFor(first: Job): number {
+    if (this.config.maxWaitMs === 0 || (first.kind === "sample" && first.seed !== undefined)) return 0;
+    const left = first.enqueuedAt + this.config.maxWaitMs - performance.now();
+    if (left <= 0) return 0;
+    let rows = 0;
+    for (const job of this.queue) if (job === first || compatible(first, job)) rows += rowsOf(job);
+    return rows >= this.config.maxBatch ? 0 : left;
   }
 
   private pump(): void {
     while (this.running < this.config.maxConcurrentRuns && this.queue.length > 0) {
+      const wait = this.waitFor(this.queue[0]);
+      if (wait > 0) {
+        this.schedulePump(wait);
+        return;
+      }
       const batch = this.takeBatch();
       this.running++;
       void this.run(batch).finally(() => {
