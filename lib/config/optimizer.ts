@@ -46,6 +46,11 @@ const optimizerObject = z
     resume: z.boolean().default(true),
     /** tfjs backend for training: "auto" tries tensorflow → wasm → cpu. @default "auto" */
     backend: z.enum(["auto", "tensorflow", "wasm", "cpu"]).default("auto"),
+    /**
+     * Train in a worker thread, so that multi-second steps never block the server's event loop (health probes,
+     * keepalive pings, GetWeights). Off: the trainer runs in the server's thread (tests, tiny models). @default true
+     */
+    trainInWorker: z.boolean().default(true),
     /** Telemetry `run_id` of the events this optimizer emits. @default "" */
     runId: z.string().default(""),
   })

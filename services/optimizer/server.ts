@@ -1,11 +1,12 @@
 /**
- * sppo.v1.Optimizer on gRPC: mounts the trainer (trainer.ts) as the service's handlers. `sppo serve optimizer`
+ * sppo.v1.Optimizer on gRPC: mounts the trainer (trainer.ts, run in a worker thread by trainer-api.ts) as the
+ * service's handlers. `sppo serve optimizer`
  * (services/index.ts) calls `createOptimizerService(config)` and serves the returned implementation.
  *
  * - Train (bidi): one stream at a time (a second one is FAILED_PRECONDITION: two writers of one policy would
  *   interleave). Each request is handled in order; the telemetry it produced is streamed back as TrainResponses.
- *   Between requests the handler yields to the event loop so that health checks and GetWeights keep being served
- *   while a long iteration trains. A stream that breaks mid-iteration leaves the iteration open: the next Train
+ *   With the trainer in a worker thread (the default) the server's event loop stays free while steps run; in this
+ *   thread the handler at least yields between requests. A stream that breaks mid-iteration leaves the iteration open: the next Train
  *   stream continues it (trainer.ts, "Resume").
  * - GetWeights: the version's PolicyManifest, then its files in chunks (lib/weights `weightStream`), chunks capped
  *   below the server's message limit.
@@ -23,7 +24,8 @@ import { log } from "../../lib/log.js";
 import { MAX_CHUNK_BYTES, weightStream } from "../../lib/weights/index.js";
 import { initBackend } from "../../models/index.js";
 import type { CheckpointEntry } from "./checkpoint.js";
-import { Trainer, type TrainerOptions } from "./trainer.js";
+import { Trainer } from "./trainer.js";
+import { inProcessTrainer, startTrainerWorker, type TrainerApi } from "./trainer-api.js";
 
 /** What the optimizer service needs of the project config (a full `Config` fits). */
 export interface OptimizerServiceConfig {
@@ -52,8 +54,8 @@ function checkpointMessage(entry: CheckpointEntry, policy: PolicyVersion | undef
   return create(CheckpointSchema, { name: entry.name, iteration: entry.iteration, step: BigInt(entry.step), policy, sha256: entry.sha256 });
 }
 
-/** Handlers over an open trainer. */
-export function optimizerImplementation(trainer: Trainer, config: OptimizerServiceConfig): ServiceImplementation<typeof Optimizer> {
+/** Handlers over an open trainer (in this thread or in a worker). */
+export function optimizerImplementation(trainer: TrainerApi, config: OptimizerServiceConfig): ServiceImplementation<typeof Optimizer> {
   const maxChunkBytes = Math.min(MAX_CHUNK_BYTES, Math.max(1024, (config.server?.maxMessageBytes ?? 4 << 20) - CHUNK_OVERHEAD_BYTES));
   let training = false;
   return {
@@ -63,7 +65,7 @@ export function optimizerImplementation(trainer: Trainer, config: OptimizerServi
       try {
         for await (const request of requests) {
           if (context.signal.aborted) break;
-          for (const event of trainer.handle(request)) yield create(TrainResponseSchema, { event });
+          for (const event of await trainer.handle(request)) yield create(TrainResponseSchema, { event });
           // Let health checks, GetWeights and the client's writes through between requests.
           await new Promise<void>((resolve) => setImmediate(resolve));
         }
@@ -73,7 +75,7 @@ export function optimizerImplementation(trainer: Trainer, config: OptimizerServi
     },
 
     async *getWeights(request, context) {
-      const { policy, dir, files } = trainer.versionFiles(request.version);
+      const { policy, dir, files } = await trainer.versionFiles(request.version);
       yield* weightStream(
         dir,
         { version: policy.version, iteration: policy.iteration, sha256: policy.sha256, family: policy.family, parameters: policy.parameters },
@@ -82,34 +84,43 @@ export function optimizerImplementation(trainer: Trainer, config: OptimizerServi
     },
 
     async saveCheckpoint() {
-      const saved = trainer.saveCheckpoint();
+      const saved = await trainer.saveCheckpoint();
       return { checkpoint: checkpointMessage(saved, saved.policy) };
     },
 
     async listCheckpoints() {
-      return { checkpoints: trainer.listCheckpoints().map((entry) => checkpointMessage(entry, checkpointPolicy(entry))) };
+      return { checkpoints: (await trainer.listCheckpoints()).map((entry) => checkpointMessage(entry, checkpointPolicy(entry))) };
     },
 
     async listPolicyVersions() {
-      return { versions: trainer.listVersions() };
+      return { versions: await trainer.listVersions() };
     },
   };
 }
 
 /**
- * Initialises the tfjs backend (`optimizer.backend`), opens the trainer (resuming from the newest valid checkpoint
- * when `optimizer.resume`) and returns the service's handlers; `close()` frees the model.
+ * Opens the trainer — in a worker thread when `optimizer.trainInWorker` (the default), else in this thread —
+ * after initialising the tfjs backend there (`optimizer.backend`), resuming from the newest valid checkpoint when
+ * `optimizer.resume`; returns the service's handlers. `trainer` is the in-thread Trainer (reading it when the
+ * trainer runs in a worker throws FAILED_PRECONDITION); `close()` frees the model and ends the worker.
  */
 export async function createOptimizerService(
   config: OptimizerServiceConfig,
-  options: TrainerOptions = {},
-): Promise<{ implementation: ServiceImplementation<typeof Optimizer>; trainer: Trainer; close(): Promise<void> }> {
+): Promise<{ implementation: ServiceImplementation<typeof Optimizer>; readonly trainer: Trainer; close(): Promise<void> }> {
+  if (config.optimizer.trainInWorker) {
+    const worker = await startTrainerWorker(config.optimizer);
+    log.info({ backend: worker.backend, iteration: worker.iteration, step: worker.step, thread: "worker" }, "optimizer ready");
+    return {
+      implementation: optimizerImplementation(worker, config),
+      get trainer(): Trainer {
+        throw new RpcError(Code.FAILED_PRECONDITION, "the trainer runs in a worker thread (optimizer.trainInWorker): use the service's RPCs");
+      },
+      close: () => worker.close(),
+    };
+  }
   const backend = await initBackend(config.optimizer.backend);
-  const trainer = Trainer.open(config.optimizer, options);
-  log.info({ backend: backend.name, skipped: backend.skipped, iteration: trainer.currentIteration(), step: trainer.steps, versions: trainer.listVersions().length }, "optimizer ready");
-  return {
-    implementation: optimizerImplementation(trainer, config),
-    trainer,
-    close: async () => trainer.dispose(),
-  };
+  const trainer = Trainer.open(config.optimizer);
+  log.info({ backend: backend.name, skipped: backend.skipped, iteration: trainer.currentIteration(), step: trainer.steps, thread: "main" }, "optimizer ready");
+  const api = inProcessTrainer(trainer);
+  return { implementation: optimizerImplementation(api, config), trainer, close: () => api.close() };
 }

@@ -39,6 +39,8 @@ export function configAt(root: string, overrides: Record<string, unknown> = {}):
     modelDir: join(root, "base"),
     policyDir: join(root, "policies"),
     checkpointDir: join(root, "checkpoints"),
+    // In this thread, so that tests can read the trainer's weights directly (services test the worker explicitly).
+    trainInWorker: false,
     ...overrides,
   });
 }

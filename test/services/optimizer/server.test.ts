@@ -22,7 +22,11 @@ import { createOptimizerService } from "../../../services/optimizer/server.js";
 import { configAt, endMsg, makeBaseModel, makeExamples, maxAbsDiff, snapshotParams, startMsg } from "./fixtures.js";
 
 const root = makeBaseModel();
+const workerRoot = makeBaseModel(); // the same tiny policy (same seed), for the worker-thread run
 after(() => rmSync(root, { recursive: true, force: true }));
+after(() => rmSync(workerRoot, { recursive: true, force: true }));
+/** Version 1's checksum from the in-thread run, which the worker-thread run must reproduce. */
+let inThreadSha = "";
 before(async () => {
   await tf.setBackend("cpu");
 });
@@ -57,6 +61,7 @@ describe("Optimizer service", () => {
       assert.ok(events.every((e) => e.source === "optimizer" && e.iteration === 1 && e.time !== undefined));
       const published = events[3].payload.value as { version: number; sha256: string };
       assert.equal(published.version, 1);
+      inThreadSha = published.sha256;
 
       const { versions } = await client.listPolicyVersions({});
       assert.deepEqual(versions.map((v) => v.version), [0, 1]);
@@ -120,6 +125,49 @@ describe("Optimizer service", () => {
       );
       release();
       await first;
+    } finally {
+      client.close();
+      await running.shutdown(1_000);
+      await service.close();
+    }
+  });
+
+  test("the same with the trainer in a worker thread: same weights, same statuses", async () => {
+    const config = { optimizer: configAt(workerRoot, { backend: "cpu", learningRate: 0.01, batchSize: 4, warmupRatio: 0, trainInWorker: true }) };
+    const service = await createOptimizerService(config);
+    assert.throws(() => service.trainer, (err: unknown) => err instanceof RpcError && err.code === Code.FAILED_PRECONDITION);
+    const running = await serve({
+      name: "optimizer-worker-test",
+      services: [mount(Optimizer, service.implementation)],
+      config: { ...serverConfigSchema.parse({ host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0 }), port: 0 },
+    });
+    const target = `127.0.0.1:${running.port}`;
+    const client = createClient(Optimizer, target, {});
+    try {
+      const examples = makeExamples(config.optimizer.modelDir, { prompts: 6, k: 3 });
+      const cases: string[] = [];
+      let sha = "";
+      for await (const response of client.train(requestsFor(examples, 6))) {
+        cases.push(response.event!.payload.case ?? "");
+        if (response.event!.payload.case === "policyPublished") sha = response.event!.payload.value.sha256;
+      }
+      assert.deepEqual(cases, ["trainStep", "trainStep", "trainStep", "policyPublished"]);
+      assert.ok(inThreadSha !== "", "the in-thread test ran first");
+      assert.equal(sha, inThreadSha, "bit-identical to the in-thread run");
+      const pulled = await pullWeights({ target, version: 1, destination: join(workerRoot, "pulled", "v1") });
+      assert.equal(pulled.policy.sha256, sha);
+      const { checkpoint } = await client.saveCheckpoint({});
+      assert.equal(checkpoint?.policy?.version, 1);
+      assert.equal((await client.listCheckpoints({})).checkpoints[0].name, checkpoint?.name);
+      // Errors cross the thread boundary with their code.
+      await expectCode(
+        (async () => {
+          for await (const _ of client.train(requestsFor(examples, 6))) {
+            // drain
+          }
+        })(),
+        Code.FAILED_PRECONDITION,
+      );
     } finally {
       client.close();
       await running.shutdown(1_000);

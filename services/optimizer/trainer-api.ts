@@ -1,0 +1,124 @@
+/**
+ * The trainer as the gRPC handlers see it: asynchronous, so that it can live in this thread (`inProcessTrainer`, for
+ * tests and small models) or in a worker thread (`startTrainerWorker`, the default for serving). In a worker, a
+ * training step that takes many seconds no longer blocks the server's event loop: health probes, keepalive pings
+ * (a blocked loop misses their acks and the connection is dropped mid-stream) and GetWeights keep being answered.
+ *
+ * Messages between the threads are protobuf binaries (TrainRequest in; TelemetryEvent, PolicyVersion out) and plain
+ * JSON-safe objects; errors keep their gRPC code.
+ */
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import { type PolicyVersion, PolicyVersionSchema } from "../../gen/sppo/v1/common_pb.js";
+import { type TrainRequest, TrainRequestSchema } from "../../gen/sppo/v1/optimizer_pb.js";
+import { type TelemetryEvent, TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
+import type { OptimizerConfig } from "../../lib/config/optimizer.js";
+import { Code, RpcError } from "../../lib/errors.js";
+import type { ManifestFile } from "./files.js";
+import type { CheckpointEntry } from "./checkpoint.js";
+import type { Trainer, VersionFiles } from "./trainer.js";
+
+/** What the Optimizer service needs of a trainer. */
+export interface TrainerApi {
+  /** Handles one Train request; resolves to the telemetry it produced. */
+  handle(request: TrainRequest): Promise<TelemetryEvent[]>;
+  listVersions(): Promise<PolicyVersion[]>;
+  versionFiles(version: number): Promise<VersionFiles>;
+  saveCheckpoint(): Promise<CheckpointEntry & { policy: PolicyVersion }>;
+  listCheckpoints(): Promise<CheckpointEntry[]>;
+  /** Frees the model (and ends the worker). */
+  close(): Promise<void>;
+}
+
+/** A trainer in this thread. */
+export function inProcessTrainer(trainer: Trainer): TrainerApi {
+  return {
+    handle: async (request) => trainer.handle(request),
+    listVersions: async () => trainer.listVersions(),
+    versionFiles: async (version) => trainer.versionFiles(version),
+    saveCheckpoint: async () => trainer.saveCheckpoint(),
+    listCheckpoints: async () => trainer.listCheckpoints(),
+    close: async () => trainer.dispose(),
+  };
+}
+
+/** Requests to the worker. */
+export type WorkerRequest =
+  | { id: number; op: "handle"; request: Uint8Array }
+  | { id: number; op: "listVersions" | "saveCheckpoint" | "listCheckpoints" | "close" }
+  | { id: number; op: "versionFiles"; version: number };
+
+/** Replies from the worker: `value` is op-specific (binaries for messages), `error` keeps the gRPC code. */
+export type WorkerReply = { id: number; value: unknown } | { id: number; error: { code?: number; message: string } };
+
+/** The first message of a worker: ready (with the backend it chose) or failed to open. */
+export type WorkerHello = { ready: true; backend: string; iteration: number; step: number } | { ready: false; error: { code?: number; message: string } };
+
+function toError(e: { code?: number; message: string }): Error {
+  return e.code !== undefined ? new RpcError(e.code as Code, e.message) : new Error(e.message);
+}
+
+/**
+ * Starts a worker thread that initialises the tfjs backend (`config.backend`) and opens the trainer there
+ * (trainer-worker.ts); resolves once it is ready, rejects with the worker's error when it cannot open.
+ */
+export async function startTrainerWorker(config: OptimizerConfig): Promise<TrainerApi & { backend: string; iteration: number; step: number }> {
+  // The bootstrap registers tsx in the worker, so that this works however the main thread loaded TypeScript.
+  const worker = new Worker(fileURLToPath(new URL("./trainer-worker.mjs", import.meta.url)), { workerData: { config }, execArgv: [] });
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let nextId = 1;
+  let dead: Error | undefined;
+  const hello = new Promise<WorkerHello>((resolve, reject) => {
+    worker.once("message", (m: WorkerHello) => resolve(m));
+    worker.once("error", reject);
+  });
+  const failAll = (err: Error) => {
+    dead ??= err;
+    for (const p of pending.values()) p.reject(dead);
+    pending.clear();
+  };
+  worker.on("error", (err) => failAll(new RpcError(Code.INTERNAL, `optimizer trainer thread failed: ${err.message}`, { cause: err })));
+  worker.on("exit", (code) => failAll(new RpcError(Code.UNAVAILABLE, `optimizer trainer thread exited (code ${code})`)));
+  const first = await hello;
+  if (!first.ready) {
+    await worker.terminate();
+    throw toError(first.error);
+  }
+  worker.on("message", (reply: WorkerReply) => {
+    const p = pending.get(reply.id);
+    if (!p) return;
+    pending.delete(reply.id);
+    if ("error" in reply) p.reject(toError(reply.error));
+    else p.resolve(reply.value);
+  });
+  const call = <T>(message: Omit<WorkerRequest, "id"> & Record<string, unknown>): Promise<T> => {
+    if (dead) return Promise.reject(dead);
+    const id = nextId++;
+    return new Promise<T>((resolve, reject) => {
+      pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      worker.postMessage({ ...message, id });
+    });
+  };
+  const version = (b: Uint8Array) => fromBinary(PolicyVersionSchema, b);
+  return {
+    backend: first.backend,
+    iteration: first.iteration,
+    step: first.step,
+    handle: async (request) => (await call<Uint8Array[]>({ op: "handle", request: toBinary(TrainRequestSchema, request) })).map((b) => fromBinary(TelemetryEventSchema, b)),
+    listVersions: async () => (await call<Uint8Array[]>({ op: "listVersions" })).map(version),
+    versionFiles: async (v) => {
+      const r = await call<{ policy: Uint8Array; dir: string; files: ManifestFile[] }>({ op: "versionFiles", version: v });
+      return { policy: version(r.policy), dir: r.dir, files: r.files };
+    },
+    saveCheckpoint: async () => {
+      const r = await call<CheckpointEntry & { policy: Uint8Array }>({ op: "saveCheckpoint" });
+      return { ...r, policy: version(r.policy) };
+    },
+    listCheckpoints: () => call<CheckpointEntry[]>({ op: "listCheckpoints" }),
+    close: async () => {
+      if (!dead) await call({ op: "close" }).catch(() => {});
+      await worker.terminate();
+    },
+  };
+}

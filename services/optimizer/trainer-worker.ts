@@ -1,0 +1,71 @@
+/**
+ * The optimizer's trainer in a worker thread (started by trainer-api.ts `startTrainerWorker` through
+ * trainer-worker.mjs): initialises the tfjs backend, opens the trainer, says hello, then serves requests one at a
+ * time, in order. Never imported by the main thread.
+ */
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { parentPort, workerData } from "node:worker_threads";
+import { PolicyVersionSchema } from "../../gen/sppo/v1/common_pb.js";
+import { TrainRequestSchema } from "../../gen/sppo/v1/optimizer_pb.js";
+import { TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
+import type { OptimizerConfig } from "../../lib/config/optimizer.js";
+import { RpcError } from "../../lib/errors.js";
+import { initBackend } from "../../models/index.js";
+import { Trainer } from "./trainer.js";
+import type { WorkerHello, WorkerReply, WorkerRequest } from "./trainer-api.js";
+
+const port = parentPort;
+if (!port) throw new Error("trainer-worker.ts runs in a worker thread only");
+const { config } = workerData as { config: OptimizerConfig };
+
+function errorOf(err: unknown): { code?: number; message: string } {
+  return err instanceof RpcError ? { code: err.code, message: err.message } : { message: err instanceof Error ? err.message : String(err) };
+}
+
+let trainer: Trainer;
+try {
+  const backend = await initBackend(config.backend);
+  trainer = Trainer.open(config);
+  port.postMessage({ ready: true, backend: backend.name, iteration: trainer.currentIteration(), step: trainer.steps } satisfies WorkerHello);
+} catch (err) {
+  port.postMessage({ ready: false, error: errorOf(err) } satisfies WorkerHello);
+  process.exit(1);
+}
+
+const version = (v: Parameters<typeof toBinary<typeof PolicyVersionSchema>>[1]) => toBinary(PolicyVersionSchema, v);
+
+port.on("message", (msg: WorkerRequest) => {
+  let reply: WorkerReply;
+  try {
+    let value: unknown;
+    switch (msg.op) {
+      case "handle":
+        value = trainer.handle(fromBinary(TrainRequestSchema, msg.request)).map((e) => toBinary(TelemetryEventSchema, e));
+        break;
+      case "listVersions":
+        value = trainer.listVersions().map(version);
+        break;
+      case "versionFiles": {
+        const files = trainer.versionFiles(msg.version);
+        value = { policy: version(files.policy), dir: files.dir, files: files.files };
+        break;
+      }
+      case "saveCheckpoint": {
+        const saved = trainer.saveCheckpoint();
+        value = { ...saved, policy: version(saved.policy) };
+        break;
+      }
+      case "listCheckpoints":
+        value = trainer.listCheckpoints();
+        break;
+      case "close":
+        trainer.dispose();
+        value = null;
+        break;
+    }
+    reply = { id: msg.id, value };
+  } catch (err) {
+    reply = { id: msg.id, error: errorOf(err) };
+  }
+  port.postMessage(reply);
+});
