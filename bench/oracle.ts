@@ -14,6 +14,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { once } from "node:events";
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { oracleConfigSchema } from "../lib/config/oracle.js";
@@ -104,7 +106,14 @@ async function measure(work: () => Promise<void>): Promise<Measured> {
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-async function benchModel(name: string, dir: string, requests: { prompt: string; candidates: string[] }[], repeats: number, maxBatch: number): Promise<BenchRow[]> {
+async function benchModel(
+  name: string,
+  dir: string,
+  requests: { prompt: string; candidates: string[] }[],
+  repeats: number,
+  warmups: number,
+  maxBatch: number,
+): Promise<BenchRow[]> {
   const batching = { maxBatch, maxWaitMs: 2, maxConcurrentRuns: 1 };
   // Direct: the same session settings, the rows tokenized and padded beforehand, batches of maxBatch run in turn.
   const tokenizerSide = await PairwiseOnnxOracle.load({ modelDir: dir, maxCandidates: 64, batching, intraOpThreads: 0 });
@@ -128,21 +137,29 @@ async function benchModel(name: string, dir: string, requests: { prompt: string;
     services: [mount(PreferenceOracle, service.implementation)],
     config: { ...serverConfigSchema.parse({ host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0 }), port: 0 },
   });
-  const client = createClient(PreferenceOracle, `127.0.0.1:${running.port}`);
+  // The client runs in its own thread, as the pipeline runs in its own process: the service's thread does only the
+  // service's work.
+  // This file is TypeScript: the worker registers tsx first (as bin/sppo.mjs does), then loads it.
+  const bootstrap = `(async () => {
+    const { register } = await import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))});
+    register();
+    await import(${JSON.stringify(import.meta.url)});
+  })();`;
+  const client = new Worker(bootstrap, { eval: true, workerData: { role: CLIENT_ROLE, target: `127.0.0.1:${running.port}`, requests } });
+  await once(client, "message"); // ready
   const runService = () =>
     measure(async () => {
-      let answered = 0;
-      for await (const response of client.compare(requests.map((r, i) => ({ requestId: String(i), ...r })))) {
-        if (response.error) throw new Error(`bench request ${response.requestId} failed: ${response.error.message}`);
-        answered++;
-      }
-      if (answered !== requests.length) throw new Error(`bench: ${answered} of ${requests.length} answered`);
+      client.postMessage("run");
+      const [reply] = (await once(client, "message")) as [{ answered?: number; error?: string }];
+      if (reply.error) throw new Error(`bench client: ${reply.error}`);
+      if (reply.answered !== requests.length) throw new Error(`bench: ${reply.answered} of ${requests.length} answered`);
     });
 
   try {
-    for (let warm = 0; warm < 3; warm++) {
-      // JIT, allocator and connection warm-up
-      await runDirect();
+    // JIT, allocator and connection warm-up: the service path (tokenizer, protobuf, grpc-js) needs many rounds
+    // before it runs at its steady speed; at least `warmups` rounds and one second of each.
+    for (let round = 0, spent = 0; round < warmups || spent < 1; round++) {
+      spent += (await runDirect()).wallS;
       await runService();
     }
     const direct: Measured[] = [];
@@ -166,7 +183,7 @@ async function benchModel(name: string, dir: string, requests: { prompt: string;
       { metric: "oracle.service_overhead_cpu", value: serviceCpu / directCpu - 1, unit: "ratio", target: 0.1, basis: "process CPU time", ...common },
     ];
   } finally {
-    client.close();
+    await client.terminate();
     await running.shutdown(1_000);
     await service.close();
     await session.release();
@@ -177,7 +194,7 @@ async function benchModel(name: string, dir: string, requests: { prompt: string;
 export async function oracleBench(options: OracleBenchOptions = {}): Promise<BenchRow[]> {
   const k = options.k ?? 5;
   const maxBatch = options.maxBatch ?? 64;
-  const repeats = options.quick ? 3 : 7;
+  const repeats = options.quick ? 5 : 9;
   const dir = mkdtempSync(join(tmpdir(), "sppo-oracle-bench-"));
   try {
     const defaultDir = join(dir, "default");
@@ -185,8 +202,8 @@ export async function oracleBench(options: OracleBenchOptions = {}): Promise<Ben
     const heavyDir = join(dir, "heavy");
     writeHeavyModel(heavyDir);
     return [
-      ...(await benchModel("default (assets/oracle form)", defaultDir, makeRequests(options.quick ? 64 : 256, k), repeats, maxBatch)),
-      ...(await benchModel("compute-bound MLP d=256 ff=1024", heavyDir, makeRequests(options.quick ? 16 : 64, k), repeats, maxBatch)),
+      ...(await benchModel("default (assets/oracle form)", defaultDir, makeRequests(options.quick ? 64 : 256, k), repeats, 10, maxBatch)),
+      ...(await benchModel("compute-bound MLP d=256 ff=1024", heavyDir, makeRequests(options.quick ? 32 : 64, k), repeats, 2, maxBatch)),
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -195,6 +212,28 @@ export async function oracleBench(options: OracleBenchOptions = {}): Promise<Ben
 
 export default oracleBench;
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+const CLIENT_ROLE = "oracle-bench-client";
+
+/** The bench's client thread: on each "run" message, sends every request on one Compare stream and counts answers. */
+async function clientThread(data: { target: string; requests: { prompt: string; candidates: string[] }[] }): Promise<void> {
+  const client = createClient(PreferenceOracle, data.target);
+  parentPort!.on("message", async () => {
+    try {
+      let answered = 0;
+      for await (const response of client.compare(data.requests.map((r, i) => ({ requestId: String(i), ...r })))) {
+        if (response.error) throw new Error(`request ${response.requestId} failed: ${response.error.message}`);
+        answered++;
+      }
+      parentPort!.postMessage({ answered });
+    } catch (err) {
+      parentPort!.postMessage({ error: (err as Error).message });
+    }
+  });
+  parentPort!.postMessage("ready");
+}
+
+if (!isMainThread && (workerData as { role?: string } | null)?.role === CLIENT_ROLE) {
+  await clientThread(workerData);
+} else if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   for (const row of await oracleBench({ quick: process.argv.includes("--quick") })) process.stdout.write(`${JSON.stringify(row)}\n`);
 }
