@@ -31,3 +31,4 @@ export { type Score, scorePairs, sequenceLogProbs } from "./score.js";
 export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js";
 export { type ChatMessage, PolicyTokenizer } from "./tokenizer.js";
 export { Adam, type AdamOptions, clipGradNorm, type NamedGrads, type Optimizer, type OptimizerState, optimizerFromState, RMSprop, type RMSpropOptions, valueAndGrads, warmupLinearSchedule } from "./train.js";
+export { DataParallel, type DataParallelOptions } from "./parallel.js";
