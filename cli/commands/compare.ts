@@ -36,6 +36,37 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+export interface CompareFlags {
+  oracle?: string;
+  prompt: string;
+  candidate: string[];
+  json?: boolean;
+}
+
+/** What `sppo compare` prints for `flags` (the matrix as JSON or as a table); warnings go to stderr. */
+export async function compareOutput(flags: CompareFlags): Promise<string> {
+  const oracle = await createOracle(resolveOracleConfig(flags.oracle));
+  try {
+    const { matrix, truncatedTexts } = await oracle.compare(flags.prompt, flags.candidate);
+    if (truncatedTexts > 0) process.stderr.write(`sppo compare: ${truncatedTexts} text(s) were truncated to the model's token limits\n`);
+    if (flags.json) return `${JSON.stringify({ matrix })}\n`;
+    const { backend, model } = oracle.describe();
+    const k = matrix.length;
+    const lines = [`oracle: ${backend} (${model})`, `P[i][j] = P(candidate i ≻ candidate j)`];
+    lines.push(`      ${Array.from({ length: k }, (_, j) => `[${j}]`.padStart(7)).join("")}   win rate`);
+    for (const [i, row] of matrix.entries()) {
+      const winRate = row.reduce((a, b) => a + b, 0) / k;
+      lines.push(`[${i}]`.padEnd(6) + row.map((p) => p.toFixed(4).padStart(7)).join("") + `   ${winRate.toFixed(4)}   ${flags.candidate[i]}`);
+    }
+    return `${lines.join("\n")}\n`;
+  } catch (err) {
+    if (err instanceof RpcError) throw userError(`compare: ${err.message}`);
+    throw err;
+  } finally {
+    await oracle.close();
+  }
+}
+
 export function register(program: Command): void {
   program
     .command("compare")
@@ -43,30 +74,8 @@ export function register(program: Command): void {
     .option("--oracle <dir|config|name|grpc://target>", "model directory, config file, synthetic judge or oracle service (default: the config's oracle)")
     .requiredOption("--prompt <text>", "the prompt")
     .option("--candidate <text>", "a candidate response (repeat, K ≥ 2)", collect, [] as string[])
-    .option("--json", "print {\"matrix\": [[...], ...]} as JSON")
-    .action(async (flags: { oracle?: string; prompt: string; candidate: string[]; json?: boolean }) => {
-      const oracle = await createOracle(resolveOracleConfig(flags.oracle));
-      try {
-        const { matrix, truncatedTexts } = await oracle.compare(flags.prompt, flags.candidate);
-        if (truncatedTexts > 0) process.stderr.write(`sppo compare: ${truncatedTexts} text(s) were truncated to the model's token limits\n`);
-        if (flags.json) {
-          process.stdout.write(`${JSON.stringify({ matrix })}\n`);
-          return;
-        }
-        const { backend, model } = oracle.describe();
-        const k = matrix.length;
-        const lines = [`oracle: ${backend} (${model})`, `P[i][j] = P(candidate i ≻ candidate j)`];
-        lines.push(`      ${Array.from({ length: k }, (_, j) => `[${j}]`.padStart(7)).join("")}   win rate`);
-        for (const [i, row] of matrix.entries()) {
-          const winRate = row.reduce((a, b) => a + b, 0) / k;
-          lines.push(`[${i}]`.padEnd(6) + row.map((p) => p.toFixed(4).padStart(7)).join("") + `   ${winRate.toFixed(4)}   ${flags.candidate[i]}`);
-        }
-        process.stdout.write(`${lines.join("\n")}\n`);
-      } catch (err) {
-        if (err instanceof RpcError) throw userError(`compare: ${err.message}`);
-        throw err;
-      } finally {
-        await oracle.close();
-      }
+    .option("--json", 'print {"matrix": [[...], ...]} as JSON')
+    .action(async (flags: CompareFlags) => {
+      process.stdout.write(await compareOutput(flags));
     });
 }
