@@ -22,7 +22,7 @@
  *  - `dispose()` frees the weights; no call is made afterwards.
  */
 import { log } from "../../lib/log.js";
-import type { BackendName } from "../../models/index.js";
+import { type BackendName, ModelFormatError } from "../../models/index.js";
 
 /** Sampling options of one engine run (every row of the run shares them). */
 export interface EngineSampleOptions {
@@ -107,8 +107,8 @@ export async function findOnnxLoader(): Promise<{ loader?: EngineLoader; reason?
 }
 
 /**
- * Loads `dir` on the engine `choice`: "tfjs", "onnx" (fails when models/onnx cannot load it), or "auto" (onnx when
- * models/onnx provides it and it loads the directory, else tfjs, with the reason logged).
+ * Loads `dir` on the engine `choice`: "tfjs", "onnx" (fails when onnxruntime cannot load it), or "auto" (onnx when
+ * onnxruntime loads, else tfjs, with the reason logged). A ModelFormatError (a bad directory) is thrown as is.
  */
 export async function loadEngine(choice: "auto" | "onnx" | "tfjs", dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
   if (choice !== "tfjs") {
@@ -117,7 +117,8 @@ export async function loadEngine(choice: "auto" | "onnx" | "tfjs", dir: string, 
       try {
         return await loader(dir, options);
       } catch (err) {
-        if (choice === "onnx") throw err;
+        // A broken model directory is broken for every engine: say so instead of trying the next one.
+        if (choice === "onnx" || err instanceof ModelFormatError) throw err;
         log.warn({ err, dir }, "generator: the onnx engine could not load the policy; using tfjs");
       }
     } else if (choice === "onnx") {

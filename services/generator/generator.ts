@@ -26,7 +26,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { randomInt } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type PolicyVersion, PolicyVersionSchema, StatusSchema } from "../../gen/sppo/v1/common_pb.js";
@@ -153,6 +153,14 @@ function eosOf(dir: string, tokenizer: PolicyTokenizer | undefined): number | un
   return undefined;
 }
 
+/** Removes the `.tmp-*` folders an interrupted pull left in `dir` (lib/weights publishes by renaming them). */
+function removeStaleTemps(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory() && entry.name.startsWith(".tmp-")) rmSync(join(dir, entry.name), { recursive: true, force: true });
+  }
+}
+
 /** A seed from the request: the low 53 bits of the uint64, so that every seed maps to one exact double. */
 function seedOf(seed: bigint): number {
   return Number(BigInt.asUintN(53, seed));
@@ -192,6 +200,12 @@ export class PolicyGenerator {
     const ownsWeightsDir = config.weightsDir === "";
     const weightsDir = ownsWeightsDir ? mkdtempSync(join(tmpdir(), "sppo-generator-")) : config.weightsDir;
     try {
+      if (!ownsWeightsDir) removeStaleTemps(weightsDir);
+      if (!existsSync(join(config.modelDir, "config.json"))) {
+        throw new ModelFormatError(
+          `generator.modelDir: ${config.modelDir} holds no config.json (a model directory has config.json, model.safetensors and tokenizer.json; make the default policy with scripts/make-default-policy.ts)`,
+        );
+      }
       const { sha256 } = await directoryManifest(config.modelDir);
       const base = await PolicyGenerator.openVersion(options, config.modelDir, { version: 0, iteration: 0, sha256 }, false);
       const generator = new PolicyGenerator(options, base, weightsDir, ownsWeightsDir);
@@ -308,8 +322,11 @@ export class PolicyGenerator {
     return { options: { temperature, topP, topK, maxNewTokens }, stopOnEos: p?.stopOnEos ?? d.stopOnEos, seed: p?.seed === undefined ? undefined : seedOf(p.seed) };
   }
 
-  /** Samples K responses for one request. Never throws: failures come back in `error`. */
-  async generate(request: GenerateRequest): Promise<GenerateResponse> {
+  /**
+   * Samples K responses for one request. Never throws: failures come back in `error`. When `signal` aborts (the
+   * client went away) while the request still waits for the engine, it leaves the queue and fails with CANCELLED.
+   */
+  async generate(request: GenerateRequest, signal?: AbortSignal): Promise<GenerateResponse> {
     let handle: PolicyHandle | undefined;
     try {
       const k = request.numSamples;
@@ -329,7 +346,7 @@ export class PolicyGenerator {
         eosId: sampling.stopOnEos ? handle.eosId : undefined,
         padId: handle.padId,
       };
-      const samples = await this.enqueue<EngineSample[]>((resolve, reject) => ({
+      const samples = await this.enqueue<EngineSample[]>(signal, (resolve, reject) => ({
         kind: "sample",
         handle: handle as PolicyHandle,
         prompt: prompt.ids,
@@ -363,8 +380,8 @@ export class PolicyGenerator {
     }
   }
 
-  /** Scores the responses of one request. Never throws: failures come back in `error`. */
-  async score(request: ScoreRequest): Promise<ScoreResponse> {
+  /** Scores the responses of one request. Never throws: failures come back in `error`. `signal` as for generate. */
+  async score(request: ScoreRequest, signal?: AbortSignal): Promise<ScoreResponse> {
     let handle: PolicyHandle | undefined;
     try {
       const useIds = request.responses.length > 0;
@@ -395,7 +412,7 @@ export class PolicyGenerator {
         }
         pairs.push({ prompt: prompt.ids, response });
       }
-      const scores = await this.enqueue<EngineScore[]>((resolve, reject) => ({ kind: "score", handle: handle as PolicyHandle, pairs, enqueuedAt: performance.now(), resolve, reject }));
+      const scores = await this.enqueue<EngineScore[]>(signal, (resolve, reject) => ({ kind: "score", handle: handle as PolicyHandle, pairs, enqueuedAt: performance.now(), resolve, reject }));
       return create(ScoreResponseSchema, {
         requestId: request.requestId,
         policyVersion: handle.info.version,
@@ -419,12 +436,33 @@ export class PolicyGenerator {
 
   // ---- scheduling ----------------------------------------------------------------------------------------------
 
-  private enqueue<T>(make: (resolve: (value: T) => void, reject: (err: unknown) => void) => Job): Promise<T> {
+  private enqueue<T>(signal: AbortSignal | undefined, make: (resolve: (value: T) => void, reject: (err: unknown) => void) => Job): Promise<T> {
+    if (signal?.aborted) return Promise.reject(new RpcError(Code.CANCELLED, "generator: the call was cancelled"));
     if (this.queue.length >= this.config.maxQueuedRequests) {
       return Promise.reject(new RpcError(Code.RESOURCE_EXHAUSTED, `generator: ${this.queue.length} requests are already queued (maxQueuedRequests); retry later`));
     }
     return new Promise<T>((resolve, reject) => {
-      this.queue.push(make(resolve as never, reject));
+      const onAbort = () => {
+        const i = this.queue.indexOf(job);
+        // Still waiting: drop it. Already running: let it finish (an engine run cannot be interrupted).
+        if (i !== -1) {
+          this.queue.splice(i, 1);
+          reject(new RpcError(Code.CANCELLED, "generator: the call was cancelled"));
+        }
+      };
+      const done = () => signal?.removeEventListener("abort", onAbort);
+      const job = make(
+        (value: T) => {
+          done();
+          resolve(value);
+        },
+        (err: unknown) => {
+          done();
+          reject(err);
+        },
+      );
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.queue.push(job);
       this.schedulePump();
     });
   }

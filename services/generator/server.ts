@@ -98,10 +98,10 @@ async function* answerEach<Req, Res>(
 export function generatorImplementation(generator: PolicyGenerator, config: Pick<GeneratorConfig, "maxInFlightPerStream">): ServiceImplementation<typeof Generator> {
   return {
     generate(requests: AsyncIterable<GenerateRequest>, context: HandlerContext): AsyncIterable<GenerateResponse> {
-      return answerEach(requests, context, config.maxInFlightPerStream, (r) => generator.generate(r));
+      return answerEach(requests, context, config.maxInFlightPerStream, (r) => generator.generate(r, context.signal));
     },
     score(requests: AsyncIterable<ScoreRequest>, context: HandlerContext): AsyncIterable<ScoreResponse> {
-      return answerEach(requests, context, config.maxInFlightPerStream, (r) => generator.score(r));
+      return answerEach(requests, context, config.maxInFlightPerStream, (r) => generator.score(r, context.signal));
     },
     async loadPolicy(request, context) {
       const { policy, loadSeconds } = await generator.loadPolicy(request.version, { source: request.source, sha256: request.sha256, signal: context.signal });

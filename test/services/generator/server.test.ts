@@ -10,10 +10,10 @@ import { after, before, describe, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { FinishReason, type GenerateRequestSchema, type GenerateResponse, Generator, type ScoreRequestSchema, type ScoreResponse } from "../../../gen/sppo/v1/generator_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
-import { Code } from "../../../lib/errors.js";
+import { Code, RpcError } from "../../../lib/errors.js";
 import { type Client, createClient } from "../../../lib/grpc/client.js";
 import { mount } from "../../../lib/grpc/serve.js";
-import { encodePrompt } from "../../../models/index.js";
+import { encodePrompt, ModelFormatError } from "../../../models/index.js";
 import { createGeneratorService } from "../../../services/generator/server.js";
 import { serveForTest } from "../../lib/grpc/harness.js";
 import { CONTEXT, EngineProbe, tinyTokenizer, writeTinyPolicy } from "./fixtures.js";
@@ -219,7 +219,7 @@ describe("Generator over gRPC", () => {
 });
 
 describe("scheduling", () => {
-  test("unseeded requests that wait together share one engine run", async () => {
+  test("unseeded requests that wait together share one engine run", { timeout: 30_000 }, async () => {
     const probe = new EngineProbe();
     const g = await startGenerator({}, probe);
     try {
@@ -280,4 +280,43 @@ describe("scheduling", () => {
       await g.stop();
     }
   });
+
+  test("a cancelled stream's queued requests leave the queue without running", { timeout: 30_000 }, async () => {
+    const probe = new EngineProbe();
+    const g = await startGenerator({}, probe);
+    try {
+      const { entered } = probe.hold();
+      const abort = new AbortController();
+      const requests = Array.from({ length: 4 }, (_, i): GenInit => ({ requestId: `c${i}`, prompt: "the cat", numSamples: 1, params: { seed: BigInt(i), maxNewTokens: 2 } }));
+      const reading = (async () => {
+        for await (const _ of g.client.generate(requests, { signal: abort.signal })) {
+          // nothing arrives before the cancel
+        }
+      })();
+      await entered;
+      while (g.service.generator.queued < 3) await new Promise((r) => setImmediate(r));
+      abort.abort();
+      await assert.rejects(reading, (err: unknown) => err instanceof RpcError && err.code === Code.CANCELLED);
+      while (g.service.generator.queued > 0) await new Promise((r) => setImmediate(r));
+      probe.release();
+      // The service goes on, and only the run that had started ran (plus this one).
+      ok((await generateAll(g.client, [{ requestId: "after", prompt: "the dog", numSamples: 1, params: { seed: 9n } }])).get("after"));
+      assert.equal(probe.sampleCalls.length, 2);
+    } finally {
+      probe.release();
+      await g.stop();
+    }
+  });
+});
+
+test("start-up fails clearly on a model directory without a model", async () => {
+  const empty = mkdtempSync(join(tmpdir(), "sppo-generator-empty-"));
+  try {
+    await assert.rejects(
+      createGeneratorService({ generator: generatorConfigSchema.parse({ modelDir: empty, engine: "auto" }) }),
+      (err: unknown) => err instanceof ModelFormatError && /^generator\.modelDir: .* holds no config\.json/.test(err.message),
+    );
+  } finally {
+    rmSync(empty, { recursive: true, force: true });
+  }
 });
