@@ -15,8 +15,8 @@ import { type TrainRequest, TrainRequestSchema } from "../../gen/sppo/v1/optimiz
 import { type TelemetryEvent, TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { Code, RpcError } from "../../lib/errors.js";
-import type { ManifestFile } from "./files.js";
-import type { CheckpointEntry } from "./checkpoint.js";
+import { directoryManifest } from "../../lib/weights/index.js";
+import { type CheckpointEntry, listCheckpoints } from "./checkpoint.js";
 import type { Trainer, VersionFiles } from "./trainer.js";
 
 /** What the Optimizer service needs of a trainer. */
@@ -44,16 +44,21 @@ export function inProcessTrainer(trainer: Trainer): TrainerApi {
 }
 
 /** Requests to the worker. */
-export type WorkerRequest =
-  | { id: number; op: "handle"; request: Uint8Array }
-  | { id: number; op: "listVersions" | "saveCheckpoint" | "listCheckpoints" | "close" }
-  | { id: number; op: "versionFiles"; version: number };
+export type WorkerRequest = { id: number; op: "handle"; request: Uint8Array } | { id: number; op: "saveCheckpoint" | "close" };
 
-/** Replies from the worker: `value` is op-specific (binaries for messages), `error` keeps the gRPC code. */
-export type WorkerReply = { id: number; value: unknown } | { id: number; error: { code?: number; message: string } };
+/** The published versions as the worker reports them: the message (binary) and its directory. */
+export type WorkerVersions = { policy: Uint8Array; dir: string }[];
+
+/**
+ * Replies from the worker: `value` is op-specific (binaries for messages), `error` keeps the gRPC code; `versions`
+ * (after every request) keeps the main thread's copy of the published versions current.
+ */
+export type WorkerReply = { id: number; value: unknown; versions: WorkerVersions } | { id: number; error: { code?: number; message: string }; versions: WorkerVersions };
 
 /** The first message of a worker: ready (with the backend it chose) or failed to open. */
-export type WorkerHello = { ready: true; backend: string; iteration: number; step: number } | { ready: false; error: { code?: number; message: string } };
+export type WorkerHello =
+  | { ready: true; backend: string; iteration: number; step: number; versions: WorkerVersions }
+  | { ready: false; error: { code?: number; message: string } };
 
 function toError(e: { code?: number; message: string }): Error {
   return e.code !== undefined ? new RpcError(e.code as Code, e.message) : new Error(e.message);
@@ -62,6 +67,10 @@ function toError(e: { code?: number; message: string }): Error {
 /**
  * Starts a worker thread that initialises the tfjs backend (`config.backend`) and opens the trainer there
  * (trainer-worker.ts); resolves once it is ready, rejects with the worker's error when it cannot open.
+ *
+ * Only Train requests and SaveCheckpoint go to the worker (they need the model; they queue behind a running step).
+ * Versions, their files and the checkpoint list are answered in this thread — from the worker's latest report and
+ * from disk, hashing asynchronously — so that they are never stuck behind a step.
  */
 export async function startTrainerWorker(config: OptimizerConfig): Promise<TrainerApi & { backend: string; iteration: number; step: number }> {
   // The bootstrap registers tsx in the worker, so that this works however the main thread loaded TypeScript.
@@ -85,7 +94,10 @@ export async function startTrainerWorker(config: OptimizerConfig): Promise<Train
     await worker.terminate();
     throw toError(first.error);
   }
+  const toVersions = (vs: WorkerVersions) => vs.map((v) => ({ policy: fromBinary(PolicyVersionSchema, v.policy), dir: v.dir }));
+  let versions = toVersions(first.versions);
   worker.on("message", (reply: WorkerReply) => {
+    versions = toVersions(reply.versions);
     const p = pending.get(reply.id);
     if (!p) return;
     pending.delete(reply.id);
@@ -106,16 +118,18 @@ export async function startTrainerWorker(config: OptimizerConfig): Promise<Train
     iteration: first.iteration,
     step: first.step,
     handle: async (request) => (await call<Uint8Array[]>({ op: "handle", request: toBinary(TrainRequestSchema, request) })).map((b) => fromBinary(TelemetryEventSchema, b)),
-    listVersions: async () => (await call<Uint8Array[]>({ op: "listVersions" })).map(version),
+    listVersions: async () => versions.map((v) => v.policy),
     versionFiles: async (v) => {
-      const r = await call<{ policy: Uint8Array; dir: string; files: ManifestFile[] }>({ op: "versionFiles", version: v });
-      return { policy: version(r.policy), dir: r.dir, files: r.files };
+      const record = versions.find((x) => x.policy.version === v);
+      if (!record) throw new RpcError(Code.NOT_FOUND, `policy version ${v} does not exist (latest is ${versions.at(-1)?.policy.version})`);
+      const { files } = await directoryManifest(record.dir);
+      return { policy: record.policy, dir: record.dir, files };
     },
     saveCheckpoint: async () => {
       const r = await call<CheckpointEntry & { policy: Uint8Array }>({ op: "saveCheckpoint" });
       return { ...r, policy: version(r.policy) };
     },
-    listCheckpoints: () => call<CheckpointEntry[]>({ op: "listCheckpoints" }),
+    listCheckpoints: async () => listCheckpoints(config.checkpointDir),
     close: async () => {
       if (!dead) await call({ op: "close" }).catch(() => {});
       await worker.terminate();

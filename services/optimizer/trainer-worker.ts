@@ -12,7 +12,7 @@ import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { RpcError } from "../../lib/errors.js";
 import { initBackend } from "../../models/index.js";
 import { Trainer } from "./trainer.js";
-import type { WorkerHello, WorkerReply, WorkerRequest } from "./trainer-api.js";
+import type { WorkerHello, WorkerReply, WorkerRequest, WorkerVersions } from "./trainer-api.js";
 
 const port = parentPort;
 if (!port) throw new Error("trainer-worker.ts runs in a worker thread only");
@@ -23,16 +23,16 @@ function errorOf(err: unknown): { code?: number; message: string } {
 }
 
 let trainer: Trainer;
+const version = (v: Parameters<typeof toBinary<typeof PolicyVersionSchema>>[1]) => toBinary(PolicyVersionSchema, v);
+const versions = (): WorkerVersions => trainer.publishedVersions().map(({ policy, dir }) => ({ policy: version(policy), dir }));
 try {
   const backend = await initBackend(config.backend);
   trainer = Trainer.open(config);
-  port.postMessage({ ready: true, backend: backend.name, iteration: trainer.currentIteration(), step: trainer.steps } satisfies WorkerHello);
+  port.postMessage({ ready: true, backend: backend.name, iteration: trainer.currentIteration(), step: trainer.steps, versions: versions() } satisfies WorkerHello);
 } catch (err) {
   port.postMessage({ ready: false, error: errorOf(err) } satisfies WorkerHello);
   process.exit(1);
 }
-
-const version = (v: Parameters<typeof toBinary<typeof PolicyVersionSchema>>[1]) => toBinary(PolicyVersionSchema, v);
 
 port.on("message", (msg: WorkerRequest) => {
   let reply: WorkerReply;
@@ -42,30 +42,19 @@ port.on("message", (msg: WorkerRequest) => {
       case "handle":
         value = trainer.handle(fromBinary(TrainRequestSchema, msg.request)).map((e) => toBinary(TelemetryEventSchema, e));
         break;
-      case "listVersions":
-        value = trainer.listVersions().map(version);
-        break;
-      case "versionFiles": {
-        const files = trainer.versionFiles(msg.version);
-        value = { policy: version(files.policy), dir: files.dir, files: files.files };
-        break;
-      }
       case "saveCheckpoint": {
         const saved = trainer.saveCheckpoint();
         value = { ...saved, policy: version(saved.policy) };
         break;
       }
-      case "listCheckpoints":
-        value = trainer.listCheckpoints();
-        break;
       case "close":
         trainer.dispose();
         value = null;
         break;
     }
-    reply = { id: msg.id, value };
+    reply = { id: msg.id, value, versions: msg.op === "close" ? [] : versions() };
   } catch (err) {
-    reply = { id: msg.id, error: errorOf(err) };
+    reply = { id: msg.id, error: errorOf(err), versions: versions() };
   }
   port.postMessage(reply);
 });

@@ -320,6 +320,11 @@ export class Trainer {
     return this.versions.map((v) => this.versionMessage(v));
   }
 
+  /** The published versions with their directories, oldest first (no hashing: cheap to call after every request). */
+  publishedVersions(): { policy: PolicyVersion; dir: string }[] {
+    return this.versions.map((v) => ({ policy: this.versionMessage(v), dir: v.dir }));
+  }
+
   /** A version's directory and files, or NOT_FOUND. */
   versionFiles(version: number): VersionFiles {
     const record = this.versions.find((v) => v.version === version);
