@@ -1,13 +1,15 @@
 /**
  * sppo.v1.PreferenceOracle over real gRPC on 127.0.0.1:0: ONNX models built by the project (pairwise and reward)
  * checked against hand-computed matrices, responses matched by request_id in any order, bad requests answered with
- * `error` while the stream goes on, NaN, the intransitive judge, and the remote backend talking to an oracle in
- * another process.
+ * `error` while the stream goes on, NaN, the intransitive judge, and the remote backend talking to
+ * `sppo serve oracle` in another process.
  * Run: node --import tsx --test test/services/oracle/server.test.ts
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, describe, it } from "node:test";
 import type { CompareResponse } from "../../../gen/sppo/v1/oracle_pb.js";
@@ -159,20 +161,33 @@ describe("PreferenceOracle service", () => {
   });
 });
 
-/** Starts test/services/oracle/oracle-process.ts with `config`; resolves once it serves. */
+/** Starts `sppo serve oracle --port 0` in another process with `config`; resolves with its port once it serves. */
 async function startOracleProcess(config: Record<string, unknown>): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "test/services/oracle/oracle-process.ts", JSON.stringify(config)], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, SPPO_LOG_LEVEL: "warn" },
+  const file = join(tmp.dir, `serve-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, JSON.stringify({ server: { host: "127.0.0.1", drainDelayMs: 0, shutdownGraceMs: 2_000 }, oracle: config }));
+  const child = spawn(process.execPath, ["bin/sppo.mjs", "serve", "oracle", "--port", "0", "--metrics-port", "-1", "--config", file], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, SPPO_LOG_LEVEL: "info" },
   });
   let stderr = "";
-  child.stderr!.on("data", (chunk) => (stderr += chunk));
-  const lines = createInterface({ input: child.stdout! });
-  const exited = once(child, "exit").then(([code]) => {
-    throw new Error(`the oracle process exited with ${code}: ${stderr}`);
+  const lines = createInterface({ input: child.stderr! });
+  const serving = new Promise<number>((resolve) => {
+    lines.on("line", (line) => {
+      stderr += `${line}\n`;
+      // The structured "serving" log line carries the bound address.
+      let entry: { msg?: string; address?: string } = {};
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return; // not a log line
+      }
+      if (entry.msg === "serving" && entry.address) resolve(Number(entry.address.split(":").at(-1)));
+    });
   });
-  const first = once(lines, "line").then(([line]) => JSON.parse(line as string) as { port: number });
-  const { port } = await Promise.race([first, exited]);
+  const exited = once(child, "exit").then(([code]) => {
+    throw new Error(`sppo serve oracle exited with ${code}: ${stderr}`);
+  });
+  const port = await Promise.race([serving, exited]);
   return { child, port };
 }
 
