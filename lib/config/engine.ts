@@ -12,10 +12,12 @@ const onnxEngineConfigSchema = z
      * provider is installed (the GPU image), else CPU; "cuda" fails at start-up where it is not. @default ["auto"]
      */
     executionProviders: z.array(z.enum(["auto", "cuda", "cpu"])).min(1).default(["auto"]),
+    /** Let onnxruntime's worker threads spin between runs (off: the JS thread draws tokens between decode steps). @default false */
+    allowSpinning: z.boolean().default(false),
   })
   .strict();
 
-const ONNX_DEFAULTS = { intraOpThreads: 0, graphOptimizationLevel: "all" as const, executionProviders: ["auto" as const] };
+const ONNX_DEFAULTS = { intraOpThreads: 0, graphOptimizationLevel: "all" as const, executionProviders: ["auto" as const], allowSpinning: false };
 
 /** The tfjs policy engine (models/): which backend, which default model, how large its batches are. */
 export const engineConfigSchema = z

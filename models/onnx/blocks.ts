@@ -28,6 +28,8 @@ export type PolicyGraphKind =
 export interface GraphInputs {
   /** [B, T] int64 new token ids. */
   ids: string;
+  /** [2] int64: B, T (to reshape the 2-D residual stream into heads and back). */
+  batchTime: string;
   /** [B, T] int64 positions (the "score" graph derives them: 0..T-1). */
   positions: string;
   /** [B, 1, T, S] float additive attention bias: causal and padding. */
@@ -84,7 +86,8 @@ export function declareInputs(g: GraphBuilder, kind: PolicyGraphKind, layers: nu
   // Padding part: (1 - mask) · MASKED on every query's row, as models/layers.ts's attentionBias.
   const padding = g.mul(g.sub(g.constFloat(1), g.cast(mask, DataType.FLOAT)), g.constFloat(MASKED)); // (B, S)
   const bias = g.add(g.unsqueeze(causal, [0, 1]), g.unsqueeze(padding, [1, 2])); // (B, 1, T, S)
-  return { ids, positions, bias, past };
+  const batchTime = g.node("Shape", [ids]); // [B, T]
+  return { ids, batchTime, positions, bias, past };
 }
 
 /** LayerNorm over the last axis (GPT-2). */
@@ -99,9 +102,12 @@ export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number)
   return g.mul(g.mul(x, inv), weight);
 }
 
-/** GELU, tanh form (GPT-2's "gelu_new"): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+/**
+ * GELU, tanh form (GPT-2's "gelu_new"): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). Written exactly as
+ * onnxruntime's FastGeluFusion expects (Pow → Mul → Add → Mul → Tanh → Add → Mul with Mul(x, 0.5)).
+ */
 export function geluTanh(g: GraphBuilder, x: string): string {
-  const cube = g.mul(g.mul(x, x), x);
+  const cube = g.node("Pow", [x, g.constFloat(3)]);
   const inner = g.mul(g.add(x, g.mul(cube, g.constFloat(0.044715))), g.constFloat(Math.sqrt(2 / Math.PI)));
   return g.mul(g.mul(x, g.constFloat(0.5)), g.add(g.tanh(inner), g.constFloat(1)));
 }
@@ -111,15 +117,16 @@ export function geluErf(g: GraphBuilder, x: string): string {
   return g.mul(g.mul(x, g.constFloat(0.5)), g.add(g.node("Erf", [g.mul(x, g.constFloat(Math.SQRT1_2))]), g.constFloat(1)));
 }
 
-/** [B, T, n·hd] → (B, n, T, hd). */
-export function splitHeads(g: GraphBuilder, x: string, n: number, hd: number): string {
-  return g.transpose(g.reshape(x, [0, 0, n, hd]), [0, 2, 1, 3]); // (B, T, n, hd) → (B, n, T, hd)
+/** The 2-D stream (N, n·hd) as heads (B, n, T, hd). */
+export function splitHeads(g: GraphBuilder, x: string, batchTime: string, n: number, hd: number): string {
+  const shape = g.concat([batchTime, g.constInt64([n, hd])], 0); // [B, T, n, hd]
+  return g.transpose(g.node("Reshape", [x, shape]), [0, 2, 1, 3]); // (B, T, n, hd) → (B, n, T, hd)
 }
 
 /**
  * Scaled dot-product attention over cached and new keys, grouped-query heads included (head h reads kv head
  * ⌊h / (H / KV)⌋, as HF's repeat_kv). q: (B, H, T, hd); k, v: (B, KV, T, hd) for the new positions.
- * Returns y (B, T, H·hd) and the keys/values of all positions, named `present` when given.
+ * Returns y (N, H·hd) on the 2-D stream and the keys/values of all positions, named `present` when given.
  */
 export function attention(
   g: GraphBuilder,
@@ -143,40 +150,47 @@ export function attention(
   }
   const scores = g.add(g.mul(g.matMul(q, g.transpose(kh, [0, 1, 3, 2])), g.constFloat(1 / Math.sqrt(hd))), bias); // (B, H, T, S)
   const probs = g.softmax(scores, -1);
-  const y = g.reshape(g.transpose(g.matMul(probs, vh), [0, 2, 1, 3]), [0, 0, H * hd]); // (B, H, T, hd) → (B, T, H·hd)
+  const y = g.reshape(g.transpose(g.matMul(probs, vh), [0, 2, 1, 3]), [-1, H * hd]); // (B, H, T, hd) → (B, T, H, hd) → (N, H·hd)
   return { y, k: kAll, v: vAll };
 }
 
-/** x · W (+ b) for a weight stored [in, out] (GPT-2's Conv1D). */
+/** x · W (+ b) for x (N, in) and a weight stored [in, out] (GPT-2's Conv1D): one Gemm, bias fused. */
 export function conv1d(g: GraphBuilder, x: string, weight: string, bias?: string): string {
-  const y = g.matMul(x, weight);
-  return bias ? g.add(y, bias) : y;
+  return g.gemm(x, weight, bias);
 }
 
-/** x · Wᵀ (+ b) for a weight stored [out, in] (torch Linear); onnxruntime folds the constant transpose at load. */
+/** x · Wᵀ (+ b) for x (N, in) and a weight stored [out, in] (torch Linear): one Gemm with transB, bias fused. */
 export function linear(g: GraphBuilder, x: string, weight: string, bias?: string): string {
-  const y = g.matMul(x, g.transpose(weight, [1, 0]));
-  return bias ? g.add(y, bias) : y;
+  return g.gemm(x, weight, bias, { transB: true });
 }
 
 /**
- * The LM head and the graph's outputs for `kind`. `x` is the final-normed residual (B, T, D); `head` the [V, D]
- * matrix (tied: the embedding itself, multiplied with transB so that it is not stored twice).
- * - causal-lm: `logits` (B, T, V);  step: `logits` (B, V) of the last position;
+ * The final norm, the LM head and the graph's outputs for `kind`. `x` is the residual stream (N, D); `norm` the
+ * final norm; `head` the [V, D] matrix (tied: the embedding itself, used with transB so that it is not stored twice).
+ * - causal-lm: `logits` (B, T, V);  step: `logits` (B, V) of each row's last position;
  * - score: `logprob` (B) = Σ_t response_mask[b, t] · log softmax(logits[b, t])[targets[b, t]].
  */
-export function lmHeadOutputs(g: GraphBuilder, kind: PolicyGraphKind, x: string, head: string, vocab: number, width: number): void {
+export function lmHeadOutputs(
+  g: GraphBuilder,
+  kind: PolicyGraphKind,
+  inputs: GraphInputs,
+  x: string,
+  norm: (x: string) => string,
+  head: string,
+  vocab: number,
+  width: number,
+): void {
   const { batch, sequence } = DIMS;
   if (kind === "step") {
-    const last = g.node("Slice", [x, g.constInt64([-1]), g.constInt64([Number.MAX_SAFE_INTEGER]), g.constInt64([1])]); // (B, 1, D)
-    const rows = g.reshape(last, [-1, width]); // (B, D)
-    g.node("Gemm", [rows, head], { transB: 1 }, { outputs: ["logits"] }); // (B, V)
+    // Only the last position is needed: slice before the norm, as models/*.ts do with lastOnly.
+    const rows = g.node("Reshape", [x, g.concat([inputs.batchTime, g.constInt64([width])], 0)]); // (B, T, D)
+    const last = g.node("Slice", [rows, g.constInt64([-1]), g.constInt64([Number.MAX_SAFE_INTEGER]), g.constInt64([1])]); // (B, 1, D)
+    g.node("Gemm", [norm(g.reshape(last, [-1, width])), head], { transB: 1 }, { outputs: ["logits"] }); // (B, V)
     g.output("logits", DataType.FLOAT, [batch, vocab]);
     return;
   }
-  const rows = g.reshape(x, [-1, width]); // (B·T, D)
-  const flat = g.gemm(rows, head, undefined, { transB: true }); // (B·T, V)
-  const outShape = g.concat([g.node("Shape", [x], { start: 0, end: 2 }), g.constInt64([vocab])], 0); // [B, T, V]
+  const flat = g.gemm(norm(x), head, undefined, { transB: true }); // (N, V)
+  const outShape = g.concat([inputs.batchTime, g.constInt64([vocab])], 0); // [B, T, V]
   if (kind === "causal-lm") {
     g.node("Reshape", [flat, outShape], {}, { outputs: ["logits"] });
     g.output("logits", DataType.FLOAT, [batch, sequence, vocab]);

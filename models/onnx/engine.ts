@@ -17,7 +17,7 @@ export interface OnnxEngineOptions {
   /** Rows per scoring run. @default 32 */
   maxBatch?: number;
   /** config.engine.onnx. */
-  onnx?: { intraOpThreads?: number; graphOptimizationLevel?: GraphOptimizationLevel; executionProviders?: readonly ExecutionProviderChoice[] };
+  onnx?: { intraOpThreads?: number; graphOptimizationLevel?: GraphOptimizationLevel; executionProviders?: readonly ExecutionProviderChoice[]; allowSpinning?: boolean };
   /** Sessions built before the first call. @default ["sample"] */
   prepare?: readonly ("sample" | "score")[];
 }
@@ -64,6 +64,7 @@ export async function loadOnnxEngine(source: PolicySource, options: OnnxEngineOp
     intraOpThreads: threads,
     graphOptimizationLevel: options.onnx?.graphOptimizationLevel,
     executionProviders: options.onnx?.executionProviders,
+    allowSpinning: options.onnx?.allowSpinning,
     prepare: options.prepare,
   });
   return engineOf(policy, options.maxBatch ?? 32);

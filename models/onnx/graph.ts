@@ -67,22 +67,23 @@ function gpt2Body(g: GraphBuilder, c: GPT2Config, kind: PolicyGraphKind): void {
   const { n_head: H, n_embd: C, n_layer: L, layer_norm_epsilon: eps } = c;
   const hd = C / H;
   const inputs = declareInputs(g, kind, L, H, hd);
-  let x = g.add(g.gather("transformer.wte.weight", inputs.ids), g.gather("transformer.wpe.weight", inputs.positions)); // (B, T, C)
+  const embedded = g.add(g.gather("transformer.wte.weight", inputs.ids), g.gather("transformer.wpe.weight", inputs.positions)); // (B, T, C)
+  let x = g.reshape(embedded, [-1, C]); // (N, C)
   const split = g.constInt64([C, C, C]);
   for (let i = 0; i < L; i++) {
     const p = `transformer.h.${i}`;
     const h = layerNorm(g, x, `${p}.ln_1.weight`, `${p}.ln_1.bias`, eps);
-    const qkv = conv1d(g, h, `${p}.attn.c_attn.weight`, `${p}.attn.c_attn.bias`); // (B, T, 3C)
-    const [q, k, v] = g.nodeOutputs("Split", [qkv, split], { axis: 2 }, { outputCount: 3 }).map((t) => splitHeads(g, t, H, hd)); // each (B, H, T, hd)
+    const qkv = conv1d(g, h, `${p}.attn.c_attn.weight`, `${p}.attn.c_attn.bias`); // (N, 3C)
+    const [q, k, v] = g.nodeOutputs("Split", [qkv, split], { axis: 1 }, { outputCount: 3 }).map((t) => splitHeads(g, t, inputs.batchTime, H, hd)); // each (B, H, T, hd)
     const att = attention(g, q, k, v, inputs.bias, { heads: H, kvHeads: H, headDim: hd }, inputs.past?.[i], presentNames(kind, i));
     x = g.add(x, conv1d(g, att.y, `${p}.attn.c_proj.weight`, `${p}.attn.c_proj.bias`));
     const h2 = layerNorm(g, x, `${p}.ln_2.weight`, `${p}.ln_2.bias`, eps);
-    let m = conv1d(g, h2, `${p}.mlp.c_fc.weight`, `${p}.mlp.c_fc.bias`); // (B, T, inner)
+    let m = conv1d(g, h2, `${p}.mlp.c_fc.weight`, `${p}.mlp.c_fc.bias`); // (N, inner)
     m = c.activation_function === "gelu_new" ? geluTanh(g, m) : c.activation_function === "gelu" ? geluErf(g, m) : g.relu(m);
     x = g.add(x, conv1d(g, m, `${p}.mlp.c_proj.weight`, `${p}.mlp.c_proj.bias`));
   }
-  x = layerNorm(g, x, "transformer.ln_f.weight", "transformer.ln_f.bias", eps);
-  lmHeadOutputs(g, kind, x, "transformer.wte.weight", c.vocab_size, C);
+  const lnF = (y: string) => layerNorm(g, y, "transformer.ln_f.weight", "transformer.ln_f.bias", eps);
+  lmHeadOutputs(g, kind, inputs, x, lnF, "transformer.wte.weight", c.vocab_size, C);
   if (kind !== "score") declarePresent(g, L, H, hd);
 }
 
@@ -104,24 +105,25 @@ function llamaBody(g: GraphBuilder, c: LlamaConfig, kind: PolicyGraphKind): void
     const rotated = g.concat([g.neg(x2), x1], 3); // HF rotate_half
     return g.add(g.mul(x, cos), g.mul(rotated, sin));
   };
-  let x = g.gather("model.embed_tokens.weight", inputs.ids); // (B, T, D)
+  let x = g.reshape(g.gather("model.embed_tokens.weight", inputs.ids), [-1, D]); // (N, D)
   for (let i = 0; i < L; i++) {
     const p = `model.layers.${i}`;
     const a = `${p}.self_attn`;
     const h = rmsNorm(g, x, `${p}.input_layernorm.weight`, eps);
-    const q = rope(splitHeads(g, linear(g, h, `${a}.q_proj.weight`, attBias(`${a}.q_proj.bias`)), H, hd)); // (B, H, T, hd)
-    const k = rope(splitHeads(g, linear(g, h, `${a}.k_proj.weight`, attBias(`${a}.k_proj.bias`)), KV, hd)); // (B, KV, T, hd)
-    const v = splitHeads(g, linear(g, h, `${a}.v_proj.weight`, attBias(`${a}.v_proj.bias`)), KV, hd); // (B, KV, T, hd)
+    const bt = inputs.batchTime;
+    const q = rope(splitHeads(g, linear(g, h, `${a}.q_proj.weight`, attBias(`${a}.q_proj.bias`)), bt, H, hd)); // (B, H, T, hd)
+    const k = rope(splitHeads(g, linear(g, h, `${a}.k_proj.weight`, attBias(`${a}.k_proj.bias`)), bt, KV, hd)); // (B, KV, T, hd)
+    const v = splitHeads(g, linear(g, h, `${a}.v_proj.weight`, attBias(`${a}.v_proj.bias`)), bt, KV, hd); // (B, KV, T, hd)
     const att = attention(g, q, k, v, inputs.bias, { heads: H, kvHeads: KV, headDim: hd }, inputs.past?.[i], presentNames(kind, i));
     x = g.add(x, linear(g, att.y, `${a}.o_proj.weight`));
     const h2 = rmsNorm(g, x, `${p}.post_attention_layernorm.weight`, eps);
     const m = `${p}.mlp`;
-    const gate = linear(g, h2, `${m}.gate_proj.weight`, mlpBias(`${m}.gate_proj.bias`)); // (B, T, I)
-    const up = linear(g, h2, `${m}.up_proj.weight`, mlpBias(`${m}.up_proj.bias`)); // (B, T, I)
+    const gate = linear(g, h2, `${m}.gate_proj.weight`, mlpBias(`${m}.gate_proj.bias`)); // (N, I)
+    const up = linear(g, h2, `${m}.up_proj.weight`, mlpBias(`${m}.up_proj.bias`)); // (N, I)
     x = g.add(x, linear(g, g.mul(g.mul(gate, g.sigmoid(gate)), up), `${m}.down_proj.weight`, mlpBias(`${m}.down_proj.bias`)));
   }
-  x = rmsNorm(g, x, "model.norm.weight", eps);
-  lmHeadOutputs(g, kind, x, c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", c.vocab_size, D);
+  const finalNorm = (y: string) => rmsNorm(g, y, "model.norm.weight", eps);
+  lmHeadOutputs(g, kind, inputs, x, finalNorm, c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", c.vocab_size, D);
   if (kind !== "score") declarePresent(g, L, KV, hd);
 }
 
