@@ -209,7 +209,8 @@ export class PolicyGenerator {
       const { sha256 } = await directoryManifest(config.modelDir);
       const base = await PolicyGenerator.openVersion(options, config.modelDir, { version: 0, iteration: 0, sha256 }, false);
       const generator = new PolicyGenerator(options, base, weightsDir, ownsWeightsDir);
-      log.info({ engine: base.engine.name, dir: config.modelDir, ...base.info, parameters: Number(base.info.parameters) }, "generator: base policy loaded");
+      const { version, sha256: hash, family, parameters } = base.info;
+      log.info({ engine: base.engine.name, dir: config.modelDir, version, sha256: hash, family, parameters: Number(parameters) }, "generator: base policy loaded");
       return generator;
     } catch (err) {
       if (ownsWeightsDir) rmSync(weightsDir, { recursive: true, force: true });
