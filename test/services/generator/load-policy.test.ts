@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import * as tf from "@tensorflow/tfjs";
 import { type GenerateRequestSchema, type GenerateResponse, Generator } from "../../../gen/sppo/v1/generator_pb.js";
 import { Optimizer } from "../../../gen/sppo/v1/optimizer_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
@@ -32,6 +33,9 @@ let generatorServer: RunningServer;
 let service: Awaited<ReturnType<typeof createGeneratorService>>;
 let client: Client<typeof Generator>;
 let weightsDir: string;
+/** Live tfjs tensors before the generator started, and what one loaded version adds. */
+let tensorsBefore: number;
+let tensorsPerVersion: number;
 
 before(async () => {
   root = mkdtempSync(join(tmpdir(), "sppo-generator-load-"));
@@ -67,7 +71,9 @@ before(async () => {
     optimizerTarget: `127.0.0.1:${optimizer.port}`,
     chunkBytes: 4096,
   });
+  tensorsBefore = tf.memory().numTensors;
   service = await createGeneratorService({ generator: config });
+  tensorsPerVersion = tf.memory().numTensors - tensorsBefore;
   generatorServer = await serveForTest([mount(Generator, service.implementation)]);
   client = createClient(Generator, `127.0.0.1:${generatorServer.port}`);
 });
@@ -205,5 +211,9 @@ describe("LoadPolicy from Optimizer.GetWeights", () => {
       p.loaded.map((v) => v.version),
       [0, 2, 4],
     );
+    // Evicted versions gave their weights back: exactly three versions' tensors are alive.
+    assert.ok(tensorsPerVersion > 0);
+    assert.equal(tf.memory().numTensors - tensorsBefore, 3 * tensorsPerVersion);
+    assert.deepEqual(readdirSync(weightsDir).sort(), ["v2", "v4"]);
   });
 });

@@ -189,6 +189,28 @@ describe("Generator over gRPC", () => {
     assert.equal(edge.candidates[0].tokenIds.length, 1);
   });
 
+  test("temperature 0 is greedy, stop_on_eos false runs to max_new_tokens, and the context cuts long responses", async () => {
+    const res = await generateAll(g.client, [
+      { requestId: "greedy1", prompt: "the cat", numSamples: 3, params: { temperature: 0, maxNewTokens: 6 } },
+      { requestId: "greedy2", prompt: "the cat", numSamples: 2, params: { temperature: 0, maxNewTokens: 6 } },
+      { requestId: "noeos", prompt: "the cat", numSamples: 4, params: { seed: 4n, temperature: 1, topP: 1, maxNewTokens: 20, stopOnEos: false } },
+      { requestId: "ctx", promptTokenIds: Array.from({ length: CONTEXT - 3 }, () => 7), numSamples: 2, params: { seed: 5n, maxNewTokens: 50, stopOnEos: false } },
+      { requestId: "topk1", prompt: "the cat", numSamples: 3, params: { seed: 6n, temperature: 1, topP: 1, topK: 1, maxNewTokens: 6 } },
+    ]);
+    const greedy = [...tokensOf(ok(res.get("greedy1"))), ...tokensOf(ok(res.get("greedy2")))];
+    assert.ok(greedy.every((t) => t.join() === greedy[0].join()), "greedy samples differ");
+    // top_k = 1 is greedy too, whatever the seed.
+    assert.deepEqual(tokensOf(ok(res.get("topk1"))), greedy.slice(0, 3));
+    for (const c of ok(res.get("noeos")).candidates) {
+      assert.equal(c.tokenIds.length, 20);
+      assert.equal(c.finishReason, FinishReason.LENGTH);
+    }
+    for (const c of ok(res.get("ctx")).candidates) {
+      assert.equal(c.tokenIds.length, 3);
+      assert.equal(c.finishReason, FinishReason.LENGTH);
+    }
+  });
+
   test("bad Score requests are answered with errors too", async () => {
     const res = await scoreAll(g.client, [
       { requestId: "none", prompt: "the cat" },
