@@ -62,12 +62,15 @@ export function oracleImplementation(oracle: Oracle): ServiceImplementation<type
       const onAbort = () => out.end();
       context.signal.addEventListener("abort", onAbort, { once: true });
       // Reads requests while the generator below writes responses; each request is answered on its own.
-      const reader = (async () => {
+      const iterator = requests[Symbol.asyncIterator]();
+      let inputEnded = false;
+      void (async () => {
         try {
-          for await (const request of requests) {
-            if (context.signal.aborted) break;
+          while (!context.signal.aborted) {
+            const next = await iterator.next();
+            if (next.done) break;
             inFlight++;
-            void answer(oracle, request).then((response) => {
+            void answer(oracle, next.value).then((response) => {
               inFlight--;
               out.push(response);
               resume?.();
@@ -76,9 +79,11 @@ export function oracleImplementation(oracle: Oracle): ServiceImplementation<type
             if (inFlight >= MAX_IN_FLIGHT_PER_STREAM) await new Promise<void>((r) => (resume = r));
             resume = undefined;
           }
+          inputEnded = true;
           inputDone = true;
           finishIfDone();
         } catch (err) {
+          inputEnded = true;
           out.fail(err);
         }
       })();
@@ -87,7 +92,9 @@ export function oracleImplementation(oracle: Oracle): ServiceImplementation<type
       } finally {
         inputDone = true;
         context.signal.removeEventListener("abort", onAbort);
-        void reader;
+        resume?.();
+        // Answers are no longer wanted (cancelled or failed): stop reading the request stream too.
+        if (!inputEnded) void iterator.return?.()?.catch(() => {});
       }
     },
     async describe() {

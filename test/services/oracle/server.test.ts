@@ -110,6 +110,46 @@ describe("PreferenceOracle service", () => {
     }
   });
 
+  it("survives a client cancelling a stream with a request in progress", async () => {
+    let releaseSlow!: () => void;
+    const slowGate = new Promise<void>((r) => (releaseSlow = r));
+    let started!: () => void;
+    const slowStarted = new Promise<void>((r) => (started = r));
+    const judge = new SyntheticOracle("synthetic-adjectives", 8, 1);
+    const gated: Oracle = {
+      compare: async (prompt, candidates) => {
+        if (prompt.startsWith("slow")) {
+          started();
+          await slowGate;
+        }
+        return judge.compare(prompt, candidates);
+      },
+      describe: () => judge.describe(),
+      close: async () => {},
+    };
+    const { client, stop } = await serveOracle(checkedOracle(gated));
+    try {
+      const controller = new AbortController();
+      const requests = new AsyncQueue<{ requestId: string; prompt: string; candidates: string[] }>();
+      requests.push({ requestId: "slow", prompt: "slow: the cat", candidates: ["kind", "rude"] });
+      const responses = client.compare(requests, { signal: controller.signal });
+      const reading = (async () => {
+        for await (const _ of responses) {
+          // nothing arrives before the cancel
+        }
+      })();
+      await slowStarted;
+      controller.abort();
+      await assert.rejects(reading, (err: unknown) => err instanceof RpcError && err.code === Code.CANCELLED);
+      releaseSlow();
+      const after = await compareAll(client, [{ requestId: "next", prompt: "the cat", candidates: ["kind", "rude"] }]);
+      assert.equal(after.get("next")?.error, undefined);
+      assert.ok(Math.abs(after.get("next")!.probabilities[1] - 1 / (1 + Math.exp(-2))) < 1e-12);
+    } finally {
+      await stop();
+    }
+  });
+
   it("answers bad requests with error set (code, message, field) and keeps the stream going", async () => {
     const oracle = await createOracle(oracleConfig({ backend: "synthetic-intransitive", maxCandidates: 3 }));
     const { client, stop } = await serveOracle(oracle);
