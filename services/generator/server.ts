@@ -57,12 +57,21 @@ async function* answerEach<Req, Res>(
       for await (const request of requests) {
         if (context.signal.aborted) break;
         inFlight++;
-        void answer(request).then((response) => {
-          inFlight--;
-          ready.push(response);
-          resumeReading?.();
-          notify();
-        });
+        void answer(request).then(
+          (response) => {
+            inFlight--;
+            ready.push(response);
+            resumeReading?.();
+            notify();
+          },
+          (err: unknown) => {
+            // `answer` turns failures into responses; a throw here is a bug, and it ends the call (never a hang).
+            inFlight--;
+            inputError ??= { error: err };
+            resumeReading?.();
+            notify();
+          },
+        );
         while (inFlight >= maxInFlight && !context.signal.aborted) {
           await new Promise<void>((resolve) => {
             resumeReading = resolve;

@@ -72,7 +72,8 @@ before(async () => {
     chunkBytes: 4096,
   });
   tensorsBefore = tf.memory().numTensors;
-  service = await createGeneratorService({ generator: config });
+  // Few, short retries: one test asks for an optimizer that is not there.
+  service = await createGeneratorService({ generator: config, client: { maxAttempts: 2, initialBackoffMs: 10, maxBackoffMs: 20 } });
   tensorsPerVersion = tf.memory().numTensors - tensorsBefore;
   generatorServer = await serveForTest([mount(Generator, service.implementation)]);
   client = createClient(Generator, `127.0.0.1:${generatorServer.port}`);
@@ -180,6 +181,8 @@ describe("LoadPolicy from Optimizer.GetWeights", () => {
     await rejectsWith(client.loadPolicy({ version: 2, sha256: "ab".repeat(32) }), Code.DATA_LOSS, /^\/sppo\.v1\.Generator\/LoadPolicy.*sha256: version 2 has SHA-256 [0-9a-f]{64}, expected (ab){32}/);
     await rejectsWith(client.loadPolicy({ version: 9 }), Code.NOT_FOUND, /version: 9 was never published/);
     await rejectsWith(client.loadPolicy({ version: 2, sha256: "xyz" }), Code.INVALID_ARGUMENT, /sha256: not a hex SHA-256/);
+    // Nothing listens on port 1 of loopback.
+    await rejectsWith(client.loadPolicy({ version: 2, source: "127.0.0.1:1" }), Code.UNAVAILABLE, /GetWeights/);
     assert.equal((await client.getPolicy({})).current?.version, 1);
   });
 
