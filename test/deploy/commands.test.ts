@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
@@ -424,9 +424,11 @@ describe("Dockerfiles", () => {
     };
     collect(configSchema.parse({}));
     for (const path of defaults.filter((p) => /^[\w.-]+\/[\w./-]+$/.test(p) && existsSync(join(repoRoot, p)))) {
-      const files = readdirSync(join(repoRoot, path), { recursive: true, withFileTypes: true })
-        .filter((e) => e.isFile())
-        .map((e) => relative(repoRoot, join(e.parentPath, e.name)));
+      const files = statSync(join(repoRoot, path)).isDirectory()
+        ? readdirSync(join(repoRoot, path), { recursive: true, withFileTypes: true })
+            .filter((e) => e.isFile())
+            .map((e) => relative(repoRoot, join(e.parentPath, e.name)))
+        : [path];
       const tracked = files.filter((f) => !gitIgnored(f));
       assert.deepEqual(tracked.filter((f) => !kept(f)), [], `config default ${path} is in the image`);
     }
