@@ -38,7 +38,7 @@ import {
   type ValueInfoProto,
   ValueInfoProtoSchema,
 } from "onnx-buf";
-import { type Attrs, attribute } from "./attribute.js";
+import { type Attrs, attribute, float } from "./attribute.js";
 import { int64Tensor, type TensorData, tensor } from "./tensor.js";
 
 /** A dimension: a fixed size, or a symbolic name shared by every value with the same size ("batch"). */
@@ -292,6 +292,41 @@ export class GraphBuilder {
   }
   where(condition: string, a: string, b: string): string {
     return this.node("Where", [condition, a, b]);
+  }
+  sqrt(x: string): string {
+    return this.node("Sqrt", [x]);
+  }
+  pow(x: string, exponent: string): string {
+    return this.node("Pow", [x, exponent]);
+  }
+  erf(x: string): string {
+    return this.node("Erf", [x]);
+  }
+  exp(x: string): string {
+    return this.node("Exp", [x]);
+  }
+  log(x: string): string {
+    return this.node("Log", [x]);
+  }
+  /** The shape of x as an int64 vector. */
+  shape(x: string): string {
+    return this.node("Shape", [x]);
+  }
+  /** x[starts:ends:steps] along `axes` (Python-style negative indices allowed). */
+  slice(x: string, starts: readonly number[], ends: readonly number[], axes?: readonly number[], steps?: readonly number[]): string {
+    const inputs = [x, this.constInt64(starts), this.constInt64(ends)];
+    if (axes || steps) inputs.push(axes ? this.constInt64(axes) : "");
+    if (steps) inputs.push(this.constInt64(steps));
+    return this.node("Slice", inputs);
+  }
+  /** Splits x along `axis` into parts of the given sizes; returns one value per part. */
+  split(x: string, sizes: readonly number[], axis: number): string[] {
+    return this.nodeOutputs("Split", [x, this.constInt64(sizes)], { axis }, { outputCount: sizes.length });
+  }
+  /** Layer normalization over the trailing axes from `axis` (ONNX LayerNormalization, opset ≥ 17). */
+  layerNormalization(x: string, scale: string, bias: string, options: { axis?: number; epsilon?: number } = {}): string {
+    if (this.opset < 17) throw new TypeError(`layerNormalization: LayerNormalization needs opset ≥ 17, the graph has ${this.opset}`);
+    return this.node("LayerNormalization", [x, scale, bias], { axis: options.axis ?? -1, epsilon: float(options.epsilon ?? 1e-5) });
   }
 
   /** The graph alone (for If/Loop bodies); checks it like `build()`. */

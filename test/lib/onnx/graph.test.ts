@@ -51,6 +51,27 @@ describe("GraphBuilder", () => {
     assert.deepEqual(out.rows.dims, [2, 1, 3]);
   });
 
+  it("runs LayerNormalization, Slice and Split as the helpers write them", async () => {
+    const g = new GraphBuilder({ opset: 17 });
+    const x = g.input("x", DataType.FLOAT, ["batch", 4]);
+    const ones = g.constFloat([1, 1, 1, 1]);
+    const zeros = g.constFloat([0, 0, 0, 0]);
+    g.output("normed", DataType.FLOAT, ["batch", 4], g.layerNormalization(x, ones, zeros, { epsilon: 0 }));
+    g.output("middle", DataType.FLOAT, ["batch", 2], g.slice(x, [1], [3], [1]));
+    const [left, right] = g.split(x, [1, 3], 1);
+    g.output("left", DataType.FLOAT, ["batch", 1], left);
+    g.output("right", DataType.FLOAT, ["batch", 3], right);
+    const s = await session(g);
+    const out = await s.run({ x: new ort.Tensor("float32", Float32Array.from([1, 2, 3, 4]), [1, 4]) });
+    // mean 2.5, variance 1.25: (x − 2.5) / √1.25
+    const expected = [1, 2, 3, 4].map((v) => (v - 2.5) / Math.sqrt(1.25));
+    for (const [i, v] of Array.from(out.normed.data as Float32Array).entries()) assert.ok(Math.abs(v - expected[i]) < 1e-5);
+    assert.deepEqual(Array.from(out.middle.data as Float32Array), [2, 3]);
+    assert.deepEqual(Array.from(out.left.data as Float32Array), [1]);
+    assert.deepEqual(Array.from(out.right.data as Float32Array), [2, 3, 4]);
+    assert.throws(() => new GraphBuilder({ opset: 13 }).layerNormalization("x", "s", "b"), /needs opset ≥ 17/);
+  });
+
   it("keeps metadata and round-trips through parseModel", () => {
     const g = new GraphBuilder({ name: "meta" });
     g.output("y", DataType.FLOAT, [1], g.node("Identity", [g.input("x", DataType.FLOAT, [1])]));
