@@ -464,6 +464,10 @@ export class Trainer {
       st.totalSteps = st.params.epochs * Math.ceil(st.totalPrompts / st.unitsPerStep);
       st.warmupSteps = Math.ceil(st.params.warmupRatio * st.totalSteps);
       this.makeSchedule();
+      if (st.warmupSteps >= 1 && st.totalSteps === 1) {
+        // HF semantics: step 0 of a warm-up has learning rate 0, so a one-step iteration would not train at all.
+        log.warn({ iteration: st.iteration, totalPrompts: st.totalPrompts, unitsPerStep: st.unitsPerStep }, "the iteration has one optimizer step and it is a warm-up step (lr 0): lower batchSize or warmupRatio");
+      }
     }
     const events: TelemetryEvent[] = [];
     while (st.pending.length >= st.unitsPerStep) events.push(...this.trainStep(st.pending.splice(0, st.unitsPerStep), 1));
