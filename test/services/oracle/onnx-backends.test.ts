@@ -4,7 +4,7 @@
  * Run: node --import tsx --test test/services/oracle/onnx-backends.test.ts
  */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, RpcError } from "../../../lib/errors.js";
@@ -146,6 +146,15 @@ describe("reward-onnx", () => {
 });
 
 describe("the embedded default oracle (assets/oracle)", () => {
+  it("is what scripts/make-default-oracle.ts makes, byte for byte, and small", () => {
+    const dir = modelDir(tmp.dir, "fresh-default", "pairwise");
+    for (const file of ["model.onnx", "tokenizer.json", "oracle_config.json"]) {
+      const committed = readFileSync(join("assets/oracle", file));
+      assert.ok(committed.equals(readFileSync(join(dir, file))), `assets/oracle/${file} is stale: rerun node --import tsx scripts/make-default-oracle.ts`);
+    }
+    assert.ok(statSync("assets/oracle/model.onnx").size < 2 * 1024 * 1024);
+  });
+
   it("loads through the default config and prefers GOOD, on-subject candidates", async () => {
     const oracle = await createOracle(oracleConfig({}));
     assert.equal(oracle.describe().backend, "pairwise-onnx");
