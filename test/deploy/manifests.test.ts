@@ -30,6 +30,7 @@ import {
   repoRoot,
   validateObject,
   type Workload,
+  unknownFields,
   workloads,
 } from "./render.js";
 
@@ -383,6 +384,11 @@ function assertResources(workload: Workload): void {
   }
 }
 
+/** The objects of deploy/tools/outputs.yaml (applied by hand, outside the overlays). */
+function outputsPod(): KubeObject[] {
+  return parseAllDocuments(readFileSync(join(repoRoot, "deploy/tools/outputs.yaml"), "utf8")).map((d) => d.toJS() as KubeObject);
+}
+
 /** The config sections that serving and calling read (lib/config/server.ts). */
 const serverSections = ["server", "client"];
 
@@ -418,6 +424,20 @@ function configOf(objects: KubeObject[], workload: Workload, container: IContain
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+describe("fields", () => {
+  test("every field of every object is one its kind defines (a misspelt field fails here, not at kubectl apply)", () => {
+    const objects = Object.keys(builds).flatMap((name) => renderedOf(name).map((object) => ({ label: builds[name], object })));
+    objects.push(...outputsPod().map((object) => ({ label: "deploy/tools/outputs.yaml", object })));
+    // The check itself must see a misspelling: one deliberately misspelt copy is checked with the real objects.
+    const deployment = renderedOf("local").find((o) => o.kind === "Deployment")!;
+    const misspelt = JSON.parse(JSON.stringify(deployment).replace('"readinessProbe"', '"readinesProbe"')) as KubeObject;
+    const problems = unknownFields([...objects, { label: "misspelt", object: misspelt }]);
+    assert.equal(problems.filter((p) => p.startsWith("misspelt ")).length, 1, `the misspelling is found: ${problems}`);
+    assert.match(problems.find((p) => p.startsWith("misspelt "))!, /readinesProbe/);
+    assert.deepEqual(problems.filter((p) => !p.startsWith("misspelt ")), []);
+  });
+});
 
 describe("the deployment's config", () => {
   const task = join(repoRoot, "assets/default-task.yaml");
@@ -502,7 +522,7 @@ describe("overlays", () => {
   });
 
   test("deploy/tools/outputs.yaml: a restricted pod that reads the loop's output volume", async () => {
-    const objects = parseAllDocuments(readFileSync(join(repoRoot, "deploy/tools/outputs.yaml"), "utf8")).map((d) => d.toJS() as KubeObject);
+    const objects = outputsPod();
     assert.equal(objects.length, 1);
     await validateObject(objects[0]);
     const [workload] = workloads(objects);

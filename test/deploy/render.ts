@@ -10,6 +10,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { delimiter, join, resolve } from "node:path";
 import type { IContainer } from "kubernetes-models/v1/Container";
+import ts from "typescript";
 import type { IPodSpec } from "kubernetes-models/v1/PodSpec";
 import { parseAllDocuments } from "yaml";
 
@@ -71,17 +72,59 @@ export function render(dir: string): KubeObject[] {
 /** "Kind/name", as kubectl names objects. */
 export const idOf = (object: KubeObject): string => `${object.kind}/${object.metadata.name}`;
 
+/** The module of kubernetes-models (or of a CRD's @kubernetes-models package) that holds a kind's model and types. */
+function modelModule(object: KubeObject): string {
+  const [group, version] = object.apiVersion.includes("/") ? object.apiVersion.split("/") : ["", object.apiVersion];
+  return group === "monitoring.coreos.com"
+    ? `@kubernetes-models/prometheus-operator/${group}/${version}/${object.kind}`
+    : `kubernetes-models/${group === "" ? "" : `${group}/`}${version}/${object.kind}`;
+}
+
+/**
+ * Checks that every field of every object is one its kind defines, at any depth: the JSON schemas above accept
+ * unknown fields (Kubernetes' OpenAPI does not forbid them), while the API server rejects them (kubectl's default
+ * --validate=strict) — so a misspelt `readinesProbe` would pass the schema and fail at `kubectl apply`. Each object
+ * is type-checked by the TypeScript compiler as an object literal of kubernetes-models' interface for its kind,
+ * whose excess-property check names any field the kind does not have. Returns one message per problem, naming the
+ * object (`label`) and the field.
+ */
+export function unknownFields(objects: { label: string; object: KubeObject }[]): string[] {
+  const file = join(repoRoot, "test/deploy/__rendered_objects__.ts"); // in memory only: never written
+  const source = objects
+    .map(({ object }, i) => `import type { I${object.kind} as T${i} } from "${modelModule(object)}";\nexport const o${i}: T${i} = ${JSON.stringify(object)};`)
+    .join("\n");
+  const options: ts.CompilerOptions = {
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    types: [],
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+  };
+  const host = ts.createCompilerHost(options);
+  const { getSourceFile, fileExists, readFile } = host;
+  host.getSourceFile = (name, language, ...rest) =>
+    name === file ? ts.createSourceFile(name, source, language) : getSourceFile.call(host, name, language, ...rest);
+  host.fileExists = (name) => name === file || fileExists.call(host, name);
+  host.readFile = (name) => (name === file ? source : readFile.call(host, name));
+  const program = ts.createProgram([file], options, host);
+  return ts.getPreEmitDiagnostics(program).map((diagnostic) => {
+    const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, " ");
+    if (diagnostic.file?.fileName !== file || diagnostic.start === undefined) return `type check: ${message}`;
+    const line = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start).line;
+    const { label, object } = objects[Math.floor(line / 2)];
+    return `${label} ${idOf(object)}: ${message}`;
+  });
+}
+
 /**
  * Validates one object against the Kubernetes OpenAPI schema of its kind with kubernetes-models (CRDs with the
  * @kubernetes-models package of their project). Throws naming the object and the schema errors; throws too when no
  * schema is known for the kind, so that no object goes unchecked.
  */
 export async function validateObject(object: KubeObject): Promise<void> {
-  const [group, version] = object.apiVersion.includes("/") ? object.apiVersion.split("/") : ["", object.apiVersion];
-  const module =
-    group === "monitoring.coreos.com"
-      ? `@kubernetes-models/prometheus-operator/${group}/${version}/${object.kind}`
-      : `kubernetes-models/${group === "" ? "" : `${group}/`}${version}/${object.kind}`;
+  const module = modelModule(object);
   let exports: Record<string, unknown>;
   try {
     exports = await import(module);
