@@ -3,6 +3,7 @@
  * the version's weights; sampling identical to models/sample.ts step for step, so seeds agree across engines up to
  * float rounding). Loading fails — and engine "auto" falls back to tfjs — where onnxruntime-node cannot load.
  */
+import { log } from "../../lib/log.js";
 import { contextLength, paramShapes } from "../../models/index.js";
 import { createOrtPolicy } from "../../models/onnx/policy.js";
 import type { EngineLoadOptions, PolicyEngine } from "./engine.js";
@@ -34,7 +35,7 @@ export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {
       return policy.score(pairs, { batchSize: scoreBatch, padId: o.padId });
     },
     dispose() {
-      void policy.dispose();
+      policy.dispose().catch((err: unknown) => log.warn({ err }, "generator: disposing an onnxruntime policy failed"));
     },
   };
 }
