@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
+import { Code, RpcError } from "../lib/errors.js";
 import { toMatrix } from "./compare-candidates.js";
 import type { Multiplexer } from "./multiplexer.js";
 import type { Prompt } from "./prompts.js";
@@ -33,14 +34,17 @@ export interface EvaluateConfig {
 export interface Evaluation {
   winRateVsBase: number;
   winRateVsPrevious: number;
-  /** Judgements averaged (prompts × samples). */
+  /** Judgements averaged (prompts × samples, less the skipped). */
   comparisons: number;
+  /** Comparisons the oracle refused (e.g. an empty response), left out of the averages. */
+  skipped: number;
 }
 
 export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
   const versions = [...new Set([config.newVersion, config.baseVersion, config.previousVersion])];
   const column = (version: number) => versions.indexOf(version);
   let done = 0;
+  let skipped = 0;
   const perPrompt$ = from(config.prompts).pipe(
     mergeMap(async (prompt, index) => {
       const seed = BigInt(config.seed) * 1_000_003n + BigInt(index);
@@ -59,20 +63,33 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
       );
       let vsBase = 0;
       let vsPrevious = 0;
+      let n = 0;
       for (let s = 0; s < config.samples; s++) {
         const candidates = responses.map((r) => r.candidates[s].text);
-        const response = await config.oracle.request(
-          create(CompareRequestSchema, { requestId: `eval/${config.newVersion}/${prompt.id}/${s}`, prompt: prompt.prompt, candidates: versions.length > 1 ? candidates : [candidates[0], candidates[0]] }),
-        );
-        const matrix = toMatrix(response, Math.max(versions.length, 2), `oracle answer for evaluation prompt ${prompt.id}`);
+        let matrix: number[][];
+        try {
+          const response = await config.oracle.request(
+            create(CompareRequestSchema, { requestId: `eval/${config.newVersion}/${prompt.id}/${s}`, prompt: prompt.prompt, candidates: versions.length > 1 ? candidates : [candidates[0], candidates[0]] }),
+          );
+          matrix = toMatrix(response, Math.max(versions.length, 2), `oracle answer for evaluation prompt ${prompt.id}`);
+        } catch (err) {
+          // The oracle refused this comparison (e.g. an empty response): it is counted, not guessed.
+          if (err instanceof RpcError && (err.code === Code.INVALID_ARGUMENT || err.code === Code.OUT_OF_RANGE)) {
+            skipped++;
+            continue;
+          }
+          throw err;
+        }
         vsBase += versions.length > 1 ? matrix[0][column(config.baseVersion)] : 0.5;
         vsPrevious += versions.length > 1 ? matrix[0][column(config.previousVersion)] : 0.5;
+        n++;
       }
       config.onProgress?.(++done);
-      return { vsBase, vsPrevious, n: config.samples };
+      return { vsBase, vsPrevious, n };
     }, config.concurrency),
     reduce((acc, r) => ({ vsBase: acc.vsBase + r.vsBase, vsPrevious: acc.vsPrevious + r.vsPrevious, n: acc.n + r.n }), { vsBase: 0, vsPrevious: 0, n: 0 }),
   );
   const total = await firstValueFrom(perPrompt$);
-  return { winRateVsBase: total.vsBase / total.n, winRateVsPrevious: total.vsPrevious / total.n, comparisons: total.n };
+  if (total.n === 0) throw new Error(`evaluation: the oracle refused all ${skipped} comparisons (see the log for why)`);
+  return { winRateVsBase: total.vsBase / total.n, winRateVsPrevious: total.vsPrevious / total.n, comparisons: total.n, skipped };
 }

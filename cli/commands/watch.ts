@@ -12,10 +12,11 @@ export function register(program: Command): void {
     .argument("<addr>", "the loop's telemetry address (host:port, default port 50054)")
     .option("--json", "one protobuf-JSON event per line")
     .option("--history", "replay the events recorded before connecting")
-    .action(async (addr: string, flags: { json?: boolean; history?: boolean }) => {
+    .option("--wait <seconds>", "how long to wait for the loop to come up", (v) => Number(v), 60)
+    .action(async (addr: string, flags: { json?: boolean; history?: boolean; wait: number }) => {
       const client = createClient(Telemetry, addr);
       try {
-        await client.waitForReady(10_000);
+        await client.waitForReady(flags.wait * 1000);
         for await (const response of client.watch({ includeHistory: Boolean(flags.history) })) {
           if (!response.event) continue;
           process.stdout.write(`${flags.json ? toJsonString(TelemetryEventSchema, response.event) : describeEvent(response.event)}\n`);

@@ -3,12 +3,14 @@
  * then stopped with SIGTERM. Run: node --import tsx --test test/cli/serve.test.ts
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createInterface } from "node:readline";
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
-
-const root = new URL("../../", import.meta.url).pathname;
+import { writeTinyPolicy } from "../services/generator/fixtures.js";
+import { root, startServe } from "./processes.js";
 const python = "/usr/bin/python3";
 
 function hasPythonGrpc(): boolean {
@@ -20,28 +22,16 @@ function hasPythonGrpc(): boolean {
   }
 }
 
-/** Starts `sppo serve`, resolves with the process and the port from its "serving" log line. */
-async function startServe(args: string[]): Promise<{ child: ChildProcess; port: number; lines: string[] }> {
-  const child = spawn(process.execPath, ["bin/sppo.mjs", "serve", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
-  const lines: string[] = [];
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "serving" line within 30 s:\n${lines.join("\n")}`)), 30_000);
-    createInterface({ input: child.stderr! }).on("line", (line) => {
-      lines.push(line);
-      try {
-        const entry = JSON.parse(line) as { msg?: string; address?: string };
-        if (entry.msg === "serving" && entry.address) {
-          clearTimeout(timer);
-          resolve(Number(entry.address.split(":").pop()));
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`sppo serve exited with ${code}:\n${lines.join("\n")}`)));
-  });
-  return { child, port, lines };
-}
+// A tiny policy and scratch directories, so the test needs nothing but the code.
+const scratch = mkdtempSync(join(tmpdir(), "sppo-serve-test-"));
+mkdirSync(join(scratch, "policy"));
+writeTinyPolicy(join(scratch, "policy"), 3);
+const env = {
+  SPPO_GENERATOR__MODEL_DIR: join(scratch, "policy"),
+  SPPO_OPTIMIZER__MODEL_DIR: join(scratch, "policy"),
+  SPPO_OPTIMIZER__CHECKPOINT_DIR: join(scratch, "checkpoints"),
+  SPPO_OPTIMIZER__POLICY_DIR: join(scratch, "policies"),
+};
 
 describe("sppo serve", () => {
   for (const [name, typeName] of [
@@ -50,7 +40,7 @@ describe("sppo serve", () => {
     ["optimizer", "sppo.v1.Optimizer"],
   ] as const) {
     it(`serves ${name}: SERVING and reflection to a Python client, clean exit on SIGTERM`, { skip: !hasPythonGrpc() && "python3-grpcio is not installed (apt-get install python3-grpcio)" }, async () => {
-      const { child, port, lines } = await startServe([name, "--port", "0", "--metrics-port", "-1"]);
+      const { child, port, lines } = await startServe([name, "--port", "0", "--metrics-port", "-1"], env);
       try {
         const out = execFileSync(python, ["test/interop/health_reflection.py", `127.0.0.1:${port}`, typeName], { cwd: root, encoding: "utf8" });
         const reply = JSON.parse(out) as { health: string; services: string[] };
@@ -67,9 +57,7 @@ describe("sppo serve", () => {
   }
 
   it("fails at start-up on an invalid config file, naming the file, the field and the reason", async () => {
-    const { mkdtempSync, writeFileSync } = await import("node:fs");
-    const { join } = await import("node:path");
-    const { tmpdir } = await import("node:os");
+    const { writeFileSync } = await import("node:fs");
     const dir = mkdtempSync(join(tmpdir(), "sppo-config-"));
     const file = join(dir, "bad.yaml");
     writeFileSync(file, "server:\n  maxMessageBytes: -5\n");

@@ -1,0 +1,47 @@
+/** Running `sppo` commands as separate processes in tests, as a user would. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+
+export const root = new URL("../../", import.meta.url).pathname;
+
+export interface Started {
+  child: ChildProcess;
+  /** stderr lines so far (pino JSON and anything else). */
+  lines: string[];
+}
+
+/** Spawns `sppo ARGS` and resolves once a stderr JSON log line has msg `readyMsg`; also returns that entry. */
+export async function startSppo(
+  args: string[],
+  readyMsg: string,
+  env: NodeJS.ProcessEnv = {},
+): Promise<Started & { ready: Record<string, unknown> }> {
+  const child = spawn(process.execPath, ["bin/sppo.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const lines: string[] = [];
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sppo ${args.join(" ")}: no "${readyMsg}" line within 60 s:\n${lines.join("\n")}`)), 60_000);
+    createInterface({ input: child.stderr! }).on("line", (line) => {
+      lines.push(line);
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        if (entry.msg === readyMsg) {
+          clearTimeout(timer);
+          resolve(entry);
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`sppo ${args.join(" ")} exited with ${code}:\n${lines.join("\n")}`));
+    });
+  });
+  return { child, lines, ready };
+}
+
+/** `sppo serve NAME --port 0`: resolves with the bound port. */
+export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Started & { port: number }> {
+  const started = await startSppo(["serve", ...args], "serving", env);
+  return { ...started, port: Number(String(started.ready.address).split(":").pop()) };
+}
