@@ -18,6 +18,7 @@ import { Optimizer } from "../../gen/sppo/v1/optimizer_pb.js";
 import { PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
 import { parseAllDocuments } from "yaml";
 import { loadConfig } from "../../lib/config/load.js";
+import { defaultPorts } from "../../services/index.js";
 import {
   componentOf,
   expandedArgs,
@@ -36,11 +37,11 @@ import {
 
 const packageVersion = (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string }).version;
 
-/** The services `sppo serve` runs: their gRPC port and the fully-qualified name their readiness probe asks for. */
+/** The services `sppo serve` runs: their default gRPC port and the fully-qualified name their readiness probe asks for. */
 const services = {
-  generator: { port: 50051, healthService: Generator.typeName },
-  oracle: { port: 50052, healthService: PreferenceOracle.typeName },
-  optimizer: { port: 50053, healthService: Optimizer.typeName },
+  generator: { port: defaultPorts.generator, healthService: Generator.typeName },
+  oracle: { port: defaultPorts.oracle, healthService: PreferenceOracle.typeName },
+  optimizer: { port: defaultPorts.optimizer, healthService: Optimizer.typeName },
 } as const;
 type ServiceName = keyof typeof services;
 const isService = (component: string | undefined): component is ServiceName => component !== undefined && component in services;
