@@ -28,13 +28,7 @@ import { padBatch } from "../services/oracle/model-dir.js";
 import { PairwiseOnnxOracle, pairwiseRows } from "../services/oracle/pairwise-onnx.js";
 import { createOracleService } from "../services/oracle/server.js";
 import { writeFileSync } from "node:fs";
-
-export interface BenchRow {
-  metric: string;
-  value: number;
-  unit: string;
-  [key: string]: unknown;
-}
+import type { BenchRow } from "./row.js";
 
 export interface OracleBenchOptions {
   /** Fewer requests and repeats (for smoke runs). @default false */
