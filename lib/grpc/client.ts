@@ -95,20 +95,61 @@ function onAbort(signal: AbortSignal | undefined, cancel: () => void): () => voi
   return () => signal.removeEventListener("abort", cancel);
 }
 
-/** Reads a grpc-js response stream as an AsyncIterable, turning its error into an RpcError naming the method. */
-async function* readStream<T>(stream: grpc.ClientReadableStream<T>, path: string, cleanup: () => void): AsyncGenerator<T> {
-  let finished = false;
-  try {
-    for await (const message of stream as AsyncIterable<T>) yield message;
-    finished = true;
-  } catch (err) {
-    finished = true;
-    throw wrapError(err, path);
-  } finally {
-    // The consumer stopped early (break/return): cancel the call so the server sees it.
-    if (!finished) stream.cancel();
+/**
+ * Reads a grpc-js response stream as an AsyncIterable, turning its error into an RpcError naming the method.
+ * Listeners are attached at once, not at the first `next()`, so a call that fails before the caller starts reading
+ * still reports its status (instead of an unhandled 'error' event); the stream is paused while `highWater`
+ * messages wait unread. Stopping early (break/return) cancels the call.
+ */
+function readStream<T>(stream: grpc.ClientReadableStream<T>, path: string, cleanup: () => void, highWater = 16): AsyncIterable<T> {
+  const buffered: T[] = [];
+  let failure: RpcError | undefined;
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  stream.on("data", (message: T) => {
+    buffered.push(message);
+    if (buffered.length >= highWater) stream.pause();
+    notify();
+  });
+  stream.on("error", (err) => {
+    failure = wrapError(err, path);
+    ended = true;
     cleanup();
-  }
+    notify();
+  });
+  stream.on("end", () => {
+    ended = true;
+    cleanup();
+    notify();
+  });
+  return {
+    [Symbol.asyncIterator]: () => ({
+      async next(): Promise<IteratorResult<T>> {
+        while (buffered.length === 0 && !ended) await new Promise<void>((resolve) => (wake = resolve));
+        if (buffered.length > 0) {
+          const value = buffered.shift() as T;
+          if (buffered.length < highWater / 2 && stream.isPaused()) stream.resume();
+          return { value, done: false };
+        }
+        if (failure) throw failure;
+        return { value: undefined, done: true };
+      },
+      async return(): Promise<IteratorResult<T>> {
+        if (!ended) {
+          ended = true;
+          stream.cancel();
+          cleanup();
+        }
+        buffered.length = 0;
+        return { value: undefined, done: true };
+      },
+    }),
+  };
 }
 
 /** Writes requests into a call with backpressure, then half-closes. Errors cancel the call. */
@@ -204,7 +245,7 @@ export function createClient<S extends DescService>(service: S, target: string, 
           // A failure of the request source is the caller's own error: rethrow it rather than CANCELLED.
           return (async function* () {
             try {
-              yield* responses;
+              for await (const response of responses) yield response;
             } catch (err) {
               throw sourceError ?? err;
             }

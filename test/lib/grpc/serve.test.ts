@@ -205,6 +205,30 @@ describe("lib/grpc", () => {
     client.close();
   });
 
+  it("reports a stream's failure even when the caller starts reading after it happened", async () => {
+    const server = await start([
+      mount(Optimizer, {
+        ...unimplemented(Optimizer, "only GetWeights is under test"),
+        // biome-ignore lint/correctness/useYield: fails before its first message
+        async *getWeights() {
+          throw new RpcError(Code.NOT_FOUND, "version 9: no such policy version");
+        },
+      }),
+    ]);
+    const client = createClient(Optimizer, `127.0.0.1:${server.port}`);
+    const stream = client.getWeights({ version: 9 });
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the status arrives before anyone reads
+    await assert.rejects(
+      (async () => {
+        for await (const _ of stream) {
+          // none
+        }
+      })(),
+      (err: RpcError) => err.code === Code.NOT_FOUND && /GetWeights: version 9: no such policy version/.test(err.message),
+    );
+    client.close();
+  });
+
   it("answers UNIMPLEMENTED with the reason for work that has not landed", async () => {
     const server = await start([mount(Optimizer, unimplemented(Optimizer, "lands with issue 5"))]);
     const client = createClient(Optimizer, `127.0.0.1:${server.port}`);
