@@ -94,6 +94,8 @@ export function serializeWithWeights(model: ModelProto, weights: readonly Weight
     graphLength += 1 + varintLength(tensorLength) + tensorLength;
   });
   const total = rest.length + 1 + varintLength(graphLength) + graphLength;
+  // protobuf (and so onnxruntime's parser) refuses messages of 2 GiB or more; such models need external data files.
+  if (total >= 2 ** 31) throw new RangeError(`serializeWithWeights: the model would be ${total} bytes; ONNX files of 2 GiB or more need external data, which is not supported yet`);
   const out = new Writer(new Uint8Array(total));
   out.bytes(rest);
   out.varint(tag(MODEL_GRAPH, WIRE_LEN));
