@@ -22,8 +22,29 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor
   return x.mul(x.square().mean(-1, true).add(eps).rsqrt()).mul(weight);
 }
 
-/** GELU, tanh approximation (GPT-2's "gelu_new"). */
-export function geluTanh(x: tf.Tensor): tf.Tensor {
+/**
+ * GELU, tanh approximation (GPT-2's "gelu_new"): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), with a hand-written
+ * gradient so that the backward pass keeps only x (autodiff of the composite keeps eight [B, T, 4C] intermediates,
+ * the bulk of a train step's activation memory).
+ */
+export const geluTanh = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x]);
+  return {
+    value: geluTanhComposite(x),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [xs] = saved;
+      const c = Math.sqrt(2 / Math.PI);
+      const x2 = xs.mul(xs);
+      const t = tf.tanh(xs.add(x2.mul(xs).mul(0.044715)).mul(c));
+      // d/dx = 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3·0.044715·x²)
+      const slope = t.add(1).mul(0.5).add(xs.mul(0.5).mul(tf.sub(1, t.mul(t))).mul(x2.mul(3 * 0.044715).add(1).mul(c)));
+      return dy.mul(slope);
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor) => tf.Tensor;
+
+/** The same GELU as plain ops (autodiff reference for tests). */
+export function geluTanhComposite(x: tf.Tensor): tf.Tensor {
   const c = Math.sqrt(2 / Math.PI);
   // x³ as x·x·x: wasm's Pow kernel (and its gradient) is an order of magnitude slower than two multiplies.
   return x.mul(0.5).mul(tf.tanh(x.add(x.mul(x).mul(x).mul(0.044715)).mul(c)).add(1));
