@@ -54,6 +54,15 @@ describe("PreferenceOracle service", () => {
         assert.equal(response.probabilities.length, request.candidates.length ** 2);
         assertMatrixClose(rowsOf(response), expectedMatrix(request.prompt, request.candidates, weights));
       }
+      // An over-long candidate is cut, not refused: PairRM's budget for it is ⌊(1224 + 2·412 − 7) / 2⌋ = 1020 tokens
+      // ([CLS] <|source|> describe the garden . [SEP] is 7), of which 1017 words after [CLS], the marker and [SEP].
+      const long = `the garden is ${"kind ".repeat(1100)}.`;
+      const cut = (await compareAll(client, [{ requestId: "long", prompt: "describe the garden.", candidates: [long, "the garden is dull."] }])).get("long")!;
+      assert.equal(cut.error, undefined);
+      assert.equal(cut.truncatedTexts, 1);
+      const kept = `the garden is ${"kind ".repeat(1017 - 3)}`;
+      assertMatrixClose(rowsOf(cut), expectedMatrix("describe the garden.", [kept, "the garden is dull."], weights));
+
       const described = await client.describe({});
       assert.equal(described.backend, "pairwise-onnx");
       assert.equal(described.pairwise, true);
