@@ -48,20 +48,22 @@ async function tryNative(skipped: string[]): Promise<boolean> {
 }
 
 let wasmPathsSet = false;
+
+/** Points the wasm backend at the .wasm binaries in node_modules (never fetched) and installs the kernel fixes. */
+function configureWasm(wasm: typeof import("@tensorflow/tfjs-backend-wasm")): void {
+  if (!wasmPathsSet) {
+    const require = createRequire(import.meta.url);
+    const dir = dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"));
+    wasm.setWasmPaths(`${join(dir, "dist")}/`);
+    wasmPathsSet = true;
+  }
+  installWasmFixes();
+}
+
 async function tryWasm(skipped: string[]): Promise<boolean> {
   try {
-    const wasm = await import("@tensorflow/tfjs-backend-wasm");
-    if (!wasmPathsSet) {
-      // In Node the .wasm binaries are read from the package's dist/ folder, never fetched.
-      const require = createRequire(import.meta.url);
-      const dir = dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"));
-      wasm.setWasmPaths(`${join(dir, "dist")}/`);
-      wasmPathsSet = true;
-    }
-    if (await tf.setBackend("wasm")) {
-      installWasmFixes();
-      return true;
-    }
+    configureWasm(await import("@tensorflow/tfjs-backend-wasm"));
+    if (await tf.setBackend("wasm")) return true;
     skipped.push("wasm: did not initialise");
   } catch (err) {
     skipped.push(`wasm: ${(err as Error).message.split("\n")[0]}`);
@@ -242,4 +244,12 @@ function installWasmFixes(): void {
     });
   }
   wasmFixed = true;
+}
+
+// Install the fixes as soon as this module loads, so that code which calls tf.setBackend("wasm") itself (rather
+// than initBackend) gets them too. Absent or broken wasm packages are reported by initBackend, not here.
+try {
+  configureWasm(await import("@tensorflow/tfjs-backend-wasm"));
+} catch {
+  // initBackend("wasm") will say why
 }
