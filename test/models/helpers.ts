@@ -2,12 +2,12 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { BackendName } from "../../models/index.js";
+import { type BackendName, initBackend } from "../../models/index.js";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
 
-/** The backends tested everywhere (native tensorflow is added where SPPO_TEST_NATIVE=1). */
-export const BACKENDS: BackendName[] = process.env.SPPO_TEST_NATIVE === "1" ? ["tensorflow", "wasm", "cpu"] : ["wasm", "cpu"];
+/** Every backend present: wasm and cpu always, native tensorflow where tfjs-node(-gpu) is installed and loads. */
+export const BACKENDS: BackendName[] = (await initBackend("auto")).name === "tensorflow" ? ["tensorflow", "wasm", "cpu"] : ["wasm", "cpu"];
 
 export interface Expected {
   ids: number[][];
