@@ -337,7 +337,8 @@ describe("the sppo commands that ship", () => {
   });
 
   test("the images run as a numeric non-root user and expose the services' ports", () => {
-    const expected = [...Object.values(defaultPorts), 50054, configSchema.parse({}).server.metricsPort].sort();
+    const defaults = configSchema.parse({});
+    const expected = [...Object.values(defaultPorts), defaults.pipeline.telemetryPort, defaults.server.metricsPort].sort((a, b) => a - b);
     for (const path of dockerfiles) {
       const instructions = parseDockerfile(path).getInstructions();
       const lastStage = instructions.slice(instructions.map((i) => i.getKeyword()).lastIndexOf("FROM"));
@@ -349,7 +350,7 @@ describe("the sppo commands that ship", () => {
       const exposed = lastStage
         .filter((i) => i.getKeyword() === "EXPOSE")
         .flatMap((i) => i.getArguments().map((a) => Number(a.getValue())))
-        .sort();
+        .sort((a, b) => a - b);
       assert.deepEqual(exposed, expected, `${path} EXPOSE`);
     }
   });
