@@ -8,13 +8,13 @@
  *           ─▶ trainPolicy        (streamed into the optimizer; it publishes version t)
  *   then: generator.LoadPolicy(t) pulled from the optimizer ─▶ evaluate vs base and previous ─▶ next iteration.
  *
- * Stages overlap: the oracle sees the first candidates while later prompts are still sampled, and the optimizer
+ * Stages overlap (pipeline.schedule "overlapped"; "sequential" puts a barrier after each stage instead): the oracle sees the first candidates while later prompts are still sampled, and the optimizer
  * steps as soon as its first batch is full. A semaphore bounds the prompts in flight between generation and the
  * optimizer's queue, so memory does not grow with the prompt count. All of an iteration's samples come from one
  * version (requests pin it), and the next version is loaded only after training has consumed the whole split.
  */
 import { create } from "@bufbuild/protobuf";
-import { defer, from, identity, lastValueFrom, map, mergeMap, tap } from "rxjs";
+import { defer, from, identity, lastValueFrom, type MonoTypeOperatorFunction, map, mergeMap, tap, toArray } from "rxjs";
 import type { Generator } from "../gen/sppo/v1/generator_pb.js";
 import { type Algorithm, IterationStartSchema, type Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
 import type { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
@@ -80,7 +80,10 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       const started = Date.now();
       const prompts = splits.iterations[iteration - 1];
       const baseVersion = iteration - 1;
-      const inFlight = new Semaphore(Math.max(config.generateConcurrency, config.compareConcurrency) * 2);
+      const sequential = config.schedule === "sequential";
+      // Overlapped: a window of prompts between sampling and the optimizer's queue. Sequential: all of them.
+      const inFlight = new Semaphore(sequential ? Math.max(prompts.length, 1) : Math.max(config.generateConcurrency, config.compareConcurrency) * 2);
+      const barrier = <T>(): MonoTypeOperatorFunction<T> => (sequential ? (source) => source.pipe(toArray(), mergeMap((all) => from(all))) : identity);
       let generated = 0;
       let compared = 0;
       const skipped = { generate: 0, compare: 0 };
@@ -104,10 +107,13 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
           ...sampling,
         }),
         tap(() => hub.progress(iteration, Stage.GENERATE, ++generated, prompts.length, started, skipped.generate)),
+        barrier(),
         compareCandidates({ oracle, concurrency: config.compareConcurrency, onSkip: (set, error) => skip("compare", set.prompt.id, error) }),
         tap(() => hub.progress(iteration, Stage.COMPARE, ++compared, prompts.length, started, skipped.compare)),
+        barrier(),
         estimateWinRates(config.winRate),
         config.referenceLogprobs === "rescore" ? rescoreReferences({ scorer, concurrency: config.compareConcurrency }) : identity,
+        barrier(),
         trainPolicy({
           train: (requests) => clients.optimizer.train(requests),
           start: create(IterationStartSchema, { iteration, totalPrompts: prompts.length, baseVersion, params: { algorithm: options.algorithm } }),

@@ -11,6 +11,7 @@ import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { RunState, Telemetry } from "../gen/sppo/v1/telemetry_pb.js";
 import type { Config } from "../lib/config/schema.js";
 import { createClient } from "../lib/grpc/client.js";
+import { createInProcessClient } from "../lib/grpc/in-process.js";
 import { mount, type RunningServer, serve } from "../lib/grpc/serve.js";
 import { log } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
@@ -26,6 +27,12 @@ export interface RunOptions {
   outDir: string;
   /** Remote services; all three or none (none = start them here). */
   targets?: { generator: string; oracle: string; optimizer: string };
+  /**
+   * How the loop reaches embedded services: "grpc" (loopback sockets, as remote services) or "in-process" (direct
+   * calls; the optimizer is still served on loopback for the generator's weight pulls). For measuring the gRPC
+   * hop; ignored with `targets`. @default "grpc"
+   */
+  transport?: "grpc" | "in-process";
   /** Called once the loop's telemetry service is bound (useful with telemetryPort 0). */
   onTelemetry?: (port: number) => void;
 }
@@ -82,6 +89,7 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
     }
 
     let targets = options.targets;
+    const inProcess: Partial<Record<ServiceName, ServiceInstance>> = {};
     if (!targets) {
       // The embedded default: each service on its own loopback port, checkpoints in the output directory.
       const embedded: Config = {
@@ -92,6 +100,7 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
       for (const name of ["oracle", "optimizer", "generator"] as const) {
         const instance = await serviceFactories[name](embedded);
         instances.push(instance);
+        inProcess[name] = instance;
         const server = await serve({
           name,
           services: instance.services,
@@ -104,10 +113,12 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
     }
 
     const clientOptions = { ...config.client };
+    const direct = !options.targets && options.transport === "in-process";
+    const implementationOf = (name: ServiceName) => inProcess[name]!.services[0].implementation as never;
     const clients = {
-      generator: createClient(Generator, targets.generator, clientOptions),
-      oracle: createClient(PreferenceOracle, targets.oracle, clientOptions),
-      optimizer: createClient(Optimizer, targets.optimizer, clientOptions),
+      generator: direct ? createInProcessClient(Generator, implementationOf("generator")) : createClient(Generator, targets.generator, clientOptions),
+      oracle: direct ? createInProcessClient(PreferenceOracle, implementationOf("oracle")) : createClient(PreferenceOracle, targets.oracle, clientOptions),
+      optimizer: direct ? createInProcessClient(Optimizer, implementationOf("optimizer")) : createClient(Optimizer, targets.optimizer, clientOptions),
       optimizerTarget: targets.optimizer,
     };
     try {

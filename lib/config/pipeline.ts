@@ -37,6 +37,10 @@ export const pipelineConfigSchema = z
     seed: z.number().int().min(0).default(1),
     /** Port of the loop's telemetry service (sppo.v1.Telemetry/Watch); 0 = any free port, -1 = off. @default 50054 */
     telemetryPort: z.number().int().min(-1).max(65535).default(50054),
+    /** "overlapped": stages run concurrently (the oracle judges while later prompts are sampled; training starts
+     * with the first full batch). "sequential": each stage finishes before the next starts (generate all, rank all,
+     * train), as the official scripts do — for comparison. @default "overlapped" */
+    schedule: z.enum(["overlapped", "sequential"]).default("overlapped"),
     /** Show progress bars on a terminal. @default true */
     progress: z.boolean().default(true),
   })

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { stringify } from "yaml";
+import { initBackend } from "../../models/index.js";
 import { WORDS, writeTinyPolicy } from "../services/generator/fixtures.js";
 import { root, type Started, startServe, startSppo } from "./processes.js";
 
@@ -32,6 +33,7 @@ describe("sppo run against remote services", () => {
   it("drives three `sppo serve` processes and `sppo watch` shows its telemetry", async () => {
     const dir = mkdtempSync(join(tmpdir(), "sppo-remote-"));
     mkdirSync(join(dir, "policy"));
+    await initBackend("auto"); // the fixture makes tensors: the backend must be ready first
     writeTinyPolicy(join(dir, "policy"), 11);
     const subjects = WORDS.filter((w) => !["the", "is", "a", "and", "me", "about", "tell"].includes(w));
     writeFileSync(join(dir, "prompts.jsonl"), `${Array.from({ length: 16 }, (_, i) => JSON.stringify({ prompt: `tell me about the ${subjects[i % subjects.length]}` })).join("\n")}\n`);

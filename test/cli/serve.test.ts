@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { initBackend } from "../../models/index.js";
 import { writeTinyPolicy } from "../services/generator/fixtures.js";
 import { root, startServe } from "./processes.js";
 const python = "/usr/bin/python3";
@@ -25,6 +26,7 @@ function hasPythonGrpc(): boolean {
 // A tiny policy and scratch directories, so the test needs nothing but the code.
 const scratch = mkdtempSync(join(tmpdir(), "sppo-serve-test-"));
 mkdirSync(join(scratch, "policy"));
+await initBackend("auto"); // the fixture makes tensors: the backend must be ready first
 writeTinyPolicy(join(scratch, "policy"), 3);
 const env = {
   SPPO_GENERATOR__MODEL_DIR: join(scratch, "policy"),

@@ -11,6 +11,7 @@ import { Telemetry, type TelemetryEvent } from "../../gen/sppo/v1/telemetry_pb.j
 import { configSchema } from "../../lib/config/schema.js";
 import { createClient } from "../../lib/grpc/client.js";
 import { runSelfPlay } from "../../pipeline/run.js";
+import { initBackend } from "../../models/index.js";
 import { WORDS, writeTinyPolicy } from "../services/generator/fixtures.js";
 
 describe("sppo run (embedded services)", () => {
@@ -18,6 +19,7 @@ describe("sppo run (embedded services)", () => {
     const dir = mkdtempSync(join(tmpdir(), "sppo-run-"));
     const policy = join(dir, "policy");
     mkdirSync(policy);
+    await initBackend("auto"); // the fixture makes tensors: the backend must be ready first
     writeTinyPolicy(policy, 7);
     const prompts = join(dir, "prompts.jsonl");
     const subjects = WORDS.filter((w) => !["the", "is", "a", "and", "me", "about", "tell"].includes(w));
