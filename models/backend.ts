@@ -253,3 +253,7 @@ try {
 } catch {
   // initBackend("wasm") will say why
 }
+// Registering wasm makes it the highest-priority backend, but it initialises asynchronously: until someone awaits
+// initBackend (or tf.ready), any op would throw "backend 'wasm' has not yet been initialized". The cpu backend
+// initialises synchronously, so code that makes tensors first still works; initBackend switches to the best one.
+void tf.setBackend("cpu");

@@ -55,6 +55,8 @@ export interface ClientOptions extends Partial<Omit<ClientConfig, "tls">> {
 
 /** The service config: round_robin over resolved addresses, and retry of UNAVAILABLE with exponential back-off. */
 export function serviceConfig(service: DescService, config: ClientConfig): string {
+  // grpc-js refuses a retry policy of fewer than 2 attempts: maxAttempts 1 means no policy at all.
+  if (config.maxAttempts < 2) return JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
   return JSON.stringify({
     loadBalancingConfig: [{ round_robin: {} }],
     methodConfig: [

@@ -163,6 +163,25 @@ describe("lib/grpc", () => {
     client.close();
   });
 
+  it("makes no retries with maxAttempts 1", async () => {
+    let attempts = 0;
+    const server = await start([
+      mount(
+        PreferenceOracle,
+        lengthOracle({
+          async describe() {
+            attempts++;
+            throw new RpcError(Code.UNAVAILABLE, "down");
+          },
+        }),
+      ),
+    ]);
+    const client = createClient(PreferenceOracle, `127.0.0.1:${server.port}`, { maxAttempts: 1 });
+    await assert.rejects(client.describe({}), (err: RpcError) => err.code === Code.UNAVAILABLE);
+    assert.equal(attempts, 1);
+    client.close();
+  });
+
   it("does not retry other codes", async () => {
     let attempts = 0;
     const server = await start([
