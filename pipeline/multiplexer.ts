@@ -5,7 +5,7 @@
  * connection time); a request whose response carries `error` rejects with that status, and the stream goes on.
  */
 import { Code, RpcError } from "../lib/errors.js";
-import { AsyncQueue } from "../services/oracle/async-queue.js";
+import { AsyncQueue } from "../lib/streams/async-queue.js";
 
 interface Identified {
   requestId: string;

@@ -11,7 +11,7 @@ import { Stage, type TelemetryEvent, TelemetryEventSchema, type Telemetry } from
 import type { ServiceImplementation } from "../lib/grpc/implementation.js";
 import { Gauge } from "prom-client";
 import { metricsRegistry } from "../lib/metrics.js";
-import { AsyncQueue } from "../services/oracle/async-queue.js";
+import { AsyncQueue } from "../lib/streams/async-queue.js";
 
 export class TelemetryHub {
   readonly events$ = new Subject<TelemetryEvent>();

@@ -9,7 +9,7 @@ import { Code, RpcError } from "../../lib/errors.js";
 import { type Client, createClient } from "../../lib/grpc/index.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type CompareRequestSchema, type CompareResponse, PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
-import { AsyncQueue } from "./async-queue.js";
+import { AsyncQueue } from "../../lib/streams/async-queue.js";
 import { modelError } from "./model-dir.js";
 import type { Comparison, Oracle, OracleDescription } from "./oracle.js";
 

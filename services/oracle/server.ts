@@ -18,7 +18,7 @@ import type { ClientConfig } from "../../lib/config/server.js";
 import { Code, RpcError } from "../../lib/errors.js";
 import type { HandlerContext, ServiceImplementation } from "../../lib/grpc/index.js";
 import { log } from "../../lib/log.js";
-import { AsyncQueue } from "./async-queue.js";
+import { AsyncQueue } from "../../lib/streams/async-queue.js";
 import { createOracle } from "./create-oracle.js";
 import { type Oracle, validateComparison } from "./oracle.js";
 

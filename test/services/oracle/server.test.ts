@@ -15,7 +15,7 @@ import { after, describe, it } from "node:test";
 import type { CompareResponse } from "../../../gen/sppo/v1/oracle_pb.js";
 import { Code, RpcError } from "../../../lib/errors.js";
 import { DEFAULT_WEIGHTS, type ScoreWeights } from "../../../scripts/make-default-oracle.js";
-import { AsyncQueue } from "../../../services/oracle/async-queue.js";
+import { AsyncQueue } from "../../../lib/streams/async-queue.js";
 import { createOracle } from "../../../services/oracle/create-oracle.js";
 import { type Oracle, checkedOracle } from "../../../services/oracle/oracle.js";
 import { SyntheticOracle } from "../../../services/oracle/synthetic.js";
