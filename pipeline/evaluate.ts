@@ -27,6 +27,8 @@ export interface EvaluateConfig {
   maxNewTokens: number;
   seed: number;
   concurrency: number;
+  /** Probe responses judged against the new policy's samples (pipeline.probes). */
+  probes?: string[];
   /** Called after each prompt is judged. */
   onProgress?: (done: number) => void;
 }
@@ -38,6 +40,8 @@ export interface Evaluation {
   comparisons: number;
   /** Comparisons the oracle refused (e.g. an empty response), left out of the averages. */
   skipped: number;
+  /** max_r mean_y P(r ≻ y) − ½ over the probes, when probes are given. */
+  probeExploitability?: number;
 }
 
 export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
@@ -45,6 +49,9 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
   const column = (version: number) => versions.indexOf(version);
   let done = 0;
   let skipped = 0;
+  const probes = config.probes ?? [];
+  const probeWins = probes.map(() => 0);
+  let probeJudged = 0;
   const perPrompt$ = from(config.prompts).pipe(
     mergeMap(async (prompt, index) => {
       const seed = BigInt(config.seed) * 1_000_003n + BigInt(index);
@@ -83,6 +90,15 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
         vsBase += versions.length > 1 ? matrix[0][column(config.baseVersion)] : 0.5;
         vsPrevious += versions.length > 1 ? matrix[0][column(config.previousVersion)] : 0.5;
         n++;
+        if (probes.length > 0) {
+          // The new policy's sample against every probe at once: row 0 is the sample, rows 1.. the probes.
+          const response = await config.oracle.request(
+            create(CompareRequestSchema, { requestId: `probe/${config.newVersion}/${prompt.id}/${s}`, prompt: prompt.prompt, candidates: [candidates[0], ...probes] }),
+          );
+          const m = toMatrix(response, probes.length + 1, `oracle answer for the probes of evaluation prompt ${prompt.id}`);
+          probes.forEach((_, r) => (probeWins[r] += m[r + 1][0]));
+          probeJudged++;
+        }
       }
       config.onProgress?.(++done);
       return { vsBase, vsPrevious, n };
@@ -91,5 +107,11 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
   );
   const total = await firstValueFrom(perPrompt$);
   if (total.n === 0) throw new Error(`evaluation: the oracle refused all ${skipped} comparisons (see the log for why)`);
-  return { winRateVsBase: total.vsBase / total.n, winRateVsPrevious: total.vsPrevious / total.n, comparisons: total.n, skipped };
+  return {
+    winRateVsBase: total.vsBase / total.n,
+    winRateVsPrevious: total.vsPrevious / total.n,
+    comparisons: total.n,
+    skipped,
+    probeExploitability: probeJudged > 0 ? Math.max(...probeWins.map((w) => w / probeJudged)) - 0.5 : undefined,
+  };
 }

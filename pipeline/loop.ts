@@ -51,6 +51,8 @@ export interface IterationResult {
   policySha256: string;
   win_rate_vs_base: number;
   win_rate_vs_previous: number;
+  /** With pipeline.probes: max_r mean P(r ≻ y_new) − ½. */
+  probe_exploitability?: number;
   seconds: number;
 }
 
@@ -138,6 +140,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         baseVersion: 0,
         previousVersion: baseVersion,
         samples: config.evalSamples,
+        probes: config.probes,
         seed: config.seed * 7919,
         concurrency: config.generateConcurrency,
         onProgress: (done) => hub.progress(iteration, Stage.EVALUATE, done, splits.evaluation.length, evalStarted),
@@ -151,6 +154,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         policySha256: published.sha256,
         win_rate_vs_base: evaluation.winRateVsBase,
         win_rate_vs_previous: evaluation.winRateVsPrevious,
+        ...(evaluation.probeExploitability !== undefined ? { probe_exploitability: evaluation.probeExploitability } : {}),
         seconds: (Date.now() - started) / 1000,
       };
       hub.emit({
@@ -162,6 +166,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
             winRateVsBase: result.win_rate_vs_base,
             winRateVsPrevious: result.win_rate_vs_previous,
             seconds: result.seconds,
+            probeExploitability: result.probe_exploitability,
             policy: { version: published.version, sha256: published.sha256, iteration },
           },
         },

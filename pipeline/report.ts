@@ -59,6 +59,8 @@ export interface ReportInput {
   algorithm: string;
   iterations: IterationResult[];
   events: readonly TelemetryEvent[];
+  /** Other losses run from the same base (pipeline.compareAlgorithms). */
+  comparison?: Record<string, IterationResult[]>;
 }
 
 /** The whole page. */
@@ -70,8 +72,19 @@ export function renderReport(input: ReportInput): string {
     { label: "win rate vs base", color: "#1f77b4", points: [{ x: 0, y: 0.5 }, ...input.iterations.map((r) => ({ x: r.iteration, y: r.win_rate_vs_base }))] },
     { label: "win rate vs previous", color: "#ff7f0e", points: input.iterations.map((r) => ({ x: r.iteration, y: r.win_rate_vs_previous })) },
   ];
-  const rows = input.iterations
-    .map((r) => `<tr><td>${r.iteration}</td><td>${r.prompts}</td><td>${r.win_rate_vs_base.toFixed(3)}</td><td>${r.win_rate_vs_previous.toFixed(3)}</td><td>v${r.policyVersion}</td><td>${r.seconds.toFixed(1)}</td></tr>`)
+  const palette = ["#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+  const others = Object.entries(input.comparison ?? {});
+  others.forEach(([name, its], i) =>
+    rates.push({ label: `${name} vs base`, color: palette[i % palette.length], points: [{ x: 0, y: 0.5 }, ...its.map((r) => ({ x: r.iteration, y: r.win_rate_vs_base }))] }),
+  );
+  const probeSeries: Series[] = [[input.algorithm, input.iterations] as const, ...others].flatMap(([name, its], i) =>
+    its.some((r) => r.probe_exploitability !== undefined)
+      ? [{ label: `${name}`, color: i === 0 ? "#1f77b4" : palette[(i - 1) % palette.length], points: its.map((r) => ({ x: r.iteration, y: r.probe_exploitability ?? Number.NaN })) }]
+      : [],
+  );
+  const rows = [[input.algorithm, input.iterations] as const, ...others]
+    .flatMap(([name, its]) => its.map((r) => ({ name, r })))
+    .map(({ name, r }) => `<tr><td>${escapeHtml(name)}</td><td>${r.iteration}</td><td>${r.prompts}</td><td>${r.win_rate_vs_base.toFixed(3)}</td><td>${r.win_rate_vs_previous.toFixed(3)}</td><td>${r.probe_exploitability?.toFixed(3) ?? "—"}</td><td>v${r.policyVersion}</td><td>${r.seconds.toFixed(1)}</td></tr>`)
     .join("");
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(input.title)}</title>
@@ -79,9 +92,10 @@ export function renderReport(input: ReportInput): string {
 .grid{display:flex;flex-wrap:wrap;gap:1rem}.empty{color:#888}</style></head><body>
 <h1>${escapeHtml(input.title)}</h1>
 <p>Algorithm: <b>${escapeHtml(input.algorithm)}</b>. Win rates are the oracle's judgement of the new policy against the base and the previous policy on held-out prompts (the analogue of the paper's Table 1).</p>
-<table><tr><th>iteration</th><th>prompts</th><th>win rate vs base</th><th>vs previous</th><th>policy</th><th>seconds</th></tr>${rows}</table>
+<table><tr><th>loss</th><th>iteration</th><th>prompts</th><th>win rate vs base</th><th>vs previous</th><th>probe exploitability</th><th>policy</th><th>seconds</th></tr>${rows}</table>
 <div class="grid">
 ${linearChart("Win rate per iteration", "iteration", rates)}
+${probeSeries.length > 0 ? linearChart("Probe exploitability (max over probes of P(probe ≻ policy) − ½)", "iteration", probeSeries) : ""}
 ${linearChart("Training loss", "optimizer step", [line("loss", "#d62728", (s) => s.loss)])}
 ${linearChart("Summed log-prob of chosen and rejected responses", "optimizer step", [line("chosen", "#2ca02c", (s) => s.chosenLogprob), line("rejected", "#9467bd", (s) => s.rejectedLogprob)])}
 ${linearChart("Δ = log πθ − log π_ref", "optimizer step", [line("chosen Δ", "#2ca02c", (s) => s.chosenDelta), line("rejected Δ", "#9467bd", (s) => s.rejectedDelta), line("target η(P̂−½)", "#7f7f7f", (s) => s.target)])}

@@ -3,12 +3,13 @@
  * this process on loopback (the embedded default) and drives them over gRPC exactly as it drives remote ones.
  * Writes into the output directory: summary.json, metrics.jsonl, report.html and checkpoints/.
  */
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { fromJsonString } from "@bufbuild/protobuf";
 import { join, resolve } from "node:path";
 import { Generator } from "../gen/sppo/v1/generator_pb.js";
 import { Algorithm, Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
-import { RunState, Telemetry } from "../gen/sppo/v1/telemetry_pb.js";
+import { RunState, Telemetry, TelemetryEventSchema } from "../gen/sppo/v1/telemetry_pb.js";
 import type { Config } from "../lib/config/schema.js";
 import { createClient } from "../lib/grpc/client.js";
 import { createInProcessClient } from "../lib/grpc/in-process.js";
@@ -40,6 +41,8 @@ export interface RunOptions {
 export interface RunSummary {
   algorithm: string;
   iterations: IterationResult[];
+  /** With pipeline.compareAlgorithms: each other loss's iterations, from the same base, prompts and seeds. */
+  comparison?: Record<string, IterationResult[]>;
   prompts: { file: string; training: number; evaluation: number };
   seconds: number;
 }
@@ -58,7 +61,41 @@ function writeAtomic(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
+/**
+ * Runs the loop with the configured loss, then (embedded services only) once more from the same base policy for
+ * each of pipeline.compareAlgorithms, each into <out>/<algorithm>/; summary.json and report.html then show all.
+ */
 export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
+  const others = options.config.pipeline.compareAlgorithms.filter((a) => a !== options.config.optimizer.algorithm);
+  if (others.length > 0 && options.targets) {
+    throw Object.assign(new Error("pipeline.compareAlgorithms needs the embedded services: remote services keep their trained state"), { userFacing: true });
+  }
+  const main = await runOne(options);
+  if (others.length === 0) return main;
+  const comparison: Record<string, IterationResult[]> = {};
+  for (const algorithm of others) {
+    const config: Config = {
+      ...options.config,
+      optimizer: { ...options.config.optimizer, algorithm },
+      pipeline: { ...options.config.pipeline, telemetryPort: -1, compareAlgorithms: [] },
+    };
+    comparison[algorithm] = (await runOne({ ...options, config, outDir: join(options.outDir, algorithm), onTelemetry: undefined })).iterations;
+  }
+  const summary = { ...main, comparison };
+  const outDir = resolve(options.outDir);
+  writeAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary, null, 2)}\n`);
+  const events = readFileSync(join(outDir, "metrics.jsonl"), "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => fromJsonString(TelemetryEventSchema, line));
+  writeAtomic(
+    join(outDir, "report.html"),
+    renderReport({ title: `SPPO run — ${main.algorithm} against ${others.join(", ")}`, algorithm: main.algorithm, iterations: main.iterations, events, comparison }),
+  );
+  return summary;
+}
+
+async function runOne(options: RunOptions): Promise<RunSummary> {
   const started = Date.now();
   const outDir = resolve(options.outDir);
   mkdirSync(join(outDir, "checkpoints"), { recursive: true });

@@ -41,6 +41,13 @@ export const pipelineConfigSchema = z
      * with the first full batch). "sequential": each stage finishes before the next starts (generate all, rank all,
      * train), as the official scripts do — for comparison. @default "overlapped" */
     schedule: z.enum(["overlapped", "sequential"]).default("overlapped"),
+    /** Fixed probe responses: after each iteration the evaluation also reports the probe exploitability
+     * max_r mean_y P(r ≻ y) − ½ of the new policy's samples y, how much the best probe beats it (the closer to 0, the
+     * nearer a Nash equilibrium on these responses). @default [] (not measured) */
+    probes: z.array(z.string().min(1)).default([]),
+    /** Other losses run from the same base policy on the same prompts and seeds, for comparison (embedded services
+     * only): each writes into <out>/<algorithm>/, and summary.json and report.html show them side by side. @default [] */
+    compareAlgorithms: z.array(z.enum(["sppo", "sppo_hard", "dpo", "ipo"])).default([]),
     /** Show progress bars on a terminal. @default true */
     progress: z.boolean().default(true),
   })

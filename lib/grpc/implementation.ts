@@ -22,6 +22,7 @@ import type {
   ServerWritableStream,
   UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { setMaxListeners } from "node:events";
 import type { Readable } from "node:stream";
 import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, RpcError } from "../errors.js";
@@ -78,6 +79,8 @@ type AnyCall = Pick<ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer"> &
 
 function contextOf(call: AnyCall, path: string, serverSignal: AbortSignal): HandlerContext {
   const controller = new AbortController();
+  // A stream's handler may hang one listener per request in flight on it (tens at once): no limit warning.
+  setMaxListeners(0, controller.signal);
   const abort = () => controller.abort(new RpcError(Code.CANCELLED, `${path}: the call was cancelled`));
   call.on("cancelled", abort);
   if (serverSignal.aborted) abort();

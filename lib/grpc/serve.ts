@@ -10,6 +10,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { DescService } from "@bufbuild/protobuf";
 import { HealthImplementation } from "grpc-health-check";
+import { setMaxListeners } from "node:events";
 import type { Server as HttpServer } from "node:http";
 import type { ServerConfig } from "../config/server.js";
 import { Code } from "../errors.js";
@@ -89,6 +90,8 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
 
   // Aborted when the grace period runs out: handlers see it through their context's signal.
   const stopController = new AbortController();
+  // Every call in flight listens on it, so the default limit of 10 listeners would warn under ordinary load.
+  setMaxListeners(0, stopController.signal);
   let inFlight = 0;
   let idle: (() => void) | undefined;
   const observer = {

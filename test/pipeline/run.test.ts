@@ -84,4 +84,45 @@ describe("sppo run (embedded services)", () => {
     assert.ok(watched.some((e) => e.payload.case === "trainStep"), "Watch streamed training steps");
     assert.ok(watched.some((e) => e.payload.case === "iterationSummary"));
   });
+
+  it("runs the comparison losses from the same base and reports the probe exploitability", async () => {
+    await initBackend("auto");
+    const dir = mkdtempSync(join(tmpdir(), "sppo-run-compare-"));
+    const policy = join(dir, "policy");
+    mkdirSync(policy);
+    writeTinyPolicy(policy, 5);
+    const prompts = join(dir, "prompts.jsonl");
+    writeFileSync(prompts, `${Array.from({ length: 14 }, (_, i) => JSON.stringify({ prompt: `tell me about the ${i % 2 ? "cat" : "dog"}` })).join("\n")}\n`);
+    const outDir = join(dir, "out");
+    const config = configSchema.parse({
+      server: { metricsPort: -1 },
+      generator: { modelDir: policy, sampling: { maxNewTokens: 6 } },
+      oracle: { backend: "synthetic-intransitive" },
+      optimizer: { modelDir: policy, learningRate: 1e-3, optimizer: "adam", batchSize: 4, eta: 2 },
+      pipeline: {
+        prompts,
+        iterations: 1,
+        evalPrompts: 4,
+        evalSamples: 1,
+        samplesPerPrompt: 3,
+        maxNewTokens: 6,
+        telemetryPort: -1,
+        progress: false,
+        probes: ["the cat is kind", "the dog is fast", "the cat is dull"],
+        compareAlgorithms: ["dpo"],
+      },
+    });
+    const summary = await runSelfPlay({ config, outDir });
+    assert.equal(summary.algorithm, "sppo");
+    assert.deepEqual(Object.keys(summary.comparison ?? {}), ["dpo"]);
+    const file = JSON.parse(readFileSync(join(outDir, "summary.json"), "utf8"));
+    assert.equal(file.comparison.dpo.length, 1);
+    for (const r of [file.iterations[0], file.comparison.dpo[0]]) {
+      assert.equal(typeof r.probe_exploitability, "number");
+      // max over probes of a mean probability, minus ½: within [−½, ½].
+      assert.ok(r.probe_exploitability >= -0.5 && r.probe_exploitability <= 0.5, String(r.probe_exploitability));
+    }
+    assert.ok(existsSync(join(outDir, "dpo", "summary.json")), "the comparison run has its own outputs");
+    assert.match(readFileSync(join(outDir, "report.html"), "utf8"), /Probe exploitability/);
+  });
 });
