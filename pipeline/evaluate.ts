@@ -96,7 +96,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
             create(CompareRequestSchema, { requestId: `probe/${config.newVersion}/${prompt.id}/${s}`, prompt: prompt.prompt, candidates: [candidates[0], ...probes] }),
           );
           const m = toMatrix(response, probes.length + 1, `oracle answer for the probes of evaluation prompt ${prompt.id}`);
-          probes.forEach((_, r) => (probeWins[r] += m[r + 1][0]));
+          for (let r = 0; r < probes.length; r++) probeWins[r] += m[r + 1][0];
           probeJudged++;
         }
       }

@@ -74,9 +74,9 @@ export function renderReport(input: ReportInput): string {
   ];
   const palette = ["#2ca02c", "#d62728", "#9467bd", "#8c564b"];
   const others = Object.entries(input.comparison ?? {});
-  others.forEach(([name, its], i) =>
-    rates.push({ label: `${name} vs base`, color: palette[i % palette.length], points: [{ x: 0, y: 0.5 }, ...its.map((r) => ({ x: r.iteration, y: r.win_rate_vs_base }))] }),
-  );
+  others.forEach(([name, its], i) => {
+    rates.push({ label: `${name} vs base`, color: palette[i % palette.length], points: [{ x: 0, y: 0.5 }, ...its.map((r) => ({ x: r.iteration, y: r.win_rate_vs_base }))] });
+  });
   const probeSeries: Series[] = [[input.algorithm, input.iterations] as const, ...others].flatMap(([name, its], i) =>
     its.some((r) => r.probe_exploitability !== undefined)
       ? [{ label: `${name}`, color: i === 0 ? "#1f77b4" : palette[(i - 1) % palette.length], points: its.map((r) => ({ x: r.iteration, y: r.probe_exploitability ?? Number.NaN })) }]
