@@ -43,7 +43,7 @@ const SPECIALS = ["<pad>", "<bos>", "<eos>", "<sep>", "<unk>"] as const;
 
 const { values: args } = parseArgs({
   options: {
-    steps: { type: "string", default: "400" },
+    steps: { type: "string", default: "600" },
     seed: { type: "string", default: "20240507" },
     out: { type: "string", default: join(ROOT, "assets") },
   },
