@@ -8,6 +8,8 @@ export interface Started {
   child: ChildProcess;
   /** stderr lines so far (pino JSON and anything else). */
   lines: string[];
+  /** The exit code, once the process has exited (listened for from the start, so an early exit is not missed). */
+  exited: Promise<number | null>;
 }
 
 /** Spawns `sppo ARGS` and resolves once a stderr JSON log line has msg `readyMsg`; also returns that entry. */
@@ -17,6 +19,7 @@ export async function startSppo(
   env: NodeJS.ProcessEnv = {},
 ): Promise<Started & { ready: Record<string, unknown> }> {
   const child = spawn(process.execPath, ["bin/sppo.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const lines: string[] = [];
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`sppo ${args.join(" ")}: no "${readyMsg}" line within 60 s:\n${lines.join("\n")}`)), 60_000);
@@ -37,7 +40,7 @@ export async function startSppo(
       reject(new Error(`sppo ${args.join(" ")} exited with ${code}:\n${lines.join("\n")}`));
     });
   });
-  return { child, lines, ready };
+  return { child, lines, ready, exited };
 }
 
 /** `sppo serve NAME --port 0`: resolves with the bound port. */

@@ -58,6 +58,7 @@ describe("sppo run against remote services", () => {
 
     // The watcher starts first and waits for the loop to come up, as a user starting a dashboard would.
     const watch = spawn(process.execPath, ["bin/sppo.mjs", "watch", `127.0.0.1:${telemetryPort}`, "--history", "--wait", "120"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const watchExited = once(watch, "exit");
     let watched = "";
     let watchErrors = "";
     watch.stdout.on("data", (d) => (watched += d));
@@ -71,9 +72,9 @@ describe("sppo run against remote services", () => {
     let stdout = "";
     run.child.stdout!.on("data", (d) => (stdout += d));
 
-    const [runCode] = await once(run.child, "exit");
+    const runCode = await run.exited;
     assert.equal(runCode, 0, run.lines.join("\n"));
-    const [watchCode] = await once(watch, "exit");
+    const [watchCode] = await watchExited;
     assert.equal(watchCode, 0, `${watchErrors}\nrun said: ${JSON.stringify(run.ready)} (expected port ${telemetryPort})\n${run.lines.slice(0, 8).join("\n")}`);
 
     const summary = JSON.parse(readFileSync(join(dir, "out", "summary.json"), "utf8"));
@@ -82,5 +83,40 @@ describe("sppo run against remote services", () => {
     assert.match(watched, /step \d+: loss/);
     assert.match(watched, /iteration done: \d+ prompts, win rate vs base/);
     assert.match(watched, /run done/);
+  });
+
+  it("uses an oracle in another process through the oracle's remote backend (backend 3)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sppo-remote-oracle-"));
+    mkdirSync(join(dir, "policy"));
+    await initBackend("auto");
+    writeTinyPolicy(join(dir, "policy"), 13);
+    writeFileSync(join(dir, "prompts.jsonl"), `${Array.from({ length: 12 }, (_, i) => JSON.stringify({ prompt: `tell me about the ${i % 2 ? "cat" : "bird"}` })).join("\n")}\n`);
+    // The other process: any PreferenceOracle implementation; here `sppo serve oracle` with a synthetic judge.
+    const judge = await startServe(["oracle", "--port", "0", "--metrics-port", "-1"], { SPPO_ORACLE__BACKEND: "synthetic-adjectives" });
+    started.push(judge);
+    const configFile = join(dir, "config.yaml");
+    writeFileSync(
+      configFile,
+      stringify({
+        server: { metricsPort: -1 },
+        generator: { modelDir: join(dir, "policy"), sampling: { maxNewTokens: 5 } },
+        oracle: { backend: "remote", remote: { target: `127.0.0.1:${judge.port}` } },
+        optimizer: { modelDir: join(dir, "policy"), learningRate: 1e-3, optimizer: "adam", batchSize: 4, eta: 2 },
+        pipeline: { prompts: join(dir, "prompts.jsonl"), iterations: 1, evalPrompts: 4, evalSamples: 1, samplesPerPrompt: 3, maxNewTokens: 5, telemetryPort: -1, progress: false },
+      }),
+    );
+    const run = spawn(process.execPath, ["bin/sppo.mjs", "run", "--config", configFile, "--out", join(dir, "out")], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const runExited = once(run, "exit");
+    let log = "";
+    run.stderr.on("data", (d) => (log += d));
+    const [code] = await runExited;
+    assert.equal(code, 0, log);
+    assert.equal(JSON.parse(readFileSync(join(dir, "out", "summary.json"), "utf8")).iterations.length, 1);
+    assert.match(log, /"backend":"remote"/, "the embedded oracle service ran the remote backend");
+    judge.child.kill("SIGTERM");
+    const judgeCode = await judge.exited;
+    assert.equal(judgeCode, 0);
+    const served = judge.lines.filter((l) => l.includes('"msg":"stopped"'));
+    assert.equal(served.length, 1, "the judge process shut down cleanly after serving the run");
   });
 });

@@ -42,7 +42,7 @@ describe("sppo serve", () => {
     ["optimizer", "sppo.v1.Optimizer"],
   ] as const) {
     it(`serves ${name}: SERVING and reflection to a Python client, clean exit on SIGTERM`, { skip: !hasPythonGrpc() && "python3-grpcio is not installed (apt-get install python3-grpcio)" }, async () => {
-      const { child, port, lines } = await startServe([name, "--port", "0", "--metrics-port", "-1"], env);
+      const { child, port, lines, exited } = await startServe([name, "--port", "0", "--metrics-port", "-1"], env);
       try {
         const out = execFileSync(python, ["test/interop/health_reflection.py", `127.0.0.1:${port}`, typeName], { cwd: root, encoding: "utf8" });
         const reply = JSON.parse(out) as { health: string; services: string[] };
@@ -52,7 +52,7 @@ describe("sppo serve", () => {
       } finally {
         child.kill("SIGTERM");
       }
-      const [code] = await once(child, "exit");
+      const code = await exited;
       assert.equal(code, 0, lines.join("\n"));
       assert.ok(lines.some((l) => l.includes('"msg":"stopped"')));
     });
