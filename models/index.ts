@@ -13,6 +13,8 @@
  * Train:        `sequenceLogProbs(model, makeBatch(pairs)) → tf.Tensor1D [B]` (differentiable),
  *               `valueAndGrads(model, () => loss)`, `clipGradNorm`, `new Adam()/new RMSprop()` with
  *               `.apply(model.params, grads, lr)`, `.state()`/`optimizerFromState()`, `warmupLinearSchedule`.
+ * 2 cores:      `DataParallel.create(model, { threads })` → `.logProbs(pairs)`, `.weightedLogProbGrads(pairs, w)`
+ *               (∇ Σ w_b log π(y_b|x_b) summed over worker-thread shards; w = ∂loss/∂logp chains any loss).
  * Raw weights:  `model.params` (tf.Variable by HF name), `modelTensors(model)`, `modelFromTensors(config, tensors)`.
  *
  * Every forward pass is synchronous and tidy; callers dispose what they are handed (batches, caches, grads).
@@ -24,6 +26,7 @@ export { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";
 export { createModel, type LoadedModel, loadModel, modelFromTensors, modelTensors, paramShapes, saveModel } from "./io.js";
 export { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
 export { type CausalLM, disposeCache, type ForwardOptions, type ForwardOutput, type KVCache } from "./model.js";
+export { DataParallel, type DataParallelOptions } from "./parallel.js";
 export { createRng, type Rng } from "./prng.js";
 export { ModelFormatError, parseSafetensors, type RawTensor, readSafetensors, serializeSafetensors, writeSafetensors } from "./safetensors.js";
 export { drawToken, type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
@@ -31,4 +34,3 @@ export { type Score, scorePairs, sequenceLogProbs } from "./score.js";
 export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js";
 export { type ChatMessage, PolicyTokenizer } from "./tokenizer.js";
 export { Adam, type AdamOptions, clipGradNorm, type NamedGrads, type Optimizer, type OptimizerState, optimizerFromState, RMSprop, type RMSpropOptions, valueAndGrads, warmupLinearSchedule } from "./train.js";
-export { DataParallel, type DataParallelOptions } from "./parallel.js";
