@@ -26,6 +26,14 @@ export const serverConfigSchema = z
     drainDelayMs: z.number().int().nonnegative().default(1_000),
     /** On SIGTERM: health NOT_SERVING, stop accepting, let in-flight calls finish up to this, then cancel. @default 10 s */
     shutdownGraceMs: z.number().int().nonnegative().default(10_000),
+    /**
+     * Bearer token every call of the project's services must carry (`authorization: Bearer <token>`); health and
+     * reflection stay open for probes. Prefer `authTokenFile` (or SPPO_SERVER__AUTH_TOKEN) to a token in a file
+     * that is checked in. @default unset: no token checked
+     */
+    authToken: z.string().min(16, "use at least 16 characters").optional(),
+    /** File holding the bearer token (trailing whitespace ignored), e.g. a mounted Kubernetes Secret. */
+    authTokenFile: z.string().min(1).optional(),
     /** TLS: this server's certificate and key; with clientCaFile, clients must present certificates (mTLS). */
     tls: z
       .object({ certFile: z.string().min(1), keyFile: z.string().min(1), clientCaFile: z.string().min(1).optional() })
@@ -51,6 +59,10 @@ export const clientConfigSchema = z
     maxMessageBytes: z.number().int().positive().default(64 * 1024 * 1024),
     /** Send a keepalive ping this often on idle connections. @default 30 s */
     keepaliveTimeMs: z.number().int().positive().default(30_000),
+    /** Bearer token sent with every call (see server.authToken). */
+    authToken: z.string().min(1).optional(),
+    /** File holding the bearer token sent with every call. */
+    authTokenFile: z.string().min(1).optional(),
     /** TLS: the CA that signs the servers' certificates; certFile/keyFile for mutual TLS. */
     tls: z
       .object({ caFile: z.string().min(1).optional(), certFile: z.string().min(1).optional(), keyFile: z.string().min(1).optional() })

@@ -14,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { type ClientConfig, clientConfigSchema } from "../config/server.js";
 import { RpcError } from "../errors.js";
+import { resolveToken } from "./auth.js";
 import { deserializer, methodPath, serializer } from "./definition.js";
 import { channelCredentials } from "./tls.js";
 
@@ -174,6 +175,7 @@ async function pump<T>(
 export function createClient<S extends DescService>(service: S, target: string, options: ClientOptions = {}): Client<S> {
   const { channelOptions, ...overrides } = options;
   const config = clientConfigSchema.parse(overrides);
+  const authToken = resolveToken(config, "client");
   const channel = new grpc.Client(target, channelCredentials(config), {
     "grpc.service_config": serviceConfig(service, config),
     "grpc.enable_retries": 1,
@@ -200,7 +202,11 @@ export function createClient<S extends DescService>(service: S, target: string, 
     const serialize = serializer(method.input);
     const deserialize = deserializer(method.output);
     const toRequest = (init: unknown) => create(method.input, init as MessageInitShape<typeof method.input>);
-    const metadataOf = (o?: CallOptions) => o?.metadata ?? new grpc.Metadata();
+    const metadataOf = (o?: CallOptions) => {
+      const metadata = o?.metadata?.clone() ?? new grpc.Metadata();
+      if (authToken) metadata.set("authorization", `Bearer ${authToken}`);
+      return metadata;
+    };
 
     switch (method.methodKind) {
       case "unary":

@@ -27,6 +27,7 @@ import type { Readable } from "node:stream";
 import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, RpcError } from "../errors.js";
 import { log } from "../log.js";
+import { checkBearer } from "./auth.js";
 
 /** What a handler knows about its call besides the request. */
 export interface HandlerContext {
@@ -123,12 +124,26 @@ export function adaptImplementation<S extends DescService>(
   implementation: ServiceImplementation<S>,
   observer: CallObserver,
   serverSignal: AbortSignal,
+  /** When set, every call must carry this bearer token (lib/grpc/auth.ts). */
+  authToken?: string,
 ): UntypedServiceImplementation {
   const handlers: UntypedServiceImplementation = {};
   for (const method of service.methods) {
     const path = `/${service.typeName}/${method.name}`;
-    const fn = (implementation as Record<string, unknown>)[method.localName];
-    if (typeof fn !== "function") throw new TypeError(`implementation of ${service.typeName} lacks method ${method.localName}`);
+    const handler = (implementation as Record<string, unknown>)[method.localName];
+    if (typeof handler !== "function") throw new TypeError(`implementation of ${service.typeName} lacks method ${method.localName}`);
+    // The token check runs first in every call; for streams it runs when the response stream is first pulled.
+    const fn = !authToken
+      ? handler
+      : method.methodKind === "unary" || method.methodKind === "client_streaming"
+        ? async (request: unknown, context: HandlerContext) => {
+            checkBearer(context.metadata, authToken, path);
+            return (handler as (r: unknown, c: HandlerContext) => Promise<unknown>)(request, context);
+          }
+        : async function* (request: unknown, context: HandlerContext) {
+            checkBearer(context.metadata, authToken, path);
+            yield* (handler as (r: unknown, c: HandlerContext) => AsyncIterable<unknown>)(request, context);
+          };
     const begin = () => {
       observer.started(path);
       return performance.now();
@@ -140,7 +155,10 @@ export function adaptImplementation<S extends DescService>(
         const handler: handleUnaryCall<unknown, unknown> = (call, callback) => {
           const start = begin();
           const context = contextOf(call, path, serverSignal);
-          (fn as (r: unknown, c: HandlerContext) => Promise<unknown>)(call.request, context).then(
+          // A handler that throws before returning its promise is still answered with a status.
+          Promise.resolve()
+            .then(() => (fn as (r: unknown, c: HandlerContext) => Promise<unknown>)(call.request, context))
+            .then(
             (response) => {
               end(start, Code.OK);
               callback(null, toMessage(method.output, response));
@@ -159,7 +177,9 @@ export function adaptImplementation<S extends DescService>(
         const handler: handleClientStreamingCall<unknown, unknown> = (call, callback) => {
           const start = begin();
           const context = contextOf(call, path, serverSignal);
-          (fn as (r: AsyncIterable<unknown>, c: HandlerContext) => Promise<unknown>)(requestsOf(call), context).then(
+          Promise.resolve()
+            .then(() => (fn as (r: AsyncIterable<unknown>, c: HandlerContext) => Promise<unknown>)(requestsOf(call), context))
+            .then(
             (response) => {
               end(start, Code.OK);
               callback(null, toMessage(method.output, response));

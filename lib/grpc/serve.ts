@@ -16,6 +16,7 @@ import type { ServerConfig } from "../config/server.js";
 import { Code } from "../errors.js";
 import { log } from "../log.js";
 import { grpcHandled, grpcHandlingSeconds, grpcInFlight, serveMetrics } from "../metrics.js";
+import { resolveToken } from "./auth.js";
 import { serviceDefinition } from "./definition.js";
 import { adaptImplementation, type ServiceImplementation } from "./implementation.js";
 import { addReflection } from "./reflection.js";
@@ -49,6 +50,8 @@ export interface ServeOptions {
     | "keepaliveTimeoutMs"
     | "shutdownGraceMs"
     | "drainDelayMs"
+    | "authToken"
+    | "authTokenFile"
   > &
     ServerCredentialsConfig;
   /** Called once the server has stopped (after shutdown). */
@@ -108,8 +111,9 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
     },
   };
 
+  const authToken = resolveToken(config, "server");
   for (const { service, implementation } of options.services) {
-    server.addService(serviceDefinition(service), adaptImplementation(service, implementation, observer, stopController.signal));
+    server.addService(serviceDefinition(service), adaptImplementation(service, implementation, observer, stopController.signal, authToken));
   }
 
   const statusMap: Record<string, "SERVING"> = { "": "SERVING" };
