@@ -41,8 +41,11 @@ export interface SampleResult {
   finished: boolean;
 }
 
-/** Checks options once, naming the option at fault. */
-function checkOptions(o: SampleOptions): Required<Omit<SampleOptions, "eosId">> & { eosId?: number } {
+/** Sampling options with their defaults filled in. */
+export type CheckedSampleOptions = Required<Omit<SampleOptions, "eosId">> & { eosId?: number };
+
+/** Checks options once, naming the option at fault (shared by every sampler: tfjs here, onnxruntime in models/onnx). */
+export function checkSampleOptions(o: SampleOptions): CheckedSampleOptions {
   const opts = { temperature: 1, topP: 1, topK: 0, maxNewTokens: 64, seed: 0, padId: 0, streamOffset: 0, ...o };
   if (!(opts.temperature >= 0) || !Number.isFinite(opts.temperature)) throw new TypeError(`temperature must be a finite number ≥ 0, got ${opts.temperature}`);
   if (!(opts.topP > 0 && opts.topP <= 1)) throw new TypeError(`topP must be in (0, 1], got ${opts.topP}`);
@@ -52,8 +55,8 @@ function checkOptions(o: SampleOptions): Required<Omit<SampleOptions, "eosId">> 
   return opts;
 }
 
-/** log-softmax value of `index` in `row` (at temperature 1). */
-function logProbOf(row: Float32Array, index: number): number {
+/** log-softmax value of `index` in `row` (at temperature 1), accumulated in float64. */
+export function logProbOf(row: Float32Array, index: number): number {
   let max = Number.NEGATIVE_INFINITY;
   for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
   let sum = 0;
@@ -115,7 +118,7 @@ export function drawToken(row: Float32Array, temperature: number, topK: number, 
  * Throws RangeError when a prompt is empty or prompt + maxNewTokens exceeds the model's context.
  */
 export function sampleIds(model: CausalLM, prompts: number[][], options: SampleOptions = {}): SampleResult[] {
-  const o = checkOptions(options);
+  const o = checkSampleOptions(options);
   const B = prompts.length;
   if (B === 0) return [];
   const L = Math.max(...prompts.map((p) => p.length));

@@ -20,6 +20,7 @@ import type {
   ServerReadableStream,
   ServerUnaryCall,
   ServerWritableStream,
+  sendUnaryData,
   UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { setMaxListeners } from "node:events";
@@ -151,47 +152,34 @@ export function adaptImplementation<S extends DescService>(
     const end = (start: number, code: Code) => observer.finished(path, code, (performance.now() - start) / 1000);
 
     switch (method.methodKind) {
-      case "unary": {
-        const handler: handleUnaryCall<unknown, unknown> = (call, callback) => {
-          const start = begin();
-          const context = contextOf(call, path, serverSignal);
-          // A handler that throws before returning its promise is still answered with a status.
-          Promise.resolve()
-            .then(() => (fn as (r: unknown, c: HandlerContext) => Promise<unknown>)(call.request, context))
-            .then(
-            (response) => {
-              end(start, Code.OK);
-              callback(null, toMessage(method.output, response));
-            },
-            (err) => {
-              const status = toStatus(err, path);
-              end(start, status.code);
-              callback(status);
-            },
-          );
-        };
-        handlers[method.localName] = handler;
-        break;
-      }
+      case "unary":
       case "client_streaming": {
-        const handler: handleClientStreamingCall<unknown, unknown> = (call, callback) => {
+        // One response: the handler's promise settles the callback. A handler that throws before returning its
+        // promise is still answered with a status.
+        const answer = (call: ServerUnaryCall<unknown, unknown> | ServerReadableStream<unknown, unknown>, argument: unknown, callback: sendUnaryData<unknown>) => {
           const start = begin();
           const context = contextOf(call, path, serverSignal);
           Promise.resolve()
-            .then(() => (fn as (r: AsyncIterable<unknown>, c: HandlerContext) => Promise<unknown>)(requestsOf(call), context))
+            .then(() => (fn as (r: unknown, c: HandlerContext) => Promise<unknown>)(argument, context))
             .then(
-            (response) => {
-              end(start, Code.OK);
-              callback(null, toMessage(method.output, response));
-            },
-            (err) => {
-              const status = toStatus(err, path);
-              end(start, status.code);
-              callback(status);
-            },
-          );
+              (response) => {
+                end(start, Code.OK);
+                callback(null, toMessage(method.output, response));
+              },
+              (err) => {
+                const status = toStatus(err, path);
+                end(start, status.code);
+                callback(status);
+              },
+            );
         };
-        handlers[method.localName] = handler;
+        if (method.methodKind === "unary") {
+          const handler: handleUnaryCall<unknown, unknown> = (call, callback) => answer(call, call.request, callback);
+          handlers[method.localName] = handler;
+        } else {
+          const handler: handleClientStreamingCall<unknown, unknown> = (call, callback) => answer(call, requestsOf(call), callback);
+          handlers[method.localName] = handler;
+        }
         break;
       }
       case "server_streaming":

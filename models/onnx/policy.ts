@@ -23,7 +23,7 @@ import type { ModelProto } from "onnx-buf";
 import type { TokenPair } from "../batch.js";
 import { contextLength, type ModelConfig } from "../config.js";
 import { createRng } from "../prng.js";
-import { drawToken, type SampleOptions, type SampleResult } from "../sample.js";
+import { checkSampleOptions, drawToken, logProbOf, type SampleOptions, type SampleResult } from "../sample.js";
 import type { Score } from "../score.js";
 import type { PolicyTokenizer } from "../tokenizer.js";
 import type { PolicyGraphKind } from "./blocks.js";
@@ -125,28 +125,6 @@ class SessionSet {
     this.sessions.clear();
     for (const s of await Promise.allSettled(sessions)) if (s.status === "fulfilled") await s.value.release();
   }
-}
-
-type CheckedSampleOptions = Required<Omit<SampleOptions, "eosId">> & { eosId?: number };
-
-/** The option checks of models/sample.ts, with the same messages. */
-function checkSampleOptions(o: SampleOptions): CheckedSampleOptions {
-  const opts = { temperature: 1, topP: 1, topK: 0, maxNewTokens: 64, seed: 0, padId: 0, streamOffset: 0, ...o };
-  if (!(opts.temperature >= 0) || !Number.isFinite(opts.temperature)) throw new TypeError(`temperature must be a finite number ≥ 0, got ${opts.temperature}`);
-  if (!(opts.topP > 0 && opts.topP <= 1)) throw new TypeError(`topP must be in (0, 1], got ${opts.topP}`);
-  if (!Number.isInteger(opts.topK) || opts.topK < 0) throw new TypeError(`topK must be an integer ≥ 0, got ${opts.topK}`);
-  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 1) throw new TypeError(`maxNewTokens must be an integer ≥ 1, got ${opts.maxNewTokens}`);
-  if (!Number.isFinite(opts.seed)) throw new TypeError(`seed must be a finite number, got ${opts.seed}`);
-  return opts;
-}
-
-/** log-softmax value of `index` in `row` at temperature 1 (models/sample.ts's formula, float64 accumulation). */
-function logProbOf(row: Float32Array, index: number): number {
-  let max = Number.NEGATIVE_INFINITY;
-  for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
-  let sum = 0;
-  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
-  return row[index] - max - Math.log(sum);
 }
 
 function checkIds(ids: readonly number[], vocab: number, what: string): void {
