@@ -61,6 +61,7 @@ class FieldError extends RpcError {
 }
 
 const invalid = (field: string, reason: string) => new FieldError(Code.INVALID_ARGUMENT, field, reason);
+const NOT_UTF8 = "is not valid UTF-8 (holds U+FFFD, the replacement character of bytes that were not UTF-8)";
 
 /** One policy version in memory. */
 interface PolicyHandle {
@@ -296,6 +297,8 @@ export class PolicyGenerator {
       return { ids: [...ids], field: "prompt_token_ids" };
     }
     if (text.trim() === "") throw invalid("prompt", "empty (set prompt or prompt_token_ids)");
+    // lib/grpc/definition.ts decodes invalid UTF-8 as U+FFFD so that it is refused here, naming the field.
+    if (text.includes("\uFFFD")) throw invalid("prompt", NOT_UTF8);
     const tokenizer = handle.tokenizer;
     if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, "prompt", `policy version ${handle.info.version} has no tokenizer.json; send prompt_token_ids`);
     let encoded: number[];
@@ -404,6 +407,7 @@ export class PolicyGenerator {
           field = `response_texts[${i}]`;
           const tokenizer = handle.tokenizer;
           if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, field, `policy version ${handle.info.version} has no tokenizer.json; send responses as token ids`);
+          if (request.responseTexts[i].includes("\uFFFD")) throw invalid(field, NOT_UTF8);
           // As a sampled response that ended on EOS: its text, then EOS (which is scored).
           response = tokenizer.encode(request.responseTexts[i]);
           if (handle.eosId !== undefined) response.push(handle.eosId);
