@@ -4,6 +4,7 @@
  */
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import { type DescMessage, type DescMethod, type DescService, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { configureTextEncoding, getTextEncoding } from "@bufbuild/protobuf/wire";
 
 /** `/package.Service/Method`, the HTTP/2 path of a method. */
 export function methodPath(method: DescMethod): string {
@@ -18,8 +19,37 @@ export function serializer<D extends DescMessage>(schema: D): (message: MessageS
   };
 }
 
+/**
+ * Decodes `bytes` with invalid UTF-8 in string fields replaced by U+FFFD instead of failing. protobuf-es rejects
+ * invalid UTF-8 in proto3 strings, and a deserializer that throws makes grpc-js end the whole call with INTERNAL
+ * "Error deserializing request"; decoded leniently, the request reaches the service, whose validation rejects a
+ * field holding U+FFFD with INVALID_ARGUMENT naming it (services/oracle/oracle.ts, services/generator/generator.ts),
+ * and the stream goes on. The library's text decoder is swapped only for this one synchronous call (no other
+ * decode can interleave) and only after the strict decode failed, so every other decode stays strict.
+ */
+function fromBinaryLenient<D extends DescMessage>(schema: D, bytes: Uint8Array): MessageShape<D> {
+  const strict = getTextEncoding();
+  configureTextEncoding({ ...strict, decodeUtf8: (utf8: Uint8Array) => strict.decodeUtf8(utf8, false) });
+  try {
+    return fromBinary(schema, bytes);
+  } finally {
+    configureTextEncoding(strict);
+  }
+}
+
+/** Strict decode; when that fails, a lenient one (invalid UTF-8 → U+FFFD); the strict error if both fail. */
 export function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
-  return (bytes) => fromBinary(schema, bytes);
+  return (bytes) => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (err) {
+      try {
+        return fromBinaryLenient(schema, bytes);
+      } catch {
+        throw err;
+      }
+    }
+  };
 }
 
 export function methodDefinition(method: DescMethod): MethodDefinition<unknown, unknown> {
