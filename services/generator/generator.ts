@@ -44,6 +44,7 @@ import type { EngineConfig } from "../../lib/config/engine.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
 import type { ClientConfig } from "../../lib/config/server.js";
 import { Code, RpcError } from "../../lib/errors.js";
+import { invalidUtf8 } from "../../lib/grpc/definition.js";
 import { log } from "../../lib/log.js";
 import { directoryManifest, pullWeights } from "../../lib/weights/index.js";
 import { encodePrompt, ModelFormatError, PolicyTokenizer } from "../../models/index.js";
@@ -61,7 +62,6 @@ class FieldError extends RpcError {
 }
 
 const invalid = (field: string, reason: string) => new FieldError(Code.INVALID_ARGUMENT, field, reason);
-const NOT_UTF8 = "is not valid UTF-8 (holds U+FFFD, the replacement character of bytes that were not UTF-8)";
 
 /** One policy version in memory. */
 interface PolicyHandle {
@@ -297,8 +297,9 @@ export class PolicyGenerator {
       return { ids: [...ids], field: "prompt_token_ids" };
     }
     if (text.trim() === "") throw invalid("prompt", "empty (set prompt or prompt_token_ids)");
-    // lib/grpc/definition.ts decodes invalid UTF-8 as U+FFFD so that it is refused here, naming the field.
-    if (text.includes("\uFFFD")) throw invalid("prompt", NOT_UTF8);
+    // Bytes that were not UTF-8 arrive escaped (lib/grpc/definition.ts): refused here, naming the field.
+    const notUtf8 = invalidUtf8(text);
+    if (notUtf8) throw invalid("prompt", notUtf8);
     const tokenizer = handle.tokenizer;
     if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, "prompt", `policy version ${handle.info.version} has no tokenizer.json; send prompt_token_ids`);
     let encoded: number[];
@@ -407,7 +408,8 @@ export class PolicyGenerator {
           field = `response_texts[${i}]`;
           const tokenizer = handle.tokenizer;
           if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, field, `policy version ${handle.info.version} has no tokenizer.json; send responses as token ids`);
-          if (request.responseTexts[i].includes("\uFFFD")) throw invalid(field, NOT_UTF8);
+          const notUtf8 = invalidUtf8(request.responseTexts[i]);
+          if (notUtf8) throw invalid(field, notUtf8);
           // As a sampled response that ended on EOS: its text, then EOS (which is scored).
           response = tokenizer.encode(request.responseTexts[i]);
           if (handle.eosId !== undefined) response.push(handle.eosId);

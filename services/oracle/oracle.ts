@@ -6,6 +6,7 @@
  * P_ij + P_ji = 1, P_ii = 1/2 and every value finite in [0, 1].
  */
 import { Code, invalidArgument, RpcError } from "../../lib/errors.js";
+import { invalidUtf8 } from "../../lib/grpc/definition.js";
 
 export interface Comparison {
   /** K×K, matrix[i][j] = P(candidate i ≻ candidate j). */
@@ -44,24 +45,20 @@ export interface FieldIssue {
   reason: string;
 }
 
-/**
- * Why a text field is unacceptable when it holds U+FFFD: lib/grpc/definition.ts decodes invalid UTF-8 leniently, each
- * bad sequence becoming U+FFFD, so that the request can be refused here, naming its field, instead of failing the
- * whole stream. (A U+FFFD that was sent as such is refused too: it cannot be told apart.)
- */
-export const REPLACEMENT_CHARACTER_REASON = "is not valid UTF-8 (holds U+FFFD, the replacement character of bytes that were not UTF-8)";
-
 /** The first problem of a request, or undefined when it is acceptable. */
 export function validateComparison(prompt: string, candidates: readonly string[], maxCandidates: number): FieldIssue | undefined {
   if (prompt.trim().length === 0) return { field: "prompt", reason: "must not be empty" };
-  if (prompt.includes("\uFFFD")) return { field: "prompt", reason: REPLACEMENT_CHARACTER_REASON };
+  // Bytes that were not UTF-8 arrive escaped (lib/grpc/definition.ts): refused here, naming the field.
+  const promptUtf8 = invalidUtf8(prompt);
+  if (promptUtf8) return { field: "prompt", reason: promptUtf8 };
   if (candidates.length < 2) return { field: "candidates", reason: `needs at least 2 candidates, got ${candidates.length}` };
   if (candidates.length > maxCandidates) {
     return { field: "candidates", reason: `at most ${maxCandidates} candidates are accepted (oracle.maxCandidates), got ${candidates.length}` };
   }
   for (const [i, candidate] of candidates.entries()) {
     if (candidate.trim().length === 0) return { field: `candidates[${i}]`, reason: "must not be empty" };
-    if (candidate.includes("\uFFFD")) return { field: `candidates[${i}]`, reason: REPLACEMENT_CHARACTER_REASON };
+    const candidateUtf8 = invalidUtf8(candidate);
+    if (candidateUtf8) return { field: `candidates[${i}]`, reason: candidateUtf8 };
   }
   return undefined;
 }
