@@ -126,6 +126,20 @@ function memory(pid: number | undefined): { rssMiB: number; peakRssMiB: number }
   }
 }
 
+/** The oracle's backend or the generator's engine, from the server's start-up log lines. */
+function describeServer(server: Server): string | null {
+  for (const line of server.lines) {
+    try {
+      const entry = JSON.parse(line) as { msg?: string; backend?: string; engine?: string };
+      if (entry.msg === "oracle ready" && entry.backend) return entry.backend;
+      if (entry.msg === "generator: base policy loaded" && entry.engine) return entry.engine;
+    } catch {
+      // not a log line
+    }
+  }
+  return null;
+}
+
 async function stopServer(server: Server): Promise<number | null> {
   if (server.child.exitCode !== null) return server.child.exitCode;
   server.child.kill("SIGTERM");
@@ -299,6 +313,8 @@ async function drive(server: Server, opts: Options) {
     latencyMs: { okP50: percentile(ok, 50), okP99: percentile(ok, 99), allP50: percentile(all, 50), allP99: percentile(all, 99) },
     server: {
       pid: server.child.pid,
+      // What answered: the oracle's backend, the generator's engine (from their start-up log lines).
+      runs: describeServer(server),
       rssAtReadyMiB: atReady?.rssMiB ?? null,
       peakRssDuringLoadMiB: round(Math.max(peakRssDuringLoad, atEnd?.rssMiB ?? 0), 1),
       peakRssMiB: atEnd?.peakRssMiB ?? null,
