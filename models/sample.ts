@@ -1,9 +1,10 @@
 /**
  * Batched sampling with a KV cache. Prompts are left-padded to a common length (padding masked, positions counted
  * from each row's first real token), prefilled in one pass, then decoded one token per step for every row. Each
- * row draws from its own seeded generator (seed, row), so results are reproducible and a row's draws do not depend
- * on the other rows. Each response's log-prob is the policy's, at temperature 1, whatever temperature/top-p/top-k
- * shaped the draw: that is what scoring computes, and what SPPO's reference log-probs are.
+ * row draws from its own seeded generator — (seed, streamOffset + row), or the row's own (seed, stream) from `rows`
+ * — so results are reproducible and a row's draws do not depend on the other rows. Each response's log-prob is the
+ * policy's, at temperature 1, whatever temperature/top-p/top-k shaped the draw: that is what scoring computes, and
+ * what SPPO's reference log-probs are.
  */
 import * as tf from "@tensorflow/tfjs";
 import { contextLength } from "./config.js";
@@ -27,6 +28,18 @@ export interface SampleOptions {
   padId?: number;
   /** First stream index of the per-row generators (row b uses stream streamOffset + b). @default 0 */
   streamOffset?: number;
+  /**
+   * Per-row generators, one entry per prompt: row b draws from `createRng(rows[b].seed, rows[b].stream)`, overriding
+   * `seed` and `streamOffset`. Lets rows of different requests share one run, each drawing exactly as it would alone
+   * (a request with seed s alone is rows { seed: s, stream: 0 … K-1 }). Undefined: (seed, streamOffset + b).
+   */
+  rows?: readonly RowSeed[];
+}
+
+/** The generator of one row: `createRng(seed, stream)`. */
+export interface RowSeed {
+  seed: number;
+  stream: number;
 }
 
 /** One sampled response. */
@@ -42,7 +55,7 @@ export interface SampleResult {
 }
 
 /** Sampling options with their defaults filled in. */
-export type CheckedSampleOptions = Required<Omit<SampleOptions, "eosId">> & { eosId?: number };
+export type CheckedSampleOptions = Required<Omit<SampleOptions, "eosId" | "rows">> & { eosId?: number; rows?: readonly RowSeed[] };
 
 /** Checks options once, naming the option at fault (shared by every sampler: tfjs here, onnxruntime in models/onnx). */
 export function checkSampleOptions(o: SampleOptions): CheckedSampleOptions {
@@ -52,7 +65,25 @@ export function checkSampleOptions(o: SampleOptions): CheckedSampleOptions {
   if (!Number.isInteger(opts.topK) || opts.topK < 0) throw new TypeError(`topK must be an integer ≥ 0, got ${opts.topK}`);
   if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 1) throw new TypeError(`maxNewTokens must be an integer ≥ 1, got ${opts.maxNewTokens}`);
   if (!Number.isFinite(opts.seed)) throw new TypeError(`seed must be a finite number, got ${opts.seed}`);
+  if (opts.rows !== undefined) {
+    if (!Array.isArray(opts.rows)) throw new TypeError(`rows must be an array of { seed, stream }, got ${typeof opts.rows}`);
+    opts.rows.forEach((r, b) => {
+      if (!Number.isFinite(r?.seed)) throw new TypeError(`rows[${b}].seed must be a finite number, got ${r?.seed}`);
+      if (!Number.isInteger(r.stream) || r.stream < 0) throw new TypeError(`rows[${b}].stream must be an integer ≥ 0, got ${r.stream}`);
+    });
+  }
   return opts;
+}
+
+/**
+ * The per-row generators of a run of `count` rows: `rows[b]` when given (one entry per row, else TypeError), else
+ * (seed, streamOffset + b). Shared by every sampler.
+ */
+export function rowRngs(o: CheckedSampleOptions, count: number): Rng[] {
+  const rows = o.rows;
+  if (rows === undefined) return Array.from({ length: count }, (_, b) => createRng(o.seed, o.streamOffset + b));
+  if (rows.length !== count) throw new TypeError(`rows must have one entry per prompt (${count}), got ${rows.length}`);
+  return rows.map((r) => createRng(r.seed, r.stream));
 }
 
 /** log-softmax value of `index` in `row` (at temperature 1), accumulated in float64. */
@@ -141,7 +172,7 @@ export function sampleIds(model: CausalLM, prompts: number[][], options: SampleO
     }
     mask.push(m);
   });
-  const rngs = prompts.map((_, b) => createRng(o.seed, o.streamOffset + b));
+  const rngs = rowRngs(o, B);
   const results: SampleResult[] = prompts.map(() => ({ tokenIds: [], stepLogprobs: [], logprob: 0, finished: false }));
   const lengths = prompts.map((p) => p.length);
 

@@ -3,7 +3,7 @@
  * ONNX graphs built from the current weights (graph.ts), with a fast weight refresh.
  *
  * Sampling follows models/sample.ts step for step — the same left padding, positions, masks, per-row generators
- * (seed, streamOffset + row) and `drawToken` — so a seed gives the same tokens on both engines (up to the float
+ * ((seed, streamOffset + row), or `rows[row]`) and `drawToken` — so a seed gives the same tokens on both engines (up to the float
  * rounding of the two runtimes, ~1e-6 on the logits). Rows that finish (EOS) leave the batch, so long responses do
  * not pay for short ones; the other rows' draws are unaffected (each row has its own generator). Scoring sorts the
  * pairs by length before batching (less padding) and returns the scores in the order given.
@@ -22,8 +22,7 @@ import { Tensor } from "onnxruntime-node";
 import type { ModelProto } from "onnx-buf";
 import type { TokenPair } from "../batch.js";
 import { contextLength, type ModelConfig } from "../config.js";
-import { createRng } from "../prng.js";
-import { checkSampleOptions, drawToken, logProbOf, type SampleOptions, type SampleResult } from "../sample.js";
+import { checkSampleOptions, drawToken, logProbOf, rowRngs, type SampleOptions, type SampleResult } from "../sample.js";
 import type { Score } from "../score.js";
 import type { PolicyTokenizer } from "../tokenizer.js";
 import type { PolicyGraphKind } from "./blocks.js";
@@ -246,7 +245,7 @@ export class OrtPolicy {
         }
         return m;
       });
-      const rngs = prompts.map((_, b) => createRng(o.seed, o.streamOffset + b));
+      const rngs = rowRngs(o, B);
       const results: SampleResult[] = prompts.map(() => ({ tokenIds: [], stepLogprobs: [], logprob: 0, finished: false }));
       const feeds: Record<string, ort.Tensor> = {
         input_ids: int64(ids, [B, L]),

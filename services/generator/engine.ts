@@ -11,8 +11,10 @@
  *
  * Contract every engine keeps (the generator's tests check it on the tfjs engine):
  *  - `sample(promptIds, o)`: one sample per row (the generator repeats a prompt K times), rows may have different
- *    lengths; row b draws from `createRng(o.seed, b)` of models/prng.ts through models/sample.ts's `drawToken`, so
- *    the same seed, prompts, options and weights give the same tokens, and engines agree wherever their logits do.
+ *    lengths; row b draws from `createRng(o.seed, b)` of models/prng.ts — or from `createRng(o.rows[b].seed,
+ *    o.rows[b].stream)` when `rows` is set — through models/sample.ts's `drawToken`, so the same seed, prompts,
+ *    options and weights give the same tokens, and engines agree wherever their logits do. A row's tokens do not
+ *    depend on the other rows of the run (padding is masked), so rows of different requests may share one run.
  *    `logprob` is Σ log π(token) at temperature 1 (the untempered policy), whatever temperature/top-p/top-k shaped
  *    the draw; with `eosId` set a row stops after drawing it (EOS kept in tokenIds), otherwise after maxNewTokens.
  *  - `score(pairs)`: Σ log π(response token | prompt, earlier response tokens) at temperature 1, prompt tokens
@@ -36,6 +38,8 @@ export interface EngineSampleOptions {
   maxNewTokens: number;
   /** Seed of the per-row generators (row b uses stream b). */
   seed: number;
+  /** Per-row generators (one per row), overriding `seed`: row b uses createRng(rows[b].seed, rows[b].stream). */
+  rows?: { seed: number; stream: number }[];
   /** Stop a row after this token; undefined: run every row to maxNewTokens. */
   eosId?: number;
   /** Id for padding positions (masked: its value never matters). */

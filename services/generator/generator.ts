@@ -11,15 +11,20 @@
  * Scheduling: every accepted request becomes one job in one queue bounded by `maxQueuedRequests` (beyond it:
  * RESOURCE_EXHAUSTED, never unbounded memory). Up to `maxConcurrentRuns` engine runs go at once; a run takes the
  * oldest job and every queued job that can share its batch, up to `maxBatch` rows:
- *  - Generate with a seed runs alone: its K rows form the whole batch, so its tokens depend only on (seed, prompt,
- *    params, version) — reproducible whatever else the server is doing.
- *  - Generate without a seed shares a batch with other unseeded requests of the same version and sampling options
- *    (prompt lengths may differ: rows are left-padded and masked); the batch gets a fresh random seed.
+ *  - Generate with a seed shares a batch with other seeded requests of the same version and sampling options
+ *    (temperature, top-p, top-k, max_new_tokens after the context clamp, stop_on_eos; prompt lengths may differ:
+ *    rows are left-padded and masked). Each row keeps its own generator: row i of a request with seed s draws from
+ *    createRng(s, i) (the engines' per-row `rows` option), exactly the stream it would use running alone, so its
+ *    tokens depend only on (seed, i, prompt, params, version) — reproducible whatever else the server is doing
+ *    (test/services/generator/batching.test.ts checks alone = batched on both engines).
+ *  - Generate without a seed shares a batch with other unseeded requests of the same version and sampling options;
+ *    the batch gets a fresh random seed. Seeded and unseeded requests do not share runs.
  *  - Score jobs of the same version share batches (padding is masked, so a score does not depend on its batch-mates
  *    beyond float rounding).
  * Runs start on the next event-loop turn at the earliest, so requests that arrive together batch together; the oldest
- * batchable job waits up to `maxWaitMs` for batch-mates while its batch is not full (a gRPC stream's requests arrive
- * over several turns). Seeded Generate jobs never wait.
+ * unseeded job waits up to `maxWaitMs` for batch-mates while its batch is not full (a gRPC stream's requests arrive
+ * over several turns). Seeded Generate jobs never wait: they take the compatible seeded jobs already queued (those
+ * that arrived while the previous run went on).
  *
  * Requests are the protobuf messages themselves (their field names are the ones errors name); `generate` and `score`
  * never throw: a bad or failed request is a response with `error` set.
@@ -85,7 +90,7 @@ type Job =
       handle: PolicyHandle;
       prompt: number[];
       k: number;
-      options: Omit<EngineSampleOptions, "seed">;
+      options: Omit<EngineSampleOptions, "seed" | "rows">;
       /** The request's seed; undefined: the run's random seed (and the job may share its run). */
       seed: number | undefined;
       /** performance.now() when queued. */
@@ -101,7 +106,8 @@ const rowsOf = (job: Job) => (job.kind === "sample" ? job.k : job.pairs.length);
 function compatible(a: Job, b: Job): boolean {
   if (a.handle !== b.handle) return false;
   if (a.kind === "score" && b.kind === "score") return true;
-  if (a.kind !== "sample" || b.kind !== "sample" || a.seed !== undefined || b.seed !== undefined) return false;
+  if (a.kind !== "sample" || b.kind !== "sample" || (a.seed === undefined) !== (b.seed === undefined)) return false;
+  // Equal maxNewTokens (already clamped to each job's room in the context) keep every row's length what it is alone.
   const x = a.options;
   const y = b.options;
   return x.temperature === y.temperature && x.topP === y.topP && x.topK === y.topK && x.maxNewTokens === y.maxNewTokens && x.eosId === y.eosId;
@@ -537,8 +543,14 @@ export class PolicyGenerator {
         // Different prompt lengths share a run: the longest bounds every row's room in the context.
         const longest = Math.max(...jobs.map((j) => j.prompt.length));
         const maxNewTokens = Math.min(first.options.maxNewTokens, first.handle.engine.contextLength - longest);
-        const seed = first.seed ?? randomInt(0, 2 ** 48 - 1);
-        const samples = await first.handle.engine.sample(rows, { ...first.options, maxNewTokens, seed });
+        let sampling: EngineSampleOptions;
+        if (first.seed === undefined) sampling = { ...first.options, maxNewTokens, seed: randomInt(0, 2 ** 48 - 1) };
+        else {
+          // Seeded jobs (all of them here): row i of a job draws from createRng(job seed, i), as when it runs alone.
+          const seeds = jobs.flatMap((j) => Array.from({ length: j.k }, (_, i) => ({ seed: j.seed as number, stream: i })));
+          sampling = { ...first.options, maxNewTokens, seed: first.seed, rows: seeds };
+        }
+        const samples = await first.handle.engine.sample(rows, sampling);
         let at = 0;
         for (const job of jobs) {
           job.resolve(samples.slice(at, at + job.k));

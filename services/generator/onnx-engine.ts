@@ -26,6 +26,7 @@ export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {
         topK: o.topK,
         maxNewTokens: o.maxNewTokens,
         seed: o.seed,
+        rows: o.rows,
         eosId: o.eosId,
         padId: o.padId,
       });

@@ -29,6 +29,7 @@ export async function loadTfjsEngine(dir: string, options: EngineLoadOptions = {
         topK: o.topK,
         maxNewTokens: o.maxNewTokens,
         seed: o.seed,
+        rows: o.rows,
         eosId: o.eosId,
         padId: o.padId,
       });

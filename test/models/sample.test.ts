@@ -1,5 +1,6 @@
 /**
- * Sampling and scoring on the PyTorch fixtures: reproducible under a seed, rows independent of their batch-mates,
+ * Sampling and scoring on the PyTorch fixtures: reproducible under a seed, rows independent of their batch-mates
+ * (also with per-row seeds: a request draws the same tokens alone and batched with others),
  * greedy/top-k/top-p semantics, and score(prompt, sampled response) == Σ per-step log-probs at temperature 1.
  * Run: node --import tsx --test test/models/sample.test.ts
  */
@@ -28,6 +29,37 @@ for (const backend of BACKENDS) {
         assert.deepEqual(alone[0].tokenIds, a[1].tokenIds);
         assert.ok(Math.abs(alone[0].logprob - a[1].logprob) < 1e-4);
         assert.equal(tf.memory().numTensors, before, "sampling leaked tensors");
+        model.dispose();
+      });
+
+      it(`${family}: per-row seeds (rows): a request batched with others draws exactly as it does alone`, async () => {
+        await initBackend(backend);
+        const { model } = loadModel(join(FIXTURES, family));
+        const options = { maxNewTokens: 10, temperature: 0.9, eosId: 3 };
+        // A request (seed 42, K = 3) of the middle-length prompt, alone: rows use streams 0, 1, 2 of seed 42.
+        const alone = sampleIds(model, [PROMPTS[0], PROMPTS[0], PROMPTS[0]], { ...options, seed: 42 });
+        // The same request between rows of other requests (longer and shorter prompts, other seeds).
+        const rows = [
+          { seed: 5, stream: 0 },
+          { seed: 42, stream: 0 },
+          { seed: 42, stream: 1 },
+          { seed: 5, stream: 1 },
+          { seed: 42, stream: 2 },
+          { seed: 2 ** 40 + 9, stream: 0 },
+        ];
+        const batched = sampleIds(model, [PROMPTS[1], PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2]], { ...options, seed: 0, rows });
+        [1, 2, 4].forEach((b, i) => {
+          assert.deepEqual(batched[b].tokenIds, alone[i].tokenIds, `stream ${i}: tokens`);
+          assert.equal(batched[b].finished, alone[i].finished);
+          assert.ok(Math.abs(batched[b].logprob - alone[i].logprob) < 1e-4, `stream ${i}: ${batched[b].logprob} vs ${alone[i].logprob}`);
+        });
+        // The other requests' rows too: seed 5 alone on the longest prompt, and the 2^40 + 9 row alone.
+        const five = sampleIds(model, [PROMPTS[1], PROMPTS[1]], { ...options, seed: 5 });
+        assert.deepEqual([batched[0].tokenIds, batched[3].tokenIds], five.map((r) => r.tokenIds));
+        assert.deepEqual(batched[5].tokenIds, sampleIds(model, [PROMPTS[2]], { ...options, seed: 2 ** 40 + 9 })[0].tokenIds);
+        // rows overrides seed and streamOffset.
+        const same = sampleIds(model, [PROMPTS[0]], { ...options, seed: 7, streamOffset: 3, rows: [{ seed: 42, stream: 1 }] });
+        assert.deepEqual(same[0].tokenIds, alone[1].tokenIds);
         model.dispose();
       });
 
@@ -80,6 +112,10 @@ describe("sampling options", () => {
     assert.throws(() => sampleIds(model, PROMPTS, { topK: 1.5 }), /topK/);
     assert.throws(() => sampleIds(model, PROMPTS, { maxNewTokens: 0 }), /maxNewTokens/);
     assert.throws(() => sampleIds(model, [[]]), /at least one token/);
+    assert.throws(() => sampleIds(model, PROMPTS, { rows: [{ seed: 1, stream: 0 }] }), /rows must have one entry per prompt \(3\), got 1/);
+    assert.throws(() => sampleIds(model, [[0, 1]], { rows: [{ seed: Number.NaN, stream: 0 }] }), /rows\[0\]\.seed must be a finite number/);
+    assert.throws(() => sampleIds(model, [[0, 1]], { rows: [{ seed: 1, stream: -1 }] }), /rows\[0\]\.stream must be an integer ≥ 0/);
+    assert.throws(() => sampleIds(model, [[0, 1]], { rows: [{ seed: 1, stream: 0.5 }] }), /rows\[0\]\.stream must be an integer ≥ 0/);
     // The context is 24 positions: a 20-token prompt leaves room for 4 new tokens only.
     const long = sampleIds(model, [Array(20).fill(4)], { maxNewTokens: 50 });
     assert.equal(long[0].tokenIds.length, 4);

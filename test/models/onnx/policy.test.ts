@@ -71,6 +71,31 @@ for (const family of ["gpt2", "llama"]) {
       }
     });
 
+    it("per-row seeds (rows): a request batched with others draws as alone, and as tfjs does", async () => {
+      const options = { maxNewTokens: 10, temperature: 0.9, eosId: 3 };
+      const alone = await policy.sample([PROMPTS[0], PROMPTS[0], PROMPTS[0]], { ...options, seed: 42 });
+      const rows = [
+        { seed: 5, stream: 0 },
+        { seed: 42, stream: 0 },
+        { seed: 42, stream: 1 },
+        { seed: 5, stream: 1 },
+        { seed: 42, stream: 2 },
+        { seed: 2 ** 40 + 9, stream: 0 },
+      ];
+      const prompts = [PROMPTS[2], PROMPTS[0], PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[4]];
+      const batched = await sameSamples(loaded.model, policy, prompts, { ...options, seed: 0, rows });
+      const got = await policy.sample(prompts, { ...options, seed: 0, rows });
+      [1, 2, 4].forEach((b, i) => {
+        assert.deepEqual(got[b].tokenIds, alone[i].tokenIds, `stream ${i}: tokens`);
+        assert.deepEqual(batched[b].tokenIds, alone[i].tokenIds, `stream ${i}: tfjs tokens`);
+        assert.ok(Math.abs(got[b].logprob - alone[i].logprob) < TOL, `stream ${i}: ${got[b].logprob} vs ${alone[i].logprob}`);
+      });
+      const five = await policy.sample([PROMPTS[2], PROMPTS[2]], { ...options, seed: 5 });
+      assert.deepEqual([got[0].tokenIds, got[3].tokenIds], five.map((r) => r.tokenIds));
+      await assert.rejects(policy.sample(prompts, { rows: rows.slice(1) }), /rows must have one entry per prompt \(6\), got 5/);
+      await assert.rejects(policy.sample([[0, 1]], { rows: [{ seed: 1, stream: -2 }] }), /rows\[0\]\.stream must be an integer ≥ 0/);
+    });
+
     it("rows that stop on EOS leave the batch; the others draw exactly as before", async () => {
       const free = sampleIds(loaded.model, PROMPTS, { seed: 21, maxNewTokens: 12 });
       // An EOS that row 0 draws at its third step: row 0 stops there, rows without it run to the end.

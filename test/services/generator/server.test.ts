@@ -305,7 +305,8 @@ describe("scheduling", () => {
 
   test("a cancelled stream's queued requests leave the queue without running", { timeout: 30_000 }, async () => {
     const probe = new EngineProbe();
-    const g = await startGenerator({}, probe);
+    // One row per run: the first request runs alone (seeded requests that arrive together would share a run).
+    const g = await startGenerator({ maxSamples: 1, maxBatch: 1 }, probe);
     try {
       const { entered } = probe.hold();
       const abort = new AbortController();
