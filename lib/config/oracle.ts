@@ -23,6 +23,8 @@ export const oracleConfigSchema = z
     backend: z.enum(ORACLE_BACKENDS).default("pairwise-onnx"),
     /** Model directory of the ONNX backends (model.onnx, tokenizer.json, optional oracle_config.json). @default "assets/oracle" */
     modelDir: z.string().min(1).default("assets/oracle"),
+    /** Requests waiting or running at once, over all streams; beyond this a request is answered RESOURCE_EXHAUSTED. @default 1024 */
+    maxQueuedRequests: z.number().int().min(1).max(1_000_000).default(1024),
     /** Largest K (candidates per request) accepted. @default 16 */
     maxCandidates: z.number().int().min(2).max(1024).default(16),
     /** Dynamic batching of the ONNX backends: pairs (or responses) from concurrent requests share one model run. */

@@ -47,8 +47,14 @@ export async function answer(oracle: Oracle, request: CompareRequest): Promise<C
   }
 }
 
-/** The PreferenceOracle implementation over `oracle`. */
-export function oracleImplementation(oracle: Oracle): ServiceImplementation<typeof PreferenceOracle> {
+/**
+ * The PreferenceOracle implementation over `oracle`. At most `maxQueuedRequests` requests, over all streams, wait
+ * or run at once; a request beyond that is answered RESOURCE_EXHAUSTED at once (the stream goes on), so overload
+ * does not grow memory or latency without bound.
+ */
+export function oracleImplementation(oracle: Oracle, options: { maxQueuedRequests?: number } = {}): ServiceImplementation<typeof PreferenceOracle> {
+  const maxQueued = options.maxQueuedRequests ?? Number.POSITIVE_INFINITY;
+  let queued = 0;
   return {
     async *compare(requests: AsyncIterable<CompareRequest>, context: HandlerContext) {
       const out = new AsyncQueue<CompareResponse>();
@@ -69,9 +75,24 @@ export function oracleImplementation(oracle: Oracle): ServiceImplementation<type
           while (!context.signal.aborted) {
             const next = await iterator.next();
             if (next.done) break;
+            if (queued >= maxQueued) {
+              out.push(
+                create(CompareResponseSchema, {
+                  requestId: next.value.requestId,
+                  k: next.value.candidates.length,
+                  error: create(StatusSchema, {
+                    code: Code.RESOURCE_EXHAUSTED,
+                    message: `oracle: ${queued} requests are already queued (oracle.maxQueuedRequests); retry later`,
+                  }),
+                }),
+              );
+              continue;
+            }
             inFlight++;
+            queued++;
             void answer(oracle, next.value).then((response) => {
               inFlight--;
+              queued--;
               out.push(response);
               resume?.();
               finishIfDone();
@@ -117,5 +138,5 @@ export async function createOracleService(
 ): Promise<{ implementation: ServiceImplementation<typeof PreferenceOracle>; oracle: Oracle; close(): Promise<void> }> {
   const oracle = await createOracle(config.oracle, { client: config.client });
   log.info({ ...oracle.describe() }, "oracle ready");
-  return { implementation: oracleImplementation(oracle), oracle, close: () => oracle.close() };
+  return { implementation: oracleImplementation(oracle, { maxQueuedRequests: config.oracle.maxQueuedRequests }), oracle, close: () => oracle.close() };
 }
