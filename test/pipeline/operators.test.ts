@@ -151,5 +151,37 @@ describe("pipeline operators", () => {
       mux.close();
       client.close();
     });
+
+    it("asks again, with back-off, when the service answers RESOURCE_EXHAUSTED", async () => {
+      const refusals = new Map<string, number>();
+      const server = await serveForTest([
+        mount(PreferenceOracle, {
+          async describe() {
+            return {};
+          },
+          async *compare(requests) {
+            for await (const r of requests) {
+              const seen = refusals.get(r.requestId) ?? 0;
+              if (seen < 2) {
+                refusals.set(r.requestId, seen + 1);
+                yield { requestId: r.requestId, error: { code: Code.RESOURCE_EXHAUSTED, message: "full" } };
+              } else yield matrix2(r);
+            }
+          },
+        }),
+      ]);
+      servers.push(server);
+      const client = createClient(PreferenceOracle, `127.0.0.1:${server.port}`);
+      const mux = createMultiplexer((r) => client.compare(r), { name: "oracle", overloadBackoffMs: 5 });
+      const answer = await mux.request(create(CompareRequestSchema, { requestId: "busy", candidates: ["a", "b"] }));
+      assert.equal(answer.requestId, "busy");
+      assert.equal(answer.error, undefined);
+      assert.equal(refusals.get("busy"), 2, "refused twice, answered the third time");
+      const stubborn = createMultiplexer((r) => client.compare(r), { name: "oracle", overloadBackoffMs: 1, maxOverloadRetries: 1 });
+      await assert.rejects(stubborn.request(create(CompareRequestSchema, { requestId: "again", candidates: ["a", "b"] })), (err: RpcError) => err.code === Code.RESOURCE_EXHAUSTED);
+      mux.close();
+      stubborn.close();
+      client.close();
+    });
   });
 });
