@@ -32,5 +32,5 @@ export { ModelFormatError, parseSafetensors, type RawTensor, readSafetensors, se
 export { drawToken, type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
 export { type Score, scorePairs, sequenceLogProbs } from "./score.js";
 export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js";
-export { type ChatMessage, PolicyTokenizer } from "./tokenizer.js";
+export { type ChatMessage, PolicyTokenizer, wordTokenizerJson } from "./tokenizer.js";
 export { Adam, type AdamOptions, clipGradNorm, type NamedGrads, type Optimizer, type OptimizerState, optimizerFromState, RMSprop, type RMSpropOptions, valueAndGrads, warmupLinearSchedule } from "./train.js";

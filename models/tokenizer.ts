@@ -7,6 +7,29 @@ import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 
 /** A chat message as chat templates expect it. */
+/**
+ * tokenizer.json of a word-level vocabulary: `specials` (ids 0.., added as special tokens) then `words`. Written as an
+ * HF WordPiece model whose vocabulary holds whole words (tokenizers.js has no WordLevel model), lower-casing and
+ * splitting on whitespace and punctuation, so that both @huggingface/tokenizers and Python's `tokenizers` read it.
+ */
+export function wordTokenizerJson(specials: readonly string[], words: readonly string[], unkToken = "<unk>"): Record<string, unknown> {
+  const vocab: Record<string, number> = {};
+  [...specials, ...words].forEach((w, i) => {
+    vocab[w] = i;
+  });
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: specials.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: "Lowercase" },
+    pre_tokenizer: { type: "Whitespace" },
+    post_processor: null,
+    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+    model: { type: "WordPiece", unk_token: unkToken, continuing_subword_prefix: "##", max_input_chars_per_word: 100, vocab },
+  };
+}
+
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;

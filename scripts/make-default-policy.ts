@@ -32,6 +32,7 @@ import {
   sequenceLogProbs,
   valueAndGrads,
   warmupLinearSchedule,
+  wordTokenizerJson,
 } from "../models/index.js";
 import { ALL_ADJECTIVES, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "./default-task/language.js";
 
@@ -81,21 +82,7 @@ function vocabulary(): string[] {
 }
 
 function tokenizerFiles(words: string[]): { json: Record<string, unknown>; config: Record<string, unknown> } {
-  const vocab: Record<string, number> = {};
-  [...SPECIALS, ...words].forEach((w, i) => {
-    vocab[w] = i;
-  });
-  const json = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: SPECIALS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-    normalizer: { type: "Lowercase" },
-    pre_tokenizer: { type: "Whitespace" },
-    post_processor: null,
-    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
-    model: { type: "WordPiece", unk_token: "<unk>", continuing_subword_prefix: "##", max_input_chars_per_word: 100, vocab },
-  };
+  const json = wordTokenizerJson(SPECIALS, words);
   const config = {
     tokenizer_class: "PreTrainedTokenizerFast",
     bos_token: "<bos>",

@@ -1,5 +1,5 @@
 /** Tiny policies in the real format for the generator's tests, and an engine wrapper that tests can hold and count. */
-import { PolicyTokenizer } from "../../../models/index.js";
+import { PolicyTokenizer, wordTokenizerJson } from "../../../models/index.js";
 import { createModel, gpt2Config, saveModel } from "../../../models/index.js";
 import type { EngineLoader, PolicyEngine } from "../../../services/generator/engine.js";
 import { loadTfjsEngine } from "../../../services/generator/tfjs-engine.js";
@@ -11,21 +11,7 @@ export const CONTEXT = 32;
 
 /** A word-level tokenizer (an HF WordPiece model over whole words) with a chat template, as the default policy has. */
 export function tinyTokenizer(): PolicyTokenizer {
-  const vocab: Record<string, number> = {};
-  [...SPECIALS, ...WORDS].forEach((w, i) => {
-    vocab[w] = i;
-  });
-  const json = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: SPECIALS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-    normalizer: { type: "Lowercase" },
-    pre_tokenizer: { type: "Whitespace" },
-    post_processor: null,
-    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
-    model: { type: "WordPiece", unk_token: "<unk>", continuing_subword_prefix: "##", max_input_chars_per_word: 100, vocab },
-  };
+  const json = wordTokenizerJson(SPECIALS, WORDS);
   const config = {
     tokenizer_class: "PreTrainedTokenizerFast",
     bos_token: "<bos>",
