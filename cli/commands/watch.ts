@@ -14,7 +14,11 @@ export function register(program: Command): void {
     .option("--history", "replay the events recorded before connecting")
     .option("--wait <seconds>", "how long to wait for the loop to come up", (v) => Number(v), 60)
     .action(async (addr: string, flags: { json?: boolean; history?: boolean; wait: number }) => {
-      const client = createClient(Telemetry, addr);
+      // Waiting for a loop that is not up yet: retry the connection often (grpc-js backs off up to 2 minutes by
+      // default, long enough to miss a short run entirely).
+      const client = createClient(Telemetry, addr, {
+        channelOptions: { "grpc.initial_reconnect_backoff_ms": 100, "grpc.max_reconnect_backoff_ms": 500 },
+      });
       try {
         await client.waitForReady(flags.wait * 1000);
         for await (const response of client.watch({ includeHistory: Boolean(flags.history) })) {
