@@ -73,7 +73,8 @@ export function modelFromTensors(config: ModelConfig, tensors: Map<string, RawTe
   return createModel(config, params);
 }
 
-function readJson(path: string): Record<string, unknown> {
+/** Reads a JSON file of a model directory; a missing or broken file is a ModelFormatError naming it. */
+export function readModelJson(path: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
@@ -90,7 +91,7 @@ function readJson(path: string): Record<string, unknown> {
 /** Loads a model directory. The tokenizer is optional (a directory of weights alone loads as ids-only). */
 export function loadModel(dir: string): LoadedModel {
   const configPath = join(dir, "config.json");
-  const config = normalizeConfig(readJson(configPath), configPath);
+  const config = normalizeConfig(readModelJson(configPath), configPath);
   const weightsPath = join(dir, "model.safetensors");
   const model = modelFromTensors(config, readSafetensors(weightsPath), weightsPath);
   let tokenizer: PolicyTokenizer | undefined;
@@ -98,7 +99,7 @@ export function loadModel(dir: string): LoadedModel {
   if (existsSync(tokPath)) {
     const cfgPath = join(dir, "tokenizer_config.json");
     try {
-      tokenizer = new PolicyTokenizer(readJson(tokPath), existsSync(cfgPath) ? readJson(cfgPath) : {});
+      tokenizer = new PolicyTokenizer(readModelJson(tokPath), existsSync(cfgPath) ? readModelJson(cfgPath) : {});
     } catch (err) {
       model.dispose();
       if (err instanceof ModelFormatError) throw err;

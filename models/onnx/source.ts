@@ -2,12 +2,11 @@
  * Where a policy's weights come from: a model directory (read straight from config.json + model.safetensors, with
  * no tfjs model built), a loaded tfjs model, or a config with raw tensors (what the optimizer publishes).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type ModelConfig, normalizeConfig } from "../config.js";
 import type { LoadedModel } from "../io.js";
-import { paramShapes } from "../io.js";
-import { modelTensors } from "../io.js";
+import { modelTensors, paramShapes, readModelJson } from "../io.js";
 import type { CausalLM } from "../model.js";
 import { ModelFormatError, type RawTensor, readSafetensors } from "../safetensors.js";
 import { PolicyTokenizer } from "../tokenizer.js";
@@ -20,20 +19,6 @@ export interface PolicyWeights {
 
 /** What a policy can be built from. */
 export type PolicySource = string | LoadedModel | CausalLM | PolicyWeights;
-
-function readJson(path: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ModelFormatError(`${path}: cannot read it (${(err as Error).message})`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new ModelFormatError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
-}
 
 /**
  * The parameters of `config` picked from a checkpoint's tensors, by HF name (GPT-2 checkpoints saved from
@@ -55,14 +40,14 @@ export function pickParams(config: ModelConfig, tensors: ReadonlyMap<string, Raw
 /** Reads a model directory's config, weights and (when present) tokenizer without building a tfjs model. */
 export function readPolicyDir(dir: string): PolicyWeights & { tokenizer?: PolicyTokenizer } {
   const configPath = join(dir, "config.json");
-  const config = normalizeConfig(readJson(configPath), configPath);
+  const config = normalizeConfig(readModelJson(configPath), configPath);
   const weightsPath = join(dir, "model.safetensors");
   const weights = pickParams(config, readSafetensors(weightsPath), weightsPath);
   const tokPath = join(dir, "tokenizer.json");
   if (!existsSync(tokPath)) return { config, weights };
   const cfgPath = join(dir, "tokenizer_config.json");
   try {
-    return { config, weights, tokenizer: new PolicyTokenizer(readJson(tokPath), existsSync(cfgPath) ? readJson(cfgPath) : {}) };
+    return { config, weights, tokenizer: new PolicyTokenizer(readModelJson(tokPath), existsSync(cfgPath) ? readModelJson(cfgPath) : {}) };
   } catch (err) {
     if (err instanceof ModelFormatError) throw err;
     throw new ModelFormatError(`${tokPath}: cannot build the tokenizer (${(err as Error).message})`);
