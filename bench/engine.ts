@@ -7,53 +7,18 @@
  *   node --import tsx bench/run.ts --only engine [--quick]
  *   SPPO_BENCH_BACKEND=cpu|wasm|tensorflow|auto picks the tfjs backend (default auto).
  */
-import { execFileSync } from "node:child_process";
 import { availableParallelism } from "node:os";
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { Adam, type BackendName, createRng, DataParallel, GPT2LMHeadModel, initBackend, sampleIds, sequenceLogProbs, setWasmMatMulFix, type TokenBatch, valueAndGrads } from "../models/index.js";
 import type { BenchOptions, BenchRow } from "./row.js";
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const SHARED_BENCH = join(ROOT, "..", "shared", "bench");
-
-interface Reference {
-  vocab_size: number;
-  d_model: number;
-  n_layers: number;
-  n_heads: number;
-  context: number;
-  sampling: { batch: number; prompt_tokens: number; new_tokens: number; temperature: number };
-  training: { batch: number; sequence_tokens: number };
-}
+import { readReference, runTorch, SHARED_BENCH } from "./torch.js";
 
 interface TorchNumbers {
   engine: string;
   threads: number;
   decode_tokens_per_s: number;
   train_tokens_per_s: number;
-}
-
-/** Runs the PyTorch reference when /usr/bin/python3 can import torch; undefined otherwise (with the reason on stderr). */
-function runTorch(): TorchNumbers | undefined {
-  const script = join(SHARED_BENCH, "torch_reference.py");
-  if (!existsSync("/usr/bin/python3") || !existsSync(script)) return undefined;
-  try {
-    execFileSync("/usr/bin/python3", ["-c", "import torch"], { stdio: "ignore" });
-  } catch {
-    process.stderr.write("bench/engine: /usr/bin/python3 has no torch; rows carry no torch ratio\n");
-    return undefined;
-  }
-  try {
-    const out = execFileSync("/usr/bin/python3", [script], { encoding: "utf8", timeout: Number(process.env.SPPO_BENCH_TORCH_TIMEOUT_MS ?? 900_000) });
-    return JSON.parse(out.trim().split("\n").at(-1)!);
-  } catch (err) {
-    // An overloaded machine can stall torch's OpenMP threads for many minutes: report ours without a ratio.
-    process.stderr.write(`bench/engine: the torch reference failed (${(err as Error).message.split("\n")[0]}); rows carry no torch ratio\n`);
-    return undefined;
-  }
 }
 
 const peakRssMb = () => Math.round(process.resourceUsage().maxRSS / 1024);
@@ -106,8 +71,8 @@ function matMulRows(quick: boolean): BenchRow[] {
 }
 
 export default async function engineBench(options: BenchOptions): Promise<BenchRow[]> {
-  const ref = JSON.parse(readFileSync(join(SHARED_BENCH, "reference-model.json"), "utf8")) as Reference;
-  const torch = runTorch();
+  const ref = readReference();
+  const torch = runTorch<TorchNumbers>(join(SHARED_BENCH, "torch_reference.py"), ["2"], "engine");
   const backend = await initBackend((process.env.SPPO_BENCH_BACKEND as BackendName) ?? "auto");
   const common = { backend: backend.name, threads: 1 };
   const model = new GPT2LMHeadModel(

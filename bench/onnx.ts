@@ -8,42 +8,17 @@
  *   node --import tsx bench/run.ts --only onnx [--quick]
  *   SPPO_BENCH_THREADS=N sets the threads of both engines (default 2, torch_reference.py's default).
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { configToJson, createRng, gpt2Config, type ModelConfig, paramShapes, type RawTensor, writeSafetensors } from "../models/index.js";
 import { createOrtPolicy } from "../models/onnx/index.js";
 import type { BenchOptions, BenchRow } from "./row.js";
+import { readReference, runTorch, SHARED_BENCH } from "./torch.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const SHARED_BENCH = join(HERE, "..", "..", "shared", "bench");
-const PYTHON = "/usr/bin/python3";
-
-interface Reference {
-  vocab_size: number;
-  d_model: number;
-  n_layers: number;
-  n_heads: number;
-  context: number;
-  sampling: { batch: number; prompt_tokens: number; new_tokens: number; temperature: number };
-}
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-/** Runs a PyTorch script that prints one JSON line, when /usr/bin/python3 has torch; undefined (reason on stderr) otherwise. */
-function runTorch<T>(script: string, args: string[]): T | undefined {
-  if (!existsSync(PYTHON) || !existsSync(script)) return undefined;
-  try {
-    execFileSync(PYTHON, ["-c", "import torch"], { stdio: "ignore" });
-  } catch {
-    process.stderr.write("bench/onnx: /usr/bin/python3 has no torch; rows carry no torch ratio\n");
-    return undefined;
-  }
-  const out = execFileSync(PYTHON, [script, ...args], { encoding: "utf8", timeout: 900_000 });
-  return JSON.parse(out.trim().split("\n").at(-1) as string) as T;
-}
 
 /** Random weights of the reference size (normal 0.02, norms 1), drawn from our own seeded generator. */
 function referenceWeights(config: ModelConfig, seed: number): Map<string, RawTensor> {
@@ -65,11 +40,11 @@ function saveWeights(dir: string, config: ModelConfig, weights: Map<string, RawT
 }
 
 export default async function onnxBench(options: BenchOptions): Promise<BenchRow[]> {
-  const ref = JSON.parse(readFileSync(join(SHARED_BENCH, "reference-model.json"), "utf8")) as Reference;
+  const ref = readReference();
   const threads = Number(process.env.SPPO_BENCH_THREADS ?? 2);
   const reps = options.quick ? 1 : 3;
-  const torchSample = runTorch<{ engine: string; threads: number; decode_tokens_per_s: number }>(join(SHARED_BENCH, "torch_reference.py"), [String(threads)]);
-  const torchScore = runTorch<{ engine: string; threads: number; score_tokens_per_s: number }>(join(HERE, "torch_score.py"), [String(threads), String(options.quick ? 2 : 5)]);
+  const torchSample = runTorch<{ engine: string; threads: number; decode_tokens_per_s: number }>(join(SHARED_BENCH, "torch_reference.py"), [String(threads)], "onnx");
+  const torchScore = runTorch<{ engine: string; threads: number; score_tokens_per_s: number }>(join(HERE, "torch_score.py"), [String(threads), String(options.quick ? 2 : 5)], "onnx");
 
   const config = gpt2Config({ vocab_size: ref.vocab_size, n_embd: ref.d_model, n_layer: ref.n_layers, n_head: ref.n_heads, n_positions: ref.context });
   const weights = referenceWeights(config, 0);
