@@ -145,6 +145,26 @@ export function drawToken(row: Float32Array, temperature: number, topK: number, 
 }
 
 /**
+ * A prompt batch left-padded to length L: row b is [pad × (L − len_b), prompt_b], positions count from the first
+ * real token, and the mask is 1 on real tokens. Shared by the tfjs and onnxruntime samplers so their inputs agree.
+ */
+export function leftPadPrompts(prompts: readonly (readonly number[])[], L: number, padId: number): { ids: Int32Array; positions: Int32Array; masks: number[][] } {
+  const ids = new Int32Array(prompts.length * L).fill(padId);
+  const positions = new Int32Array(prompts.length * L);
+  const masks = prompts.map((p, b) => {
+    const off = L - p.length;
+    const m = new Array<number>(L).fill(0);
+    for (let t = 0; t < p.length; t++) {
+      ids[b * L + off + t] = p[t];
+      m[off + t] = 1;
+      positions[b * L + off + t] = t;
+    }
+    return m;
+  });
+  return { ids, positions, masks };
+}
+
+/**
  * Samples one response per prompt (ids; repeat a prompt K times for K samples). Synchronous; tensors are freed.
  * Throws RangeError when a prompt is empty or prompt + maxNewTokens exceeds the model's context.
  */
@@ -158,20 +178,7 @@ export function sampleIds(model: CausalLM, prompts: number[][], options: SampleO
   const maxNew = Math.min(o.maxNewTokens, ctx - L);
   if (maxNew < 1) throw new RangeError(`sampleIds: a prompt of ${L} tokens leaves no room in the context of ${ctx}`);
 
-  // Left padding: row b is [pad × (L - len_b), prompt_b]; positions count from the first real token.
-  const ids = new Int32Array(B * L).fill(o.padId);
-  const mask: number[][] = [];
-  const pos = new Int32Array(B * L);
-  prompts.forEach((p, b) => {
-    const off = L - p.length;
-    const m = new Array<number>(L).fill(0);
-    for (let t = 0; t < p.length; t++) {
-      ids[b * L + off + t] = p[t];
-      m[off + t] = 1;
-      pos[b * L + off + t] = t;
-    }
-    mask.push(m);
-  });
+  const { ids, positions: pos, masks: mask } = leftPadPrompts(prompts, L, o.padId);
   const rngs = rowRngs(o, B);
   const results: SampleResult[] = prompts.map(() => ({ tokenIds: [], stepLogprobs: [], logprob: 0, finished: false }));
   const lengths = prompts.map((p) => p.length);

@@ -22,7 +22,7 @@ import { Tensor } from "onnxruntime-node";
 import type { ModelProto } from "onnx-buf";
 import type { TokenPair } from "../batch.js";
 import { contextLength, type ModelConfig } from "../config.js";
-import { checkSampleOptions, drawToken, logProbOf, rowRngs, type SampleOptions, type SampleResult } from "../sample.js";
+import { checkSampleOptions, drawToken, leftPadPrompts, logProbOf, rowRngs, type SampleOptions, type SampleResult } from "../sample.js";
 import type { Score } from "../score.js";
 import type { PolicyTokenizer } from "../tokenizer.js";
 import type { PolicyGraphKind } from "./blocks.js";
@@ -232,19 +232,7 @@ export class OrtPolicy {
       const session = await set.session("step");
       const { layers, kvHeads, headDim } = cacheShape(config);
 
-      // Left padding: row b is [pad × (L - len_b), prompt_b]; positions count from the first real token.
-      const ids = new Array<number>(B * L).fill(o.padId);
-      const pos = new Array<number>(B * L).fill(0);
-      const masks: number[][] = prompts.map((p, b) => {
-        const off = L - p.length;
-        const m = new Array<number>(L).fill(0);
-        for (let t = 0; t < p.length; t++) {
-          ids[b * L + off + t] = p[t];
-          m[off + t] = 1;
-          pos[b * L + off + t] = t;
-        }
-        return m;
-      });
+      const { ids, positions: pos, masks } = leftPadPrompts(prompts, L, o.padId);
       const rngs = rowRngs(o, B);
       const results: SampleResult[] = prompts.map(() => ({ tokenIds: [], stepLogprobs: [], logprob: 0, finished: false }));
       const feeds: Record<string, ort.Tensor> = {
