@@ -10,6 +10,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { open, readdir, stat } from "node:fs/promises";
 import { basename, isAbsolute, join } from "node:path";
+import { confinedPath } from "../paths.js";
 
 /** One file of a policy version. */
 export interface WeightFile {
@@ -47,10 +48,14 @@ export async function sha256OfFile(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
-/** Hex SHA-256 of the files of `dir` named by `files`, concatenated in order: the version's checksum. */
+/**
+ * Hex SHA-256 of the files of `dir` named by `files`, concatenated in order: the version's checksum. A name that
+ * leads outside `dir` throws UnsafePathError (lib/paths.ts) before anything is read.
+ */
 export async function versionSha256(dir: string, files: readonly Pick<WeightFile, "name">[]): Promise<string> {
+  const paths = files.map((f, i) => confinedPath(dir, f.name, `files[${i}].name`));
   const hash = createHash("sha256");
-  for (const f of files) await hashInto(hash, join(dir, f.name));
+  for (const path of paths) await hashInto(hash, path);
   return hash.digest("hex");
 }
 

@@ -19,6 +19,7 @@ import type { PolicyVersion } from "../../gen/sppo/v1/common_pb.js";
 import { type GetWeightsResponse, Optimizer } from "../../gen/sppo/v1/optimizer_pb.js";
 import { Code, RpcError } from "../errors.js";
 import { type ClientOptions, createClient } from "../grpc/client.js";
+import { confinedPath, UnsafePathError } from "../paths.js";
 import { hashInto, unsafeFileName, type WeightFile } from "./manifest.js";
 
 export interface ReceiveOptions {
@@ -46,6 +47,8 @@ function dataLoss(message: string): RpcError {
 
 interface Incoming {
   file: WeightFile;
+  /** Where the file is written: its name confined to the temporary directory. */
+  path: string;
   handle: FileHandle | undefined;
   received: number;
   hash: Hash;
@@ -107,12 +110,20 @@ export async function receiveWeights(
         for (const [i, f] of manifest.files.entries()) {
           const why = unsafeFileName(f.name);
           if (why) throw dataLoss(`manifest.files[${i}].name: "${f.name}" ${why}`);
+          // The names come from the remote peer: each one is confined to the directory it is received into.
+          let path: string;
+          try {
+            path = confinedPath(tmp, f.name, `manifest.files[${i}].name`);
+          } catch (err) {
+            if (err instanceof UnsafePathError) throw dataLoss(err.message);
+            throw err;
+          }
           if (names.has(f.name)) throw dataLoss(`manifest.files[${i}].name: "${f.name}" is listed twice`);
           names.add(f.name);
           if (!/^[0-9a-f]{64}$/.test(f.sha256)) throw dataLoss(`manifest.files[${i}].sha256: not a hex SHA-256 for ${f.name}`);
           totalBytes += Number(f.sizeBytes);
           if (totalBytes > limit) throw dataLoss(`manifest.files: ${totalBytes} bytes declared, more than the limit of ${limit}`);
-          incoming.push({ file: { name: f.name, sizeBytes: Number(f.sizeBytes), sha256: f.sha256 }, handle: undefined, received: 0, hash: createHash("sha256") });
+          incoming.push({ file: { name: f.name, sizeBytes: Number(f.sizeBytes), sha256: f.sha256 }, path, handle: undefined, received: 0, hash: createHash("sha256") });
         }
         continue;
       }
@@ -134,9 +145,8 @@ export async function receiveWeights(
         lastFile = chunk.fileIndex;
       }
       if (!target.handle) {
-        const path = join(tmp, name);
-        await mkdir(dirname(path), { recursive: true });
-        target.handle = await open(path, "wx");
+        await mkdir(dirname(target.path), { recursive: true });
+        target.handle = await open(target.path, "wx");
       }
       await target.handle.write(chunk.data, 0, chunk.data.length, offset);
       target.hash.update(chunk.data);
@@ -150,9 +160,8 @@ export async function receiveWeights(
       if (item.received !== sizeBytes) throw dataLoss(`${name}: the stream ended after ${item.received} of ${sizeBytes} bytes`);
       if (!item.handle) {
         // An empty file has no chunks; create it so that the directory matches the manifest.
-        const path = join(tmp, name);
-        await mkdir(dirname(path), { recursive: true });
-        item.handle = await open(path, "wx");
+        await mkdir(dirname(item.path), { recursive: true });
+        item.handle = await open(item.path, "wx");
       }
       await item.handle.sync();
       await item.handle.close();
@@ -164,7 +173,7 @@ export async function receiveWeights(
     if (inOrder) versionHash = whole.digest("hex");
     else {
       const again = createHash("sha256");
-      for (const item of incoming) await hashInto(again, join(tmp, item.file.name));
+      for (const item of incoming) await hashInto(again, item.path);
       versionHash = again.digest("hex");
     }
     if (versionHash !== policy.sha256) throw dataLoss(`version ${policy.version}: SHA-256 over its files ${versionHash} does not match the manifest's ${policy.sha256}`);

@@ -13,7 +13,6 @@
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { open } from "node:fs/promises";
-import { join } from "node:path";
 import { PolicyVersionSchema } from "../../gen/sppo/v1/common_pb.js";
 import {
   FileChunkSchema,
@@ -23,6 +22,7 @@ import {
   PolicyManifestSchema,
 } from "../../gen/sppo/v1/optimizer_pb.js";
 import { Code, RpcError } from "../errors.js";
+import { confinedPath, UnsafePathError } from "../paths.js";
 import { directoryManifest, type WeightFile } from "./manifest.js";
 
 /** Chunk size when the request leaves chunk_bytes at 0. */
@@ -52,7 +52,8 @@ export function chunkSize(requested: number | undefined, maxChunkBytes = MAX_CHU
 /**
  * The GetWeights responses for the model directory `dir`: the manifest (its `policy` is `policy` with `sha256` set to
  * the version checksum over the files, overriding any given one), then the chunks. A file that changes size while it
- * is being sent fails the stream with DATA_LOSS naming it (a published version must be immutable).
+ * is being sent fails the stream with DATA_LOSS naming it (a published version must be immutable), and so does a
+ * given file list that names a path outside `dir` (before anything is sent).
  */
 export async function* weightStream(
   dir: string,
@@ -68,6 +69,15 @@ export async function* weightStream(
   } else {
     ({ files, sha256 } = await directoryManifest(dir));
   }
+  // A given file list is a record, not a directory listing: none of its names may lead outside `dir`. Checked before
+  // the manifest goes out, so that a bad record sends nothing.
+  let paths: string[];
+  try {
+    paths = files.map((f, i) => confinedPath(dir, f.name, `files[${i}].name`));
+  } catch (err) {
+    if (err instanceof UnsafePathError) throw new RpcError(Code.DATA_LOSS, `weightStream: ${err.message}`);
+    throw err;
+  }
   const size = chunkSize(options.chunkBytes, options.maxChunkBytes);
   yield create(GetWeightsResponseSchema, {
     kind: {
@@ -79,7 +89,7 @@ export async function* weightStream(
     },
   });
   for (const [fileIndex, file] of files.entries()) {
-    const handle = await open(join(dir, file.name), "r");
+    const handle = await open(paths[fileIndex], "r");
     try {
       let offset = 0;
       while (offset < file.sizeBytes) {

@@ -184,6 +184,12 @@ describe("weightStream → receiveWeights (in memory)", () => {
       assertClean(parent());
     });
 
+    test("a serving file list naming a path outside the directory sends nothing", async () => {
+      const { files, sha256 } = await directoryManifest(source);
+      const evil = files.map((f, i) => (i === 0 ? { ...f, name: "../source-sibling.bin" } : f));
+      await rejectsWith(collect(weightStream(source, { version: 2, sha256 }, { files: evil })), Code.DATA_LOSS, /^weightStream: files\[0\]\.name: "\.\.\/source-sibling\.bin" leads outside/);
+    });
+
     test("a version hash other than the expected one", async () => {
       await rejectsWith(receiveWeights(replay(messages), dest(), { sha256: "0".repeat(64) }), Code.DATA_LOSS, /^sha256: version 2 has SHA-256 [0-9a-f]{64}, expected 0{64}/);
       assertClean(parent());
@@ -216,6 +222,14 @@ describe("pullWeights over a real Optimizer.GetWeights server", () => {
       mount(Optimizer, {
         ...unimplemented(Optimizer, "only GetWeights in this test"),
         async *getWeights(request, context) {
+          if (request.version === 9) {
+            // A malicious (or broken) peer: a real version whose second file is renamed to escape the destination.
+            for await (const m of weightStream(source, { version: 9 }, { chunkBytes: request.chunkBytes, signal: context.signal })) {
+              if (m.kind.case !== "manifest") yield m;
+              else yield { kind: { case: "manifest", value: { ...m.kind.value, files: m.kind.value.files.map((f, i) => (i === 1 ? { ...f, name: "../escape.bin" } : f)) } } };
+            }
+            return;
+          }
           if (request.version !== 7) throw new RpcError(Code.NOT_FOUND, `version: ${request.version} was never published`);
           let i = 0;
           for await (const m of weightStream(source, { version: 7, iteration: 3 }, { chunkBytes: request.chunkBytes, signal: context.signal })) {
@@ -249,6 +263,19 @@ describe("pullWeights over a real Optimizer.GetWeights server", () => {
     } finally {
       corruptChunk = undefined;
     }
+  });
+
+  test("a peer whose manifest names ../escape.bin is refused, and nothing is written outside the destination", async () => {
+    const parent = join(root, "pulled-evil");
+    mkdirSync(parent, { recursive: true });
+    await rejectsWith(
+      pullWeights({ target: `127.0.0.1:${server.port}`, version: 9, destination: join(parent, "v9"), chunkBytes: 1024 }),
+      Code.DATA_LOSS,
+      /^manifest\.files\[1\]\.name: "\.\.\/escape\.bin"/,
+    );
+    // The temporary directory the stream was received into is gone, and no escape.bin appeared beside it or above.
+    assertClean(parent);
+    assert.equal(existsSync(join(root, "escape.bin")), false);
   });
 
   test("the server's own error comes through with its code", async () => {
