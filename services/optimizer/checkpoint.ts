@@ -9,10 +9,13 @@
  *   manifest.json             every file above with its size and SHA-256
  *   manifest.sha256           SHA-256 of manifest.json (the Checkpoint.sha256 the service reports)
  * The directory is written atomically (files.ts `writeDirAtomic`), and `readCheckpoint` verifies every hash before
- * anything is used: a damaged checkpoint fails with the file named and is skipped in favour of an older one.
+ * anything is used: a damaged checkpoint fails with the file named and is skipped in favour of an older one. Every
+ * name manifest.json lists, and every file read, must stay inside the checkpoint's directory (lib/paths.ts; symbolic
+ * links leading out included): a manifest naming `../x` is damaged too, so nothing outside is ever hashed or loaded.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { confinedPath, UnsafePathError } from "../../lib/paths.js";
 import type { CausalLM, OptimizerState, PolicyTokenizer, RawTensor } from "../../models/index.js";
 import { readSafetensors, saveModel, writeSafetensors } from "../../models/index.js";
 import { type ManifestFile, manifestOf, sha256Bytes, sha256File, writeDirAtomic } from "./files.js";
@@ -74,22 +77,47 @@ export function writeCheckpoint<T>(root: string, iteration: number, step: number
   return { name, dir, iteration, step, sha256 };
 }
 
-/** Checks every file of the checkpoint in `dir` against its manifest; returns the manifest hash. Throws CheckpointError. */
+/** `name` under the checkpoint directory `dir`, or a CheckpointError when it leads outside (see lib/paths.ts). */
+function inside(dir: string, name: string, what: string): string {
+  try {
+    return confinedPath(dir, name, what);
+  } catch (err) {
+    if (err instanceof UnsafePathError) throw new CheckpointError(err.message);
+    throw err;
+  }
+}
+
+function isManifestFile(f: unknown): f is ManifestFile {
+  return typeof f === "object" && f !== null && typeof (f as ManifestFile).name === "string" && typeof (f as ManifestFile).sha256 === "string";
+}
+
+/**
+ * Checks every file of the checkpoint in `dir` against its manifest; returns the manifest hash. Throws CheckpointError,
+ * also for a manifest that is not a list of files or that names a file outside `dir`.
+ */
 export function verifyCheckpoint(dir: string): string {
-  const manifestPath = join(dir, "manifest.json");
+  const manifestPath = inside(dir, "manifest.json", "checkpoint file");
   if (!existsSync(manifestPath)) throw new CheckpointError(`${dir}: manifest.json is missing`);
   const manifestText = readFileSync(manifestPath, "utf8");
   const sha = sha256Bytes(manifestText);
-  const recorded = existsSync(join(dir, "manifest.sha256")) ? readFileSync(join(dir, "manifest.sha256"), "utf8").trim() : "";
+  const shaPath = inside(dir, "manifest.sha256", "checkpoint file");
+  const recorded = existsSync(shaPath) ? readFileSync(shaPath, "utf8").trim() : "";
   if (sha !== recorded) throw new CheckpointError(`${manifestPath}: SHA-256 ${sha} does not match manifest.sha256 (${recorded || "missing"})`);
-  let files: ManifestFile[];
+  let listing: unknown;
   try {
-    files = (JSON.parse(manifestText) as { files: ManifestFile[] }).files;
+    listing = (JSON.parse(manifestText) as { files?: unknown } | null)?.files;
   } catch (err) {
     throw new CheckpointError(`${manifestPath}: not valid JSON (${(err as Error).message})`);
   }
-  for (const f of files) {
-    const path = join(dir, f.name);
+  if (!Array.isArray(listing)) throw new CheckpointError(`${manifestPath}: field files is not a list`);
+  const files = listing.map((f: unknown, i): ManifestFile => {
+    if (!isManifestFile(f)) throw new CheckpointError(`${manifestPath}: files[${i}] is not a {name, sha256} entry`);
+    return f;
+  });
+  // Every name is confined before any file is touched: a manifest pointing outside hashes nothing there.
+  const paths = files.map((f, i) => inside(dir, f.name, `${manifestPath}: files[${i}].name`));
+  for (const [i, f] of files.entries()) {
+    const path = paths[i];
     if (!existsSync(path)) throw new CheckpointError(`${path}: listed in the manifest but missing`);
     const actual = sha256File(path);
     if (actual !== f.sha256) throw new CheckpointError(`${path}: SHA-256 ${actual} does not match the manifest's ${f.sha256}`);
@@ -98,7 +126,24 @@ export function verifyCheckpoint(dir: string): string {
   for (const f of manifestOf(dir, ["manifest.json", "manifest.sha256"])) {
     if (!listed.has(f.name)) throw new CheckpointError(`${join(dir, f.name)}: not listed in the manifest`);
   }
+  // manifestOf skips symbolic links; writeCheckpoint never makes one, so any link here (e.g. model/tokenizer.json
+  // pointing elsewhere, which loadModel would read) was put in afterwards.
+  const link = findLink(dir);
+  if (link) throw new CheckpointError(`${link}: a symbolic link (a checkpoint holds only the files it was written with)`);
   return sha;
+}
+
+/** The first symbolic link under `dir` (recursively), or undefined. */
+function findLink(dir: string): string | undefined {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isSymbolicLink()) return path;
+    if (entry.isDirectory()) {
+      const found = findLink(path);
+      if (found) return found;
+    }
+  }
+  return undefined;
 }
 
 /** A verified checkpoint's contents; the weights are loaded by the caller from `modelDir` (models/ `loadModel`). */
@@ -112,20 +157,27 @@ export interface LoadedCheckpoint<T> {
 /** Verifies and reads the checkpoint in `dir`. */
 export function readCheckpoint<T>(dir: string): LoadedCheckpoint<T> {
   const sha256 = verifyCheckpoint(dir);
-  const doc = JSON.parse(readFileSync(join(dir, "trainer.json"), "utf8")) as {
+  const trainerPath = inside(dir, "trainer.json", "checkpoint file");
+  let doc: {
     format: number;
     iteration: number;
     step: number;
     optimizer: Omit<OptimizerState, "slots"> | null;
     trainer: T;
   };
-  if (doc.format !== 1) throw new CheckpointError(`${join(dir, "trainer.json")}: unknown format ${doc.format}`);
+  try {
+    doc = JSON.parse(readFileSync(trainerPath, "utf8"));
+  } catch (err) {
+    throw new CheckpointError(`${trainerPath}: cannot read it (${(err as Error).message})`);
+  }
+  if (doc?.format !== 1) throw new CheckpointError(`${trainerPath}: unknown format ${doc?.format}`);
   let optimizer: OptimizerState | undefined;
   if (doc.optimizer) {
     const slots: OptimizerState["slots"] = {};
-    for (const [key, t] of readSafetensors(join(dir, "optimizer.safetensors"))) {
+    const optimizerPath = inside(dir, "optimizer.safetensors", "checkpoint file");
+    for (const [key, t] of readSafetensors(optimizerPath)) {
       const cut = key.lastIndexOf("::");
-      if (cut < 0) throw new CheckpointError(`${join(dir, "optimizer.safetensors")}: tensor ${key} is not <param>::<slot>`);
+      if (cut < 0) throw new CheckpointError(`${optimizerPath}: tensor ${key} is not <param>::<slot>`);
       const param = key.slice(0, cut);
       slots[param] ??= {};
       slots[param][key.slice(cut + 2)] = { shape: t.shape, data: Array.from(t.data) };
@@ -135,7 +187,7 @@ export function readCheckpoint<T>(dir: string): LoadedCheckpoint<T> {
   const name = dir.split(/[\\/]/).filter(Boolean).at(-1) ?? dir;
   return {
     entry: { name, dir, iteration: doc.iteration, step: doc.step, sha256 },
-    modelDir: join(dir, "model"),
+    modelDir: inside(dir, "model", "checkpoint directory"),
     optimizer,
     trainer: doc.trainer,
   };

@@ -53,6 +53,10 @@ export interface ManifestFile {
 /** The model files every HF directory starts with, in the order manifests list them; other files follow, sorted. */
 const LEADING = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
 
+/**
+ * Collects the regular files under `root/rel`. Symbolic links are neither files nor directories to a Dirent, so they
+ * are never listed or followed: a manifest only covers what really lies inside the directory.
+ */
 function walk(root: string, rel: string, out: string[]): void {
   for (const entry of readdirSync(join(root, rel), { withFileTypes: true })) {
     const name = rel ? `${rel}/${entry.name}` : entry.name;
