@@ -64,6 +64,13 @@ export const generatorConfigSchema = z
     weightsDir: z.string().default(""),
     /** Optimizer target LoadPolicy pulls from when its request leaves `source` empty ("dns:///optimizer:50053"). @default "" */
     optimizerTarget: z.string().default(""),
+    /**
+     * When a Generate or Score request pins a version this generator does not hold, pull it from `optimizerTarget`
+     * (GetWeights, verified, as LoadPolicy does) and then serve the request, rather than answer FAILED_PRECONDITION:
+     * a replica the loop's one LoadPolicy did not reach, or a restarted one, serves every published version. A pulled
+     * version does not become current and counts towards versionsInMemory. Needs optimizerTarget. @default true
+     */
+    pullPinnedVersions: z.boolean().default(true),
     /** Deadline of one weight pull (GetWeights stream), in ms. @default 10 min */
     loadTimeoutMs: z.number().int().positive().default(600_000),
     /** Bytes per chunk asked of GetWeights (the server may cap it). @default 1 MiB */

@@ -3,10 +3,27 @@
  * bounded scheduler that batches concurrent requests onto the engine.
  *
  * Versions: version 0 is the base model directory, loaded at start and never evicted. `loadPolicy` pulls a version
- * from an optimizer (lib/weights: verified, atomic), loads it and makes it current; the generator keeps
- * `versionsInMemory` versions, the base included, evicting the oldest loaded one that is not current. A request
- * pinned to an evicted version fails with FAILED_PRECONDITION; requests already running on it finish first (each
- * holds a reference) and its engine is disposed when the last one is done.
+ * from an optimizer (lib/weights: verified, atomic), loads it and makes it current. "Current" is what unpinned
+ * requests run on, and only LoadPolicy changes it.
+ *
+ * Pinned versions: the loop pins every request to a version but sends its one LoadPolicy to one replica, and a
+ * restarted replica holds only the base. So a request pinned to a version this generator does not hold pulls it
+ * from `optimizerTarget` (the same verified pull as LoadPolicy; `pullPinnedVersions`, on by default) and then runs;
+ * the pulled version does NOT become current (a pinned request may name an old version, and unpinned requests must
+ * not change meaning behind the loop's back). Concurrent requests for one missing version share one pull; pulls and
+ * LoadPolicy calls run one at a time (they write the same folders). A request waits for the pull unless its call is
+ * cancelled (the pull goes on for the others, bounded by `loadTimeoutMs`). A failed pull fails the requests waiting
+ * for it with the optimizer's code (NOT_FOUND for a version it never published, UNAVAILABLE when it cannot be
+ * reached, DATA_LOSS for a checksum mismatch, ...) and a message naming the version, the optimizer and the cause;
+ * nothing is remembered, so a later request tries again. Without optimizerTarget (or with pullPinnedVersions false)
+ * such a request fails with FAILED_PRECONDITION saying how to fix it.
+ *
+ * Eviction: the generator keeps `versionsInMemory` versions, the base included, evicting the least recently loaded
+ * one that is neither current nor held by a request (each accepted request holds a reference until it is answered;
+ * requests waiting for a pull have theirs taken when the pull lands, so it cannot be evicted before they run).
+ * While every surplus version is in use the generator holds more, and evicts when the last user is done: a version
+ * in use is never evicted, so a pinned request never pulls what a running one holds. A version replaced by LoadPolicy
+ * with another checksum stops taking requests at once; its running requests finish first.
  *
  * Scheduling: every accepted request becomes one job in one queue bounded by `maxQueuedRequests` (beyond it:
  * RESOURCE_EXHAUSTED, never unbounded memory). Up to `maxConcurrentRuns` engine runs go at once; a run takes the
@@ -67,6 +84,28 @@ class FieldError extends RpcError {
 }
 
 const invalid = (field: string, reason: string) => new FieldError(Code.INVALID_ARGUMENT, field, reason);
+const cancelled = () => new RpcError(Code.CANCELLED, "generator: the call was cancelled");
+const shuttingDown = () => new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+
+/** `promise`, or CANCELLED as soon as `signal` aborts (the promise itself goes on). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(cancelled());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(cancelled());
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}
 
 /** One policy version in memory. */
 interface PolicyHandle {
@@ -82,6 +121,15 @@ interface PolicyHandle {
   retired: boolean;
   /** Whether `dir` is the generator's own copy (deleted on eviction) rather than the configured base directory. */
   ownsDir: boolean;
+}
+
+/** An on-demand pull of a pinned version, shared by the requests waiting for it. */
+interface PinnedPull {
+  done: Promise<void>;
+  /** Requests waiting for the pull; the pull takes one reference on the version for each when it lands. */
+  waiters: number;
+  /** The version, once pulled (its waiters' references already taken). */
+  handle: PolicyHandle | undefined;
 }
 
 type Job =
@@ -183,8 +231,14 @@ export class PolicyGenerator {
   private running = 0;
   private pumpScheduled = false;
   private closed = false;
-  /** LoadPolicy calls run one at a time. */
+  /** LoadPolicy calls and on-demand pulls run one at a time. */
   private loading: Promise<unknown> = Promise.resolve();
+  /** On-demand pulls of pinned versions in progress, by version. */
+  private readonly pulls = new Map<number, PinnedPull>();
+  /** Folders of the versions not yet disposed (a new copy of a version must not be written over one in use). */
+  private readonly openDirs = new Set<string>();
+  /** Aborted by close(): stops on-demand pulls. */
+  private readonly closing = new AbortController();
   private readonly weightsDir: string;
   private readonly ownsWeightsDir: boolean;
 
@@ -259,6 +313,11 @@ export class PolicyGenerator {
     return this.current.engine.name;
   }
 
+  /** On-demand pulls in progress: version → requests waiting for it (for metrics and tests). */
+  get pulling(): Map<number, number> {
+    return new Map([...this.pulls].map(([version, pull]) => [version, pull.waiters]));
+  }
+
   /** Requests waiting for the engine (not counting the ones running). */
   get queued(): number {
     return this.queue.length;
@@ -266,24 +325,65 @@ export class PolicyGenerator {
 
   // ---- requests ------------------------------------------------------------------------------------------------
 
-  /** The version a request runs on (pinned or current), with a reference taken; the caller must release it. */
-  private acquire(pinned: number | undefined, field: string): PolicyHandle {
-    if (this.closed) throw new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+  /** The held version a request runs on (pinned or current) with a reference taken, or undefined when not held. */
+  private tryAcquire(pinned: number | undefined): PolicyHandle | undefined {
+    if (this.closed) throw shuttingDown();
     const handle = pinned === undefined ? this.current : this.versions.get(pinned);
-    if (!handle) {
-      const held = [...this.versions.keys()].sort((a, b) => a - b).join(", ");
-      throw new FieldError(Code.FAILED_PRECONDITION, field, `policy version ${pinned} is not held by this generator (held: ${held}; current: ${this.current.info.version})`);
-    }
-    handle.refs++;
+    if (handle) handle.refs++;
     return handle;
+  }
+
+  /**
+   * The version a request runs on (pinned or current), with a reference taken; the caller must release it. A pinned
+   * version not held is pulled from the optimizer first (see the file header), the wait ending early on `signal`.
+   */
+  private async acquire(pinned: number | undefined, field: string, signal: AbortSignal | undefined): Promise<PolicyHandle> {
+    const held = this.tryAcquire(pinned);
+    if (held) return held;
+    const version = pinned as number;
+    const target = this.config.optimizerTarget;
+    if (!target || !this.config.pullPinnedVersions) {
+      const fix = target
+        ? `generator.pullPinnedVersions is false: set it to true, or call LoadPolicy(${version}) on this generator first`
+        : `set generator.optimizerTarget so that the generator pulls pinned versions from the optimizer, or call LoadPolicy(${version}) on this generator first`;
+      throw new FieldError(Code.FAILED_PRECONDITION, field, `${this.notHeld(version)}; ${fix}`);
+    }
+    let pull = this.pulls.get(version);
+    if (!pull) {
+      const entry: PinnedPull = { done: Promise.resolve(), waiters: 0, handle: undefined };
+      entry.done = this.loading.then(() => this.pullPinnedNow(version, target, field, entry));
+      // Every waiter may have gone (cancelled): the failure must not be reported as unhandled.
+      this.loading = entry.done.catch(() => {});
+      this.pulls.set(version, entry);
+      pull = entry;
+    }
+    pull.waiters++;
+    try {
+      await untilAborted(pull.done, signal);
+    } catch (err) {
+      // Cancelled after the pull landed: give back the reference it took for this request.
+      if (pull.handle) this.release(pull.handle);
+      else pull.waiters--;
+      throw err;
+    }
+    return pull.handle as PolicyHandle;
+  }
+
+  /** "policy version N is not held by this generator (held: …; current: …)" */
+  private notHeld(version: number): string {
+    const held = [...this.versions.keys()].sort((a, b) => a - b).join(", ");
+    return `policy version ${version} is not held by this generator (held: ${held}; current: ${this.current.info.version})`;
   }
 
   private release(handle: PolicyHandle): void {
     handle.refs--;
-    if (handle.retired && handle.refs === 0) this.disposeHandle(handle);
+    if (handle.refs > 0) return;
+    if (handle.retired) this.disposeHandle(handle);
+    else if (this.versions.size > this.config.versionsInMemory) this.evict();
   }
 
   private disposeHandle(handle: PolicyHandle): void {
+    this.openDirs.delete(handle.dir);
     handle.engine.dispose();
     if (handle.ownsDir) rmSync(handle.dir, { recursive: true, force: true });
     log.info({ version: handle.info.version }, "generator: policy version released");
@@ -344,7 +444,7 @@ export class PolicyGenerator {
       if (k === 0) throw invalid("num_samples", "must be ≥ 1");
       if (k > this.config.maxSamples) throw invalid("num_samples", `${k} exceeds the maximum of ${this.config.maxSamples}`);
       const sampling = this.samplingOf(request);
-      handle = this.acquire(request.policyVersion, "policy_version");
+      handle = await this.acquire(request.policyVersion, "policy_version", signal);
       const prompt = PolicyGenerator.promptIds(handle, request.promptTokenIds, request.prompt, request.raw);
       const context = handle.engine.contextLength;
       if (prompt.ids.length >= context) {
@@ -399,9 +499,10 @@ export class PolicyGenerator {
       const count = useIds ? request.responses.length : request.responseTexts.length;
       if (count === 0) throw invalid("responses", "no responses (set responses or response_texts)");
       if (count > this.config.maxBatch) throw invalid(useIds ? "responses" : "response_texts", `${count} responses exceed the maximum of ${this.config.maxBatch} per request`);
-      handle = this.acquire(request.policyVersion, "policy_version");
+      handle = await this.acquire(request.policyVersion, "policy_version", signal);
       const prompt = PolicyGenerator.promptIds(handle, request.promptTokenIds, request.prompt, false);
       const context = handle.engine.contextLength;
+      if (prompt.ids.length > context) throw invalid(prompt.field, `${prompt.ids.length} tokens exceed the policy's context of ${context} tokens`);
       const pairs: ScorePair[] = [];
       for (let i = 0; i < count; i++) {
         let response: number[];
@@ -450,7 +551,7 @@ export class PolicyGenerator {
   // ---- scheduling ----------------------------------------------------------------------------------------------
 
   private enqueue<T>(signal: AbortSignal | undefined, make: (resolve: (value: T) => void, reject: (err: unknown) => void) => Job): Promise<T> {
-    if (signal?.aborted) return Promise.reject(new RpcError(Code.CANCELLED, "generator: the call was cancelled"));
+    if (signal?.aborted) return Promise.reject(cancelled());
     if (this.queue.length >= this.config.maxQueuedRequests) {
       return Promise.reject(new RpcError(Code.RESOURCE_EXHAUSTED, `generator: ${this.queue.length} requests are already queued (maxQueuedRequests); retry later`));
     }
@@ -460,7 +561,7 @@ export class PolicyGenerator {
         // Still waiting: drop it. Already running: let it finish (an engine run cannot be interrupted).
         if (i !== -1) {
           this.queue.splice(i, 1);
-          reject(new RpcError(Code.CANCELLED, "generator: the call was cancelled"));
+          reject(cancelled());
         }
       };
       const done = () => signal?.removeEventListener("abort", onAbort);
@@ -589,7 +690,7 @@ export class PolicyGenerator {
   }
 
   private async loadPolicyNow(version: number, options: { source?: string; sha256?: string; signal?: AbortSignal }): Promise<LoadResult> {
-    if (this.closed) throw new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+    if (this.closed) throw shuttingDown();
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const expected = options.sha256?.toLowerCase() ?? "";
@@ -604,17 +705,34 @@ export class PolicyGenerator {
     if (version === 0) throw new RpcError(Code.DATA_LOSS, `sha256: the base policy (version 0) has SHA-256 ${held?.info.sha256}, expected ${expected}`);
     const target = options.source || this.config.optimizerTarget;
     if (!target) throw invalid("source", "empty, and the generator has no optimizerTarget configured");
+    const { handle, bytes } = await this.fetchVersion(target, version, expected, options.signal);
+    if (held) this.retire(held);
+    this.versions.set(version, handle);
+    this.current = handle;
+    this.touch(version);
+    this.evict();
+    const loadSeconds = seconds();
+    log.info({ version, bytes, loadSeconds, engine: handle.engine.name }, "generator: policy version loaded and made current");
+    return { policy: handle.info, loadSeconds };
+  }
+
+  /**
+   * Pulls `version` from the Optimizer at `target`, verified (against `sha256` when set), and opens it; the caller
+   * installs the handle. Throws the pull's RpcError, FAILED_PRECONDITION for a directory that is not a model, or
+   * UNAVAILABLE when the generator closed meanwhile.
+   */
+  private async fetchVersion(target: string, version: number, sha256: string, signal: AbortSignal | undefined): Promise<{ handle: PolicyHandle; bytes: number }> {
+    // A copy of this version that LoadPolicy replaced (another checksum) may still serve requests: not written over.
     const destination = join(this.weightsDir, `v${version}`);
-    // A replaced copy of this version (another checksum) must not be deleted under its running requests.
-    const dir = held ? join(this.weightsDir, `v${version}-${Date.now()}`) : destination;
+    const dir = this.openDirs.has(destination) ? join(this.weightsDir, `v${version}-${Date.now()}`) : destination;
     const pulled = await pullWeights({
       target,
       version,
       destination: dir,
-      sha256: expected,
+      sha256,
       chunkBytes: this.config.chunkBytes,
       deadlineMs: this.config.loadTimeoutMs,
-      signal: options.signal,
+      signal,
       client: this.options.client,
     });
     let handle: PolicyHandle;
@@ -625,18 +743,51 @@ export class PolicyGenerator {
       if (err instanceof ModelFormatError) throw new RpcError(Code.FAILED_PRECONDITION, `version ${version}: ${err.message}`, { cause: err });
       throw err;
     }
+    this.openDirs.add(handle.dir);
     if (this.closed) {
       this.disposeHandle(handle);
-      throw new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+      throw shuttingDown();
     }
-    if (held) this.retire(held);
-    this.versions.set(version, handle);
-    this.current = handle;
-    this.touch(version);
-    this.evict();
-    const loadSeconds = seconds();
-    log.info({ version, bytes: pulled.totalBytes, loadSeconds, engine: handle.engine.name }, "generator: policy version loaded and made current");
-    return { policy: handle.info, loadSeconds };
+    return { handle, bytes: pulled.totalBytes };
+  }
+
+  /**
+   * The on-demand pull of a pinned version (see the file header): fetches it unless a LoadPolicy queued earlier
+   * brought it, adds it without making it current, and takes one reference for each request waiting. Failures
+   * become a FieldError on `field` with the cause's code, naming the version, the optimizer and the cause.
+   */
+  private async pullPinnedNow(version: number, target: string, field: string, pull: PinnedPull): Promise<void> {
+    try {
+      if (this.closed) throw shuttingDown();
+      let handle = this.versions.get(version);
+      if (!handle) {
+        const started = process.hrtime.bigint();
+        let fetched: { handle: PolicyHandle; bytes: number };
+        try {
+          fetched = await this.fetchVersion(target, version, "", this.closing.signal);
+        } catch (err) {
+          if (this.closed) throw shuttingDown();
+          const cause = RpcError.from(err, Code.INTERNAL);
+          if (!(err instanceof RpcError)) log.error({ err, version }, "generator: on-demand pull failed unexpectedly");
+          throw new FieldError(cause.code, field, `policy version ${version} is not held by this generator, and pulling it from the optimizer at ${target} failed: ${cause.message}`);
+        }
+        handle = fetched.handle;
+        this.versions.set(version, handle);
+        this.touch(version);
+        const loadSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+        log.info(
+          { version, bytes: fetched.bytes, loadSeconds, engine: handle.engine.name, waiting: pull.waiters, current: this.current.info.version },
+          "generator: pinned policy version pulled on demand (current unchanged)",
+        );
+      }
+      // The waiters' references, taken before anything else runs: eviction skips the version until they are done.
+      handle.refs += pull.waiters;
+      pull.handle = handle;
+      this.evict();
+    } finally {
+      // In the same turn as the outcome: a request arriving later finds the version held, or starts a new pull.
+      this.pulls.delete(version);
+    }
   }
 
   /** Moves `version` to the newest end of the eviction order. */
@@ -652,10 +803,13 @@ export class PolicyGenerator {
     if (handle.refs === 0) this.disposeHandle(handle);
   }
 
-  /** Drops the oldest non-current versions until versionsInMemory are held (the base always stays). */
+  /**
+   * Drops the least recently loaded versions that are neither current nor held by a request until versionsInMemory
+   * are held (the base always stays); what is still in use stays, and release() evicts again when it is done.
+   */
   private evict(): void {
     while (this.versions.size > this.config.versionsInMemory) {
-      const victim = this.loadOrder.find((v) => v !== this.current.info.version);
+      const victim = this.loadOrder.find((v) => v !== this.current.info.version && (this.versions.get(v) as PolicyHandle).refs === 0);
       if (victim === undefined) break;
       this.loadOrder.splice(this.loadOrder.indexOf(victim), 1);
       const handle = this.versions.get(victim) as PolicyHandle;
@@ -669,7 +823,8 @@ export class PolicyGenerator {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const failure = new RpcError(Code.UNAVAILABLE, "generator: shutting down");
+    this.closing.abort();
+    const failure = shuttingDown();
     for (const job of this.queue.splice(0)) job.reject(failure);
     await this.loading.catch(() => {});
     while (this.running > 0) await new Promise((r) => setImmediate(r));

@@ -69,6 +69,8 @@ before(async () => {
     versionsInMemory: 3,
     weightsDir,
     optimizerTarget: `127.0.0.1:${optimizer.port}`,
+    // Eviction as LoadPolicy leaves it: pinned requests do not pull (pinned-pull.test.ts tests that).
+    pullPinnedVersions: false,
     chunkBytes: 4096,
   });
   tensorsBefore = tf.memory().numTensors;
@@ -198,7 +200,10 @@ describe("LoadPolicy from Optimizer.GetWeights", () => {
     const evicted = await generateOne(request("pin1", 1));
     assert.equal(evicted.error?.code, Code.FAILED_PRECONDITION);
     assert.equal(evicted.error?.field, "policy_version");
-    assert.match(evicted.error?.message ?? "", /policy version 1 is not held .*held: 0, 2, 3; current: 3/);
+    assert.match(
+      evicted.error?.message ?? "",
+      /^policy_version: policy version 1 is not held by this generator \(held: 0, 2, 3; current: 3\); generator\.pullPinnedVersions is false: set it to true, or call LoadPolicy\(1\) on this generator first$/,
+    );
     assert.equal(existsSync(join(weightsDir, "v1")), false);
     assert.equal((await generateOne(request("pin2", 2))).policyVersion, 2);
 

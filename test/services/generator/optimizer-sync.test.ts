@@ -1,7 +1,9 @@
 /**
  * Weight sync end to end with the real optimizer service: it trains one iteration and publishes version 1; the
  * generator pulls it over GetWeights (LoadPolicy), and its scores under version 1 equal the trainer's own scores of
- * the trained weights. The tiny policy has no tokenizer, so requests carry token ids only.
+ * the trained weights; a second generator that got no LoadPolicy pulls version 1 for requests pinned to it, and a
+ * version not published yet fails with the optimizer's NOT_FOUND. The tiny policy has no tokenizer, so requests
+ * carry token ids only.
  * Run: node --import tsx --test test/services/generator/optimizer-sync.test.ts
  */
 import assert from "node:assert/strict";
@@ -12,6 +14,7 @@ import { create } from "@bufbuild/protobuf";
 import { Generator, type ScoreResponse } from "../../../gen/sppo/v1/generator_pb.js";
 import { Optimizer, TrainRequestSchema } from "../../../gen/sppo/v1/optimizer_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
+import { Code } from "../../../lib/errors.js";
 import { createClient } from "../../../lib/grpc/client.js";
 import { mount } from "../../../lib/grpc/serve.js";
 import { scorePairs } from "../../../models/index.js";
@@ -69,6 +72,29 @@ test("the generator pulls the optimizer's published version and scores exactly a
     const v0 = await scoreOn(0);
     assert.ok(responses.some((_, i) => Math.abs(v0.logprobs[i] - v1.logprobs[i]) > 1e-4), "training changed nothing");
     for (let i = 0; i < responses.length; i++) assert.ok(Math.abs(v0.logprobs[i] - examples[i].referenceLogprob) < 1e-4);
+
+    // Another replica, which the LoadPolicy did not reach: requests pinned to version 1 pull it from the optimizer
+    // and score exactly as the first replica; a version the optimizer has not published yet fails at once with its
+    // NOT_FOUND (it does not wait for it).
+    const other = await createGeneratorService({
+      generator: generatorConfigSchema.parse({ modelDir: optimizerConfig.modelDir, engine: "tfjs", tfjsBackend: "cpu", optimizerTarget: `127.0.0.1:${optimizerServer.port}` }),
+    });
+    const otherServer = await serveForTest([mount(Generator, other.implementation)]);
+    const otherClient = createClient(Generator, `127.0.0.1:${otherServer.port}`);
+    try {
+      const out = new Map<string, ScoreResponse>();
+      const request = (requestId: string, policyVersion: number) => ({ requestId, promptTokenIds: prompt, responses: responses.map((tokenIds) => ({ tokenIds })), policyVersion });
+      for await (const r of otherClient.score([request("v1", 1), request("ahead", 2)])) out.set(r.requestId, r);
+      assert.equal(out.get("v1")?.error, undefined, out.get("v1")?.error?.message);
+      assert.deepEqual(out.get("v1")?.logprobs, v1.logprobs);
+      assert.equal(out.get("ahead")?.error?.code, Code.NOT_FOUND);
+      assert.match(out.get("ahead")?.error?.message ?? "", /^policy_version: policy version 2 is not held by this generator, and pulling it from the optimizer at \S+ failed: .*policy version 2 does not exist \(latest is 1\)$/);
+      assert.equal((await otherClient.getPolicy({})).current?.version, 0);
+    } finally {
+      otherClient.close();
+      await otherServer.shutdown();
+      await other.close();
+    }
   } finally {
     client.close();
     optimizerClient.close();
