@@ -48,7 +48,8 @@ export function checkPreferenceMatrix(P: readonly (readonly number[])[], name = 
     for (let j = 0; j < k; j++) {
       const v = P[i][j];
       if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || v > 1) {
-        throw new TypeError(`${name}[${i}][${j}]: must be a probability in [0, 1], got ${JSON.stringify(v)}`);
+        // JSON.stringify would print NaN and ±Infinity as null.
+        throw new TypeError(`${name}[${i}][${j}]: must be a probability in [0, 1], got ${typeof v === "number" ? String(v) : JSON.stringify(v)}`);
       }
     }
   }
