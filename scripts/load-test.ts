@@ -2,11 +2,11 @@
  * Bounded load test of the oracle and the generator, on loopback only.
  *
  *   node --import tsx scripts/load-test.ts [--clients N] [--requests M] [--seconds S] [--target oracle|generator|both]
- *                                          [--window W] [--queue Q] [--backoff-ms B]
+ *                                          [--window W] [--queue Q] [--backoff-ms B] [--help]
  *
  * Starts each service in its own process (`node bin/sppo.mjs serve oracle|generator --port 0`, host 127.0.0.1, metrics
- * off; the default task's models, assets/oracle and assets/policy), the generator with a small queue
- * (`maxQueuedRequests` = Q) so that overload happens. Then N clients — each its own channel, one bidi stream (Compare
+ * off; the default task's models, assets/oracle and assets/policy), both with a small queue (`maxQueuedRequests` = Q,
+ * oracle.maxQueuedRequests and generator.maxQueuedRequests) so that overload happens. Then N clients — each its own channel, one bidi stream (Compare
  * or Generate) per target, at most W requests unanswered at a time — send until M requests have been sent per target
  * or S seconds have passed, half-close, and wait (at most 30 s) for the answers still due. A client that is refused
  * (RESOURCE_EXHAUSTED) sends nothing for B ms (default 20), as a well-behaved client backs off.
@@ -26,6 +26,28 @@ import { Code, RpcError } from "../lib/errors.js";
 import { createClient } from "../lib/grpc/client.js";
 
 const root = new URL("../", import.meta.url).pathname;
+
+const USAGE = `Usage: node --import tsx scripts/load-test.ts [options]
+
+Bounded load test, loopback only: starts \`sppo serve oracle\` and/or \`sppo serve generator\` (default task models) in their
+own processes with a small queue, drives them with N concurrent clients, and prints one JSON summary per target:
+requests sent, answered OK, refused RESOURCE_EXHAUSTED, other errors, lost, answered twice, held load (OK/s),
+latency percentiles, and the server's RSS at ready and at peak. Exits 1 if a request was lost or answered twice.
+
+Options:
+  --clients N      concurrent clients, each its own channel and bidi stream (default 16)
+  --requests M     requests per target in all, over all clients (default 2000)
+  --seconds S      stop sending after S seconds, in (0, 3600] (default 20); answers still due get 30 s more
+  --target T       oracle, generator or both (default both); targets are loaded one after the other
+  --window W       requests unanswered per client at a time (default 8)
+  --queue Q        the services' maxQueuedRequests (oracle and generator), small so overload happens (default 8)
+  --backoff-ms B   a refused client sends nothing for B ms (default 20)
+  --help           this text
+`;
+
+/** A wrong command line: printed without a stack, exit code 2. */
+class UsageError extends Error {}
+
 const GRACE_MS = 30_000;
 
 type Target = "oracle" | "generator";
@@ -41,8 +63,8 @@ interface Options {
   backoffMs: number;
 }
 
-function options(argv: string[]): Options {
-  const { values } = parseArgs({
+const parseOptions = (argv: string[]) =>
+  parseArgs({
     args: argv,
     options: {
       clients: { type: "string", default: "16" },
@@ -52,18 +74,29 @@ function options(argv: string[]): Options {
       window: { type: "string", default: "8" },
       queue: { type: "string", default: "8" },
       "backoff-ms": { type: "string", default: "20" },
+      help: { type: "boolean", default: false },
     },
     strict: true,
   });
+
+function options(argv: string[]): Options | "help" {
+  let parsed: ReturnType<typeof parseOptions>;
+  try {
+    parsed = parseOptions(argv);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values } = parsed;
+  if (values.help) return "help";
   const int = (name: string, raw: string | undefined, min: number) => {
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: an integer ≥ ${min} is needed, got ${raw}`);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name}: an integer ≥ ${min} is needed, got ${raw}`);
     return n;
   };
   const seconds = Number(values.seconds);
-  if (!(seconds > 0 && seconds <= 3600)) throw new Error(`--seconds: a number in (0, 3600] is needed, got ${values.seconds}`);
+  if (!(seconds > 0 && seconds <= 3600)) throw new UsageError(`--seconds: a number in (0, 3600] is needed, got ${values.seconds}`);
   const target = values.target;
-  if (target !== "oracle" && target !== "generator" && target !== "both") throw new Error(`--target: oracle, generator or both, got ${target}`);
+  if (target !== "oracle" && target !== "generator" && target !== "both") throw new UsageError(`--target: oracle, generator or both, got ${target}`);
   return {
     clients: int("clients", values.clients, 1),
     requests: int("requests", values.requests, 1),
@@ -324,9 +357,13 @@ async function drive(server: Server, opts: Options) {
 
 async function main(): Promise<number> {
   const opts = options(process.argv.slice(2));
+  if (opts === "help") {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const env: Record<Target, NodeJS.ProcessEnv> = {
-    // The default task's pairwise ONNX model (assets/oracle).
-    oracle: { SPPO_ORACLE__BACKEND: "pairwise-onnx", SPPO_ORACLE__MODEL_DIR: "assets/oracle" },
+    // The default task's pairwise ONNX model (assets/oracle), a queue of Q requests over all streams.
+    oracle: { SPPO_ORACLE__BACKEND: "pairwise-onnx", SPPO_ORACLE__MODEL_DIR: "assets/oracle", SPPO_ORACLE__MAX_QUEUED_REQUESTS: String(opts.queue) },
     // The default policy (assets/policy), a queue of Q requests over all streams: beyond it, RESOURCE_EXHAUSTED.
     generator: { SPPO_GENERATOR__MODEL_DIR: "assets/policy", SPPO_GENERATOR__MAX_QUEUED_REQUESTS: String(opts.queue) },
   };
@@ -356,7 +393,7 @@ async function main(): Promise<number> {
     seconds: opts.seconds,
     windowPerClient: opts.window,
     backoffMsAfterRefusal: opts.backoffMs,
-    generatorMaxQueuedRequests: opts.targets.includes("generator") ? opts.queue : undefined,
+    maxQueuedRequests: opts.queue,
     ...results,
     ok: !failed,
   };
@@ -367,7 +404,8 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err) => {
-    process.stderr.write(`load-test: ${err instanceof Error ? err.stack : String(err)}\n`);
+    if (err instanceof UsageError) process.stderr.write(`load-test: ${err.message}\n${USAGE}`);
+    else process.stderr.write(`load-test: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(2);
   },
 );
