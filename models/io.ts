@@ -1,9 +1,11 @@
 /**
  * Loading and saving a model directory in the Hugging Face layout: `config.json`, `model.safetensors`,
  * `tokenizer.json` and (optional) `tokenizer_config.json`. Loading is a copy by name with a shape check per tensor;
- * every problem is a ModelFormatError naming the file and tensor. Nothing from the directory is executed.
+ * every problem is a ModelFormatError naming the file and tensor. Nothing from the directory is executed: weights are
+ * read only from safetensors (a header and raw numbers), pickle-based PyTorch files are refused (`modelWeightsPath`), JSON
+ * is parsed as data, and chat templates are interpreted by @huggingface/jinja (models/tokenizer.ts).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { configToJson, type ModelConfig, normalizeConfig } from "./config.js";
@@ -88,12 +90,45 @@ export function readModelJson(path: string): Record<string, unknown> {
   }
 }
 
+/** Files that Python unpickles to load: PyTorch's `torch.save` format (a zip of pickles) and plain pickles. */
+const PICKLE_FILE = /^pytorch_model.*\.bin$|\.(pt|pth|ckpt|pkl|pickle)$/;
+
+/**
+ * The path of the directory's `model.safetensors`, or a ModelFormatError saying what is there instead. Pickle-based
+ * weights (pytorch_model.bin, *.pt, *.pth, *.ckpt, *.pkl) are never loaded, even as a fallback: unpickling runs
+ * whatever code the file names, so one downloaded checkpoint could run anything with this process's rights. They are
+ * only named in the error, with how to convert them. Beside a model.safetensors they are ignored.
+ */
+export function modelWeightsPath(dir: string): string {
+  const path = join(dir, "model.safetensors");
+  if (existsSync(path)) return path;
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).sort();
+  } catch {
+    // An unreadable directory: the plain "missing" message below says enough.
+  }
+  const pickles = names.filter((n) => PICKLE_FILE.test(n));
+  if (pickles.length > 0) {
+    throw new ModelFormatError(
+      `${path}: missing; the directory has ${pickles.join(", ")}, which ${pickles.length === 1 ? "is a pickle-based file" : "are pickle-based files"}. ` +
+        "Pickle files can execute arbitrary code when loaded, so they are never loaded. Convert the weights to safetensors " +
+        "(in Python, where you trust the file: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)) " +
+        "and keep the model.safetensors it writes.",
+    );
+  }
+  if (names.includes("model.safetensors.index.json")) {
+    throw new ModelFormatError(`${path}: missing; the directory holds sharded safetensors (model.safetensors.index.json), which are not supported: merge the shards into one model.safetensors`);
+  }
+  throw new ModelFormatError(`${path}: missing; a model directory needs its weights as model.safetensors beside config.json`);
+}
+
 /** Loads a model directory. The tokenizer is optional (a directory of weights alone loads as ids-only). */
 export function loadModel(dir: string): LoadedModel {
   const configPath = join(dir, "config.json");
   const config = normalizeConfig(readModelJson(configPath), configPath);
-  const weightsPath = join(dir, "model.safetensors");
-  const model = modelFromTensors(config, readSafetensors(weightsPath), weightsPath);
+  const weights = modelWeightsPath(dir);
+  const model = modelFromTensors(config, readSafetensors(weights), weights);
   let tokenizer: PolicyTokenizer | undefined;
   const tokPath = join(dir, "tokenizer.json");
   if (existsSync(tokPath)) {

@@ -1,7 +1,9 @@
 /**
  * The policy's tokenizer: `tokenizer.json` run by `@huggingface/tokenizers` (pure JS), plus `tokenizer_config.json`'s
  * special tokens and chat template, rendered by `@huggingface/jinja` (a sandboxed template interpreter: nothing in a
- * model directory is ever executed as code).
+ * model directory is ever executed as code). Checked for @huggingface/jinja 0.5: it lexes, parses and walks the
+ * template's AST itself, with no eval or Function, and attribute lookups go through its own Map-backed values and
+ * builtins, never the JS prototype chain, so a template cannot reach `constructor`, `process` or `require`.
  */
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";

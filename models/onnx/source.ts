@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type ModelConfig, normalizeConfig } from "../config.js";
 import type { LoadedModel } from "../io.js";
-import { modelTensors, paramShapes, readModelJson } from "../io.js";
+import { modelTensors, modelWeightsPath, paramShapes, readModelJson } from "../io.js";
 import type { CausalLM } from "../model.js";
 import { ModelFormatError, type RawTensor, readSafetensors } from "../safetensors.js";
 import { PolicyTokenizer } from "../tokenizer.js";
@@ -41,7 +41,7 @@ export function pickParams(config: ModelConfig, tensors: ReadonlyMap<string, Raw
 export function readPolicyDir(dir: string): PolicyWeights & { tokenizer?: PolicyTokenizer } {
   const configPath = join(dir, "config.json");
   const config = normalizeConfig(readModelJson(configPath), configPath);
-  const weightsPath = join(dir, "model.safetensors");
+  const weightsPath = modelWeightsPath(dir); // refuses pickle-based weights with a clear message
   const weights = pickParams(config, readSafetensors(weightsPath), weightsPath);
   const tokPath = join(dir, "tokenizer.json");
   if (!existsSync(tokPath)) return { config, weights };
