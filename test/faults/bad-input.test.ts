@@ -5,6 +5,8 @@
  *   compare stage over a real loopback gRPC server and the loop's multiplexer: the error names the prompt.
  * - A message over the size limit sent to the real oracle service: RESOURCE_EXHAUSTED naming the method and both
  *   sizes, and the next call is answered.
+ * - A policy-version mismatch at the optimizer: an IterationStart whose base_version is not the latest published
+ *   version is FAILED_PRECONDITION naming both versions, and the trainer then takes the right one.
  * - `sppo run` with a broken prompt file, an empty one, one with invalid UTF-8, or an invalid config: one line on
  *   stderr naming the file and line (or field), exit code 1.
  * Run: node --import tsx --test test/faults/bad-input.test.ts
@@ -27,8 +29,10 @@ import { mount, type RunningServer } from "../../lib/grpc/serve.js";
 import { compareCandidates } from "../../pipeline/compare-candidates.js";
 import { createMultiplexer, type Multiplexer } from "../../pipeline/multiplexer.js";
 import type { CandidateSet, ComparedSet } from "../../pipeline/types.js";
+import { Trainer } from "../../services/optimizer/trainer.js";
 import { createOracleService } from "../../services/oracle/server.js";
 import { serveForTest } from "../lib/grpc/harness.js";
+import { configAt, makeBaseModel, startMsg } from "../services/optimizer/fixtures.js";
 
 const root = new URL("../../", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "sppo-bad-input-"));
@@ -172,6 +176,24 @@ describe("a message over the size limit, sent to the real oracle service", () =>
       client.close();
       await server.shutdown(0);
       await service.close();
+    }
+  });
+});
+
+describe("a policy-version mismatch at the optimizer", () => {
+  it("an IterationStart on another base version is FAILED_PRECONDITION naming both; the right one is then accepted", () => {
+    const root = makeBaseModel();
+    const trainer = Trainer.open(configAt(root));
+    try {
+      assert.throws(
+        () => trainer.start({ ...startMsg(1), baseVersion: 3 }),
+        (err: unknown) => err instanceof RpcError && err.code === Code.FAILED_PRECONDITION && /^start\.base_version 3 is not the latest policy version 0\b/.test(err.message),
+      );
+      assert.deepEqual(trainer.start(startMsg(1)), []);
+      assert.equal(trainer.currentIteration(), 1);
+    } finally {
+      trainer.dispose();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
