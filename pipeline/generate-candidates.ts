@@ -20,6 +20,11 @@ export interface GenerateCandidatesConfig {
   maxNewTokens: number;
   /** Seed of the stage; each prompt's seed is derived from it and the prompt's position. */
   seed: number;
+  /**
+   * A prompt's position in its split, for its seed. @default its index in the stream. A resumed iteration sends
+   * only the prompts not yet scored, and each must still get the seed it had in the full split.
+   */
+  positionOf?: (prompt: Prompt) => number;
   /** Prompts in flight. */
   concurrency: number;
   /** Called for a prompt the generator refused (bad input); the stage drops it and goes on. Other errors end the stream. */
@@ -45,7 +50,7 @@ export function generateCandidates(config: GenerateCandidatesConfig): OperatorFu
         topP: config.topP,
         topK: config.topK,
         maxNewTokens: config.maxNewTokens,
-        seed: BigInt(config.seed) * 1_000_003n + BigInt(index),
+        seed: BigInt(config.seed) * 1_000_003n + BigInt(config.positionOf?.(prompt) ?? index),
       },
     });
     return from(config.generator.request(request)).pipe(

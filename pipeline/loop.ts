@@ -21,12 +21,14 @@ import type { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
 import type { PipelineConfig } from "../lib/config/pipeline.js";
 import type { Client } from "../lib/grpc/client.js";
+import { Code, RpcError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
 import { compareCandidates } from "./compare-candidates.js";
 import { estimateWinRates } from "./estimate-win-rates.js";
 import { evaluate } from "./evaluate.js";
 import { generateCandidates } from "./generate-candidates.js";
+import { fileJournal, journalPath, type Journal, memoryJournal } from "./journal.js";
 import { createMultiplexer } from "./multiplexer.js";
 import type { PromptSplits } from "./prompts.js";
 import type { TelemetryHub } from "./telemetry.js";
@@ -47,6 +49,8 @@ export interface IterationResult {
   prompts: number;
   /** Prompts of the split dropped after a per-item refusal (logged). */
   skippedPrompts: number;
+  /** Prompts scored before a stop and taken from the journal by `--resume` (absent when 0). */
+  resumedPrompts?: number;
   policyVersion: number;
   policySha256: string;
   win_rate_vs_base: number;
@@ -65,15 +69,35 @@ export interface LoopOptions {
   algorithm: Algorithm;
   /** First iteration to run (1 unless resuming). @default 1 */
   firstIteration?: number;
+  /**
+   * The run's output directory: each iteration's scored sets are journaled in <dir>/journal/ (what `--resume`
+   * continues from). Without it the journal is kept in memory, for re-opening a broken optimizer stream.
+   */
+  journalDir?: string;
+  /** The policy version the first iteration starts from, when resuming: the generator is asked to load it. */
+  resumeFrom?: { version: number; sha256: string };
   /** Called after each iteration (the run persists its state here). */
   onIteration?: (result: IterationResult) => void | Promise<void>;
 }
 
 export async function runLoop(options: LoopOptions): Promise<IterationResult[]> {
   const { config, clients, hub, splits } = options;
-  const generator = createMultiplexer((requests) => clients.generator.generate(requests), { name: "generator" });
-  const oracle = createMultiplexer((requests) => clients.oracle.compare(requests), { name: "oracle" });
-  const scorer = createMultiplexer((requests) => clients.generator.score(requests), { name: "generator scorer" });
+  const faults = { streams: config.streamsPerService, reconnectTimeoutMs: config.reconnectTimeoutMs };
+  const generatorReady = (ms: number) => clients.generator.waitForReady(ms);
+  const generator = createMultiplexer((requests) => clients.generator.generate(requests), { name: "generator", ready: generatorReady, ...faults });
+  const oracle = createMultiplexer((requests) => clients.oracle.compare(requests), { name: "oracle", ready: (ms) => clients.oracle.waitForReady(ms), ...faults });
+  const scorer = createMultiplexer((requests) => clients.generator.score(requests), { name: "generator scorer", ready: generatorReady, ...faults });
+  // LoadPolicy is a single call: if the generator is being restarted, wait for it and ask again.
+  const loadPolicy = async (version: number, sha256: string) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await clients.generator.loadPolicy({ version, source: clients.optimizerTarget, sha256 }, { deadlineMs: 120_000 });
+      } catch (err) {
+        if (!(err instanceof RpcError && err.code === Code.UNAVAILABLE) || attempt >= 5) throw err;
+        await generatorReady(config.reconnectTimeoutMs);
+      }
+    }
+  };
   const results: IterationResult[] = [];
   const sampling = { temperature: config.temperature, topP: config.topP, topK: config.topK, maxNewTokens: config.maxNewTokens };
   try {
@@ -82,12 +106,21 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       const started = Date.now();
       const prompts = splits.iterations[iteration - 1];
       const baseVersion = iteration - 1;
+      if (options.resumeFrom && iteration === (options.firstIteration ?? 1) && baseVersion > 0) {
+        await loadPolicy(options.resumeFrom.version, options.resumeFrom.sha256);
+      }
+      // Prompts already scored (journaled before a stop) are not sampled again: the journal replays them.
+      const journal: Journal = options.journalDir ? fileJournal(journalPath(options.journalDir, iteration), iteration) : memoryJournal();
+      const resumed = prompts.filter((p) => journal.scoredPrompts.has(p.id)).length;
+      const todo = resumed > 0 ? prompts.filter((p) => !journal.scoredPrompts.has(p.id)) : prompts;
+      if (resumed > 0) log.info({ iteration, resumed, remaining: todo.length }, "resuming the iteration: prompts already scored come from the journal");
+      const positions = new Map(prompts.map((p, i) => [p.id, i]));
       const sequential = config.schedule === "sequential";
       // Overlapped: a window of prompts between sampling and the optimizer's queue. Sequential: all of them.
       const inFlight = new Semaphore(sequential ? Math.max(prompts.length, 1) : Math.max(config.generateConcurrency, config.compareConcurrency) * 2);
       const barrier = <T>(): MonoTypeOperatorFunction<T> => (sequential ? (source) => source.pipe(toArray(), mergeMap((all) => from(all))) : identity);
-      let generated = 0;
-      let compared = 0;
+      let generated = resumed;
+      let compared = resumed;
       const skipped = { generate: 0, compare: 0 };
       // A dropped prompt gives its in-flight permit back and is counted and logged; the iteration goes on.
       const skip = (stage: "generate" | "compare", promptId: string, error: Error) => {
@@ -97,13 +130,14 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       };
       let published: { version: number; sha256: string } | undefined;
 
-      const telemetry$ = from(prompts).pipe(
+      const telemetry$ = from(todo).pipe(
         mergeMap((prompt) => defer(() => inFlight.acquire()).pipe(map(() => prompt))),
         generateCandidates({
           generator,
           samples: config.samplesPerPrompt,
           policyVersion: baseVersion,
           seed: config.seed * 1000 + iteration,
+          positionOf: (prompt) => positions.get(prompt.id) ?? 0,
           concurrency: config.generateConcurrency,
           onSkip: (prompt, error) => skip("generate", prompt.id, error),
           ...sampling,
@@ -119,7 +153,10 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         trainPolicy({
           train: (requests) => clients.optimizer.train(requests),
           start: create(IterationStartSchema, { iteration, totalPrompts: prompts.length, baseVersion, params: { algorithm: options.algorithm } }),
+          journal,
           accepted: () => inFlight.release(),
+          ready: (ms) => clients.optimizer.waitForReady(ms),
+          reconnectTimeoutMs: config.reconnectTimeoutMs,
         }),
         tap((event) => {
           const forwarded = hub.emit({ ...event, iteration });
@@ -129,7 +166,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       await lastValueFrom(telemetry$, { defaultValue: undefined });
       if (!published) throw new Error(`iteration ${iteration}: the optimizer finished without publishing a policy version`);
 
-      await clients.generator.loadPolicy({ version: published.version, source: clients.optimizerTarget, sha256: published.sha256 }, { deadlineMs: 120_000 });
+      await loadPolicy(published.version, published.sha256);
 
       const evalStarted = Date.now();
       const evaluation = await evaluate({
@@ -150,6 +187,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         iteration,
         prompts: compared,
         skippedPrompts: skipped.generate + skipped.compare,
+        ...(resumed > 0 ? { resumedPrompts: resumed } : {}),
         policyVersion: published.version,
         policySha256: published.sha256,
         win_rate_vs_base: evaluation.winRateVsBase,

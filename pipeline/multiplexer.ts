@@ -1,11 +1,19 @@
 /**
- * Many concurrent requests over one long-lived bidi stream: `request(message)` writes into the stream and resolves
- * with the response carrying the same request_id (responses may come back in any order). If the stream fails,
- * every pending request is re-sent once on a new stream (the service config already retried UNAVAILABLE at
- * connection time); a request answered RESOURCE_EXHAUSTED (the service is full) is asked again after an exponential
- * back-off; a request whose response carries another `error` rejects with that status, and the stream goes on.
+ * Many concurrent requests over a few long-lived bidi streams: `request(message)` writes into one of `streams`
+ * streams (in turn, so that round_robin spreads the streams over the service's replicas) and resolves with the
+ * response carrying the same request_id (responses may come back in any order).
+ *
+ * Faults, each handled here so that no request is lost or answered twice:
+ * - A stream fails (its replica died, the connection dropped): its unanswered requests are re-sent on a new stream,
+ *   which round_robin places on a replica that is up. With `ready`, the re-send first waits until the service is
+ *   reachable again (another replica, or the same one restarted), up to `reconnectTimeoutMs`. A request is re-sent
+ *   at most `maxResends` times, so one that kills every replica it reaches does not go round forever.
+ * - A response for a request that is no longer pending (a re-send raced the original) is dropped.
+ * - RESOURCE_EXHAUSTED (the service is full): asked again after an exponential back-off.
+ * - Any other `error` in a response rejects that request with its status; the stream goes on.
  */
 import { Code, RpcError } from "../lib/errors.js";
+import { log } from "../lib/log.js";
 import { AsyncQueue } from "../lib/streams/async-queue.js";
 
 interface Identified {
@@ -19,14 +27,20 @@ interface WithError {
 
 export interface Multiplexer<Req extends Identified, Res extends WithError> {
   request(message: Req): Promise<Res>;
-  /** Ends the stream once the pending requests are answered. */
+  /** Ends the streams once the pending requests are answered. */
   close(): void;
 }
 
 export interface MultiplexerOptions {
-  /** Name for errors ("generator"). */
+  /** Name for errors and logs ("generator"). */
   name: string;
-  /** Times a request is re-sent after its stream broke. @default 2 */
+  /** Streams kept open; requests go to them in turn. Use at least the number of replicas. @default 1 */
+  streams?: number;
+  /** Resolves once the service is reachable again, rejects after the given time (e.g. `client.waitForReady`). */
+  ready?: (deadlineMs: number) => Promise<void>;
+  /** How long a re-send waits for `ready`, in ms. @default 300 000 */
+  reconnectTimeoutMs?: number;
+  /** Times a request is re-sent after its stream broke. @default 3 */
   maxResends?: number;
   /** Times a request answered RESOURCE_EXHAUSTED is asked again. @default 8 */
   maxOverloadRetries?: number;
@@ -34,20 +48,44 @@ export interface MultiplexerOptions {
   overloadBackoffMs?: number;
 }
 
+/** Stream failures worth a re-send: the transport broke, not the request. */
+const RESENDABLE = new Set<Code>([Code.UNAVAILABLE, Code.INTERNAL, Code.UNKNOWN, Code.CANCELLED]);
+
+interface Pending<Req, Res> {
+  message: Req;
+  resolve: (r: Res) => void;
+  reject: (e: unknown) => void;
+  /** The stream slot the request was last written to. */
+  slot: number;
+  sends: number;
+  overloads: number;
+  /** Waiting for the service to come back before its re-send. */
+  parked: boolean;
+}
+
 export function createMultiplexer<Req extends Identified, Res extends WithError>(
   open: (requests: AsyncIterable<Req>) => AsyncIterable<Res>,
   options: MultiplexerOptions,
 ): Multiplexer<Req, Res> {
-  const maxResends = options.maxResends ?? 2;
+  const streams = Math.max(1, options.streams ?? 1);
+  const maxResends = options.maxResends ?? 3;
   const maxOverloadRetries = options.maxOverloadRetries ?? 8;
   const overloadBackoffMs = options.overloadBackoffMs ?? 50;
-  const pending = new Map<string, { message: Req; resolve: (r: Res) => void; reject: (e: unknown) => void; sends: number; overloads: number }>();
-  let queue: AsyncQueue<Req> | undefined;
+  const reconnectTimeoutMs = options.reconnectTimeoutMs ?? 300_000;
+  const pending = new Map<string, Pending<Req, Res>>();
+  /** The open stream of each slot (undefined until first used, and after it failed). */
+  const slots: (AsyncQueue<Req> | undefined)[] = new Array(streams).fill(undefined);
+  let turn = 0;
   let closed = false;
 
-  const connect = (): AsyncQueue<Req> => {
+  const send = (entry: Pending<Req, Res>) => {
+    const queue = slots[entry.slot] ?? connect(entry.slot);
+    queue.push(entry.message);
+  };
+
+  const connect = (slot: number): AsyncQueue<Req> => {
     const requests = new AsyncQueue<Req>();
-    queue = requests;
+    slots[slot] = requests;
     void (async () => {
       try {
         for await (const response of open(requests)) {
@@ -57,7 +95,7 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
             // The service is full: ask again later, with exponential back-off.
             const delayMs = overloadBackoffMs * 2 ** entry.overloads++;
             setTimeout(() => {
-              if (pending.get(response.requestId) === entry) (queue ?? connect()).push(entry.message);
+              if (pending.get(response.requestId) === entry) send(entry);
             }, delayMs).unref();
             continue;
           }
@@ -67,31 +105,52 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
             entry.reject(new RpcError(response.error.code as Code, `${options.name}: request ${response.requestId}${field}: ${response.error.message}`));
           } else entry.resolve(response);
         }
-        if (queue === requests) queue = undefined;
+        if (slots[slot] === requests) slots[slot] = undefined;
         // A stream that ended with requests unanswered broke its contract: re-send them.
-        if (pending.size > 0) resendAll(new RpcError(Code.INTERNAL, `${options.name}: the stream ended with ${pending.size} requests unanswered`));
+        const unanswered = [...pending.values()].filter((e) => e.slot === slot).length;
+        if (unanswered > 0) void resend(slot, new RpcError(Code.INTERNAL, `${options.name}: the stream ended with ${unanswered} requests unanswered`));
       } catch (err) {
-        if (queue === requests) queue = undefined;
-        resendAll(err);
+        if (slots[slot] === requests) slots[slot] = undefined;
+        void resend(slot, err);
       }
     })();
     return requests;
   };
 
-  const resendAll = (cause: unknown) => {
+  /** Re-sends the requests of the failed stream `slot`, once the service is reachable again. */
+  const resend = async (slot: number, cause: unknown) => {
     const rpc = RpcError.from(cause);
-    const retryable = rpc.code === Code.UNAVAILABLE || rpc.code === Code.INTERNAL || rpc.code === Code.UNKNOWN || rpc.code === Code.CANCELLED;
-    for (const [id, entry] of pending) {
-      if (!retryable || entry.sends > maxResends || closed) {
-        pending.delete(id);
-        entry.reject(rpc);
+    const orphans = [...pending.values()].filter((e) => e.slot === slot && !e.parked);
+    if (orphans.length === 0) return;
+    const give = (entry: Pending<Req, Res>, error: unknown) => {
+      if (pending.get(entry.message.requestId) !== entry) return;
+      pending.delete(entry.message.requestId);
+      entry.reject(error);
+    };
+    const retry = orphans.filter((entry) => {
+      if (!RESENDABLE.has(rpc.code) || entry.sends > maxResends || closed) {
+        give(entry, rpc);
+        return false;
+      }
+      return true;
+    });
+    if (retry.length === 0) return;
+    log.warn({ stream: options.name, requests: retry.length, err: rpc.message }, "stream broke: re-sending its requests");
+    for (const entry of retry) entry.parked = true;
+    if (options.ready) {
+      try {
+        await options.ready(reconnectTimeoutMs);
+      } catch (err) {
+        const why = new RpcError(rpc.code, `${options.name}: the stream broke (${rpc.message}) and the service was not back within ${reconnectTimeoutMs} ms: ${(err as Error).message}`);
+        for (const entry of retry) give(entry, why);
+        return;
       }
     }
-    if (pending.size === 0) return;
-    const requests = connect();
-    for (const entry of pending.values()) {
+    for (const entry of retry) {
+      entry.parked = false;
+      if (pending.get(entry.message.requestId) !== entry) continue;
       entry.sends++;
-      requests.push(entry.message);
+      send(entry);
     }
   };
 
@@ -100,13 +159,14 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
       if (closed) return Promise.reject(new RpcError(Code.FAILED_PRECONDITION, `${options.name}: the stream is closed`));
       if (pending.has(message.requestId)) return Promise.reject(new RpcError(Code.INVALID_ARGUMENT, `${options.name}: duplicate request_id ${message.requestId}`));
       return new Promise<Res>((resolve, reject) => {
-        pending.set(message.requestId, { message, resolve, reject, sends: 1, overloads: 0 });
-        (queue ?? connect()).push(message);
+        const entry = { message, resolve, reject, slot: turn++ % streams, sends: 1, overloads: 0, parked: false };
+        pending.set(message.requestId, entry);
+        send(entry);
       });
     },
     close() {
       closed = true;
-      queue?.end();
+      for (const queue of slots) queue?.end();
     },
   };
 }

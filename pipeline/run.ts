@@ -3,7 +3,7 @@
  * this process on loopback (the embedded default) and drives them over gRPC exactly as it drives remote ones.
  * Writes into the output directory: summary.json, metrics.jsonl, report.html and checkpoints/.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { join, resolve } from "node:path";
 import { Generator } from "../gen/sppo/v1/generator_pb.js";
@@ -17,6 +17,7 @@ import { mount, type RunningServer, serve } from "../lib/grpc/serve.js";
 import { log } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
 import { type IterationResult, runLoop } from "./loop.js";
+import { finishedIterations, prepareFreshOutDir, type RunInvocation, writeRunState } from "./run-state.js";
 import { showProgress } from "./progress.js";
 import { loadPrompts, splitPrompts } from "./prompts.js";
 import { renderReport } from "./report.js";
@@ -36,6 +37,10 @@ export interface RunOptions {
   transport?: "grpc" | "in-process";
   /** Called once the loop's telemetry service is bound (useful with telemetryPort 0). */
   onTelemetry?: (port: number) => void;
+  /** Continue the run in `outDir` (its summary.json, journal and checkpoints) instead of starting afresh. */
+  resume?: boolean;
+  /** How the run was invoked, recorded in run.json for `--resume`. @default the config as given, no file */
+  invocation?: RunInvocation;
 }
 
 export interface RunSummary {
@@ -98,11 +103,18 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
 async function runOne(options: RunOptions): Promise<RunSummary> {
   const started = Date.now();
   const outDir = resolve(options.outDir);
-  mkdirSync(join(outDir, "checkpoints"), { recursive: true });
-  const metricsPath = join(outDir, "metrics.jsonl");
-  rmSync(metricsPath, { force: true });
   const config = options.config;
   const pipeline = config.pipeline;
+  // A comparison run that had not started when the run stopped starts afresh in its folder.
+  const resuming = options.resume === true && existsSync(join(outDir, "run.json"));
+  if (!resuming) {
+    prepareFreshOutDir(outDir);
+    mkdirSync(outDir, { recursive: true });
+    writeRunState(outDir, options.invocation ?? { config: "", ...(options.targets ? { targets: options.targets } : {}) }, config);
+  }
+  mkdirSync(join(outDir, "checkpoints"), { recursive: true });
+  const metricsPath = join(outDir, "metrics.jsonl");
+  const finished = resuming ? finishedIterations(outDir) : [];
 
   const hub = new TelemetryHub(`run-${new Date(started).toISOString()}`);
   const stopJsonl = writeJsonl(hub, metricsPath);
@@ -129,13 +141,15 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
     const inProcess: Partial<Record<ServiceName, ServiceInstance>> = {};
     if (!targets) {
       // The embedded default: each service on its own loopback port, checkpoints in the output directory.
+      // The optimizer resumes from the run's checkpoints only when the run is resumed. The generator pulls any
+      // version a request pins that it does not hold from the optimizer (started before it).
       const embedded: Config = {
         ...config,
-        optimizer: { ...config.optimizer, checkpointDir: join(outDir, "checkpoints"), policyDir: join(outDir, "policies") },
+        optimizer: { ...config.optimizer, checkpointDir: join(outDir, "checkpoints"), policyDir: join(outDir, "policies"), resume: resuming },
       };
       const local: Partial<Record<ServiceName, string>> = {};
       for (const name of ["oracle", "optimizer", "generator"] as const) {
-        const instance = await serviceFactories[name](embedded);
+        const instance = await serviceFactories[name](name === "generator" ? { ...embedded, generator: { ...embedded.generator, optimizerTarget: local.optimizer ?? "" } } : embedded);
         instances.push(instance);
         inProcess[name] = instance;
         const server = await serve({
@@ -167,9 +181,11 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
         evalCount: pipeline.evalPrompts,
         seed: pipeline.seed,
       });
-      hub.emit({ payload: { case: "runStatus", value: { state: RunState.STARTING, message: `${prompts.length} prompts from ${pipeline.prompts}` } } });
+      const resumeAt = finished.length > 0 ? finished[finished.length - 1].iteration + 1 : 1;
+      const resumedFrom = resuming ? ` (resumed at iteration ${resumeAt})` : "";
+      hub.emit({ payload: { case: "runStatus", value: { state: RunState.STARTING, message: `${prompts.length} prompts from ${pipeline.prompts}${resumedFrom}` } } });
 
-      const iterations: IterationResult[] = [];
+      const iterations: IterationResult[] = [...finished];
       const summary = (): RunSummary => ({
         algorithm: config.optimizer.algorithm,
         iterations,
@@ -186,6 +202,9 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
         clients,
         hub,
         algorithm: algorithms[config.optimizer.algorithm],
+        firstIteration: resumeAt,
+        journalDir: outDir,
+        ...(finished.length > 0 ? { resumeFrom: { version: finished[finished.length - 1].policyVersion, sha256: finished[finished.length - 1].policySha256 } } : {}),
         onIteration: (result) => {
           iterations.push(result);
           writeOutputs();

@@ -1,15 +1,13 @@
 import { create } from "@bufbuild/protobuf";
 import { concatMap, from, Observable, type OperatorFunction } from "rxjs";
 import type { TrainRequest, TrainResponse } from "../gen/sppo/v1/optimizer_pb.js";
-import {
-  type IterationStart,
-  IterationStartSchema,
-  type TrainingExample,
-  TrainingExampleSchema,
-  TrainRequestSchema,
-} from "../gen/sppo/v1/optimizer_pb.js";
+import { type IterationStart, type TrainingExample, TrainingExampleSchema, TrainRequestSchema } from "../gen/sppo/v1/optimizer_pb.js";
 import type { TelemetryEvent } from "../gen/sppo/v1/telemetry_pb.js";
+import { Code, RpcError } from "../lib/errors.js";
+import { log } from "../lib/log.js";
 import { BoundedQueue } from "../lib/streams/bounded-queue.js";
+import { Semaphore } from "../lib/streams/semaphore.js";
+import { type Journal, memoryJournal } from "./journal.js";
 import type { ScoredSet } from "./types.js";
 
 export interface TrainPolicyConfig {
@@ -17,11 +15,26 @@ export interface TrainPolicyConfig {
   train: (requests: AsyncIterable<TrainRequest>) => AsyncIterable<TrainResponse>;
   /** The iteration's opening message (iteration, total prompts, base version, hyper-parameters). */
   start: IterationStart;
+  /**
+   * Where the iteration's examples are recorded before they are sent; every Train stream (the first one included)
+   * opens with what it holds, so a journal left by a stopped run is replayed first. @default a new memoryJournal()
+   */
+  journal?: Journal;
   /** Examples queued for the optimizer before upstream waits. @default 256 */
   bufferedExamples?: number;
   /** Called once a set's examples are queued (the loop releases the set's in-flight permit here). */
   accepted?: (set: ScoredSet) => void;
+  /** Resolves once the optimizer is reachable (`client.waitForReady`); without it a broken stream ends the run. */
+  ready?: (deadlineMs: number) => Promise<void>;
+  /** How long to wait for the optimizer to come back after its stream broke, in ms. @default 300 000 */
+  reconnectTimeoutMs?: number;
+  /** Train streams opened again after a break, at most. @default 10 */
+  maxReconnects?: number;
 }
+
+/** Train-stream failures worth opening the stream again: the optimizer or the connection went away (or the old
+ * stream is still being wound down: ABORTED), not a refusal of what was sent. */
+const REOPENABLE = new Set<Code>([Code.UNAVAILABLE, Code.CANCELLED, Code.INTERNAL, Code.UNKNOWN, Code.ABORTED]);
 
 /** The K training examples of one scored set. */
 export function trainingExamples(set: ScoredSet, iteration: number): TrainingExample[] {
@@ -44,21 +57,90 @@ export function trainingExamples(set: ScoredSet, iteration: number): TrainingExa
  * batch), and emits the optimizer's telemetry: a TrainStep per step, then the PolicyPublished of the new version.
  * Upstream waits while `bufferedExamples` examples are queued, so memory does not grow with the prompt count.
  *
+ * If the Train stream breaks (the optimizer was restarted, the connection dropped), it is opened again once the
+ * optimizer is back, and replays the iteration from the journal: the IterationStart, every example recorded so
+ * far, then the live ones. The optimizer resumes from its last checkpoint and skips the examples it had consumed,
+ * so each example is trained on once and the weights end as if nothing had happened.
+ *
  * Example: `scored$.pipe(trainPolicy({ train: (r) => optimizer.train(r), start }))`
  * @return the optimizer's telemetry events; completes when the optimizer has published the iteration's policy
  */
 export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredSet, TelemetryEvent> {
   return (source) =>
     new Observable<TelemetryEvent>((subscriber) => {
-      const queue = new BoundedQueue<TrainRequest>(config.bufferedExamples ?? 256);
       const iteration = config.start.iteration;
-      void queue.push(create(TrainRequestSchema, { kind: { case: "start", value: create(IterationStartSchema, config.start) } }));
+      const journal = config.journal ?? memoryJournal();
+      const startRequest = create(TrainRequestSchema, { kind: { case: "start", value: config.start } });
+      const endRequest = create(TrainRequestSchema, { kind: { case: "end", value: { iteration } } });
+      const exampleRequest = (example: TrainingExample) => create(TrainRequestSchema, { kind: { case: "example", value: example } });
+      // Held while a set is journaled and queued, and while a new stream is filled from the journal, so that the
+      // live sets follow the replay in journal order.
+      const lock = new Semaphore(1);
+      let queue: BoundedQueue<TrainRequest> | undefined;
+      let sourceDone = false;
+      let stopped = false;
+
+      /** Fills a new stream's queue: IterationStart, the journal, and IterationEnd when the source is done. */
+      const fill = async (fresh: BoundedQueue<TrainRequest>) => {
+        await lock.acquire();
+        try {
+          queue = fresh;
+          await fresh.push(startRequest);
+          for (const example of journal.replay()) await fresh.push(exampleRequest(example));
+          if (sourceDone) {
+            await fresh.push(endRequest);
+            fresh.end();
+          }
+        } catch {
+          // the stream broke again while filling: the next one is filled anew
+        } finally {
+          lock.release();
+        }
+      };
+
+      // The first stream is opened (and takes the lock to fill itself) before the source is subscribed.
+      (async () => {
+        const maxReconnects = config.maxReconnects ?? 10;
+        const reconnectTimeoutMs = config.reconnectTimeoutMs ?? 300_000;
+        for (let attempt = 0; ; attempt++) {
+          const current = new BoundedQueue<TrainRequest>(config.bufferedExamples ?? 256);
+          try {
+            const responses = config.train(current);
+            void fill(current);
+            let published = false;
+            for await (const response of responses) {
+              if (!response.event) continue;
+              if (response.event.payload.case === "policyPublished") published = true;
+              subscriber.next(response.event);
+            }
+            // An optimizer shutting down may end the stream cleanly, before the iteration was finished.
+            if (!published) throw new RpcError(Code.UNAVAILABLE, `the optimizer ended the Train stream of iteration ${iteration} before publishing its policy`);
+            subscriber.complete();
+            return;
+          } catch (err) {
+            current.fail(err);
+            const rpc = RpcError.from(err);
+            if (stopped || !config.ready || !REOPENABLE.has(rpc.code) || attempt >= maxReconnects) throw err;
+            log.warn({ iteration, attempt: attempt + 1, err: rpc.message }, "optimizer stream broke: opening it again once the optimizer is back, replaying the iteration");
+            await config.ready(reconnectTimeoutMs);
+          }
+        }
+      })().catch((err) => subscriber.error(err));
+
       const feeding = source
         .pipe(
           concatMap((set) =>
             from(
               (async () => {
-                for (const example of trainingExamples(set, iteration)) await queue.push(create(TrainRequestSchema, { kind: { case: "example", value: example } }));
+                const examples = trainingExamples(set, iteration);
+                await lock.acquire();
+                try {
+                  journal.append(examples);
+                  // A stream that breaks here fails the queue: the re-opened stream sends this set from the journal.
+                  for (const example of examples) await queue?.push(exampleRequest(example)).catch(() => {});
+                } finally {
+                  lock.release();
+                }
                 config.accepted?.(set);
               })(),
             ),
@@ -66,20 +148,24 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
         )
         .subscribe({
           error: (err) => {
-            queue.fail(err);
+            queue?.fail(err);
             subscriber.error(err);
           },
           complete: () => {
-            void queue.push(create(TrainRequestSchema, { kind: { case: "end", value: { iteration } } })).then(() => queue.end());
+            void (async () => {
+              await lock.acquire();
+              sourceDone = true;
+              await queue?.push(endRequest).catch(() => {});
+              queue?.end();
+              lock.release();
+            })();
           },
         });
-      (async () => {
-        for await (const response of config.train(queue)) if (response.event) subscriber.next(response.event);
-        subscriber.complete();
-      })().catch((err) => subscriber.error(err));
+
       return () => {
+        stopped = true;
         feeding.unsubscribe();
-        queue.end();
+        queue?.end();
       };
     });
 }

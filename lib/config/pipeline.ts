@@ -33,6 +33,12 @@ export const pipelineConfigSchema = z
     generateConcurrency: z.number().int().min(1).default(8),
     /** Candidate sets in flight at the oracle. @default 8 */
     compareConcurrency: z.number().int().min(1).default(8),
+    /** Streams the loop keeps open to each of the generator and the oracle; requests go to them in turn, and
+     * round_robin spreads the streams over the replicas, so use at least the number of replicas. @default 4 */
+    streamsPerService: z.number().int().min(1).max(256).default(4),
+    /** How long the loop waits for a service to come back after its stream broke (a replica or the optimizer
+     * restarting) before the run fails, in ms. @default 300000 */
+    reconnectTimeoutMs: z.number().int().min(0).default(300_000),
     /** Seed of prompt shuffling and of every sampling request. @default 1 */
     seed: z.number().int().min(0).default(1),
     /** Port of the loop's telemetry service (sppo.v1.Telemetry/Watch); 0 = any free port, -1 = off. @default 50054 */

@@ -3,8 +3,7 @@
  * service's handlers. `sppo serve optimizer`
  * (services/index.ts) calls `createOptimizerService(config)` and serves the returned implementation.
  *
- * - Train (bidi): one stream at a time (a second one is FAILED_PRECONDITION: two writers of one policy would
- *   interleave). Each request is handled in order; the telemetry it produced is streamed back as TrainResponses.
+ * - Train (bidi): one stream at a time (a second one is ABORTED: two writers of one policy would interleave). Each request is handled in order; the telemetry it produced is streamed back as TrainResponses.
  *   With the trainer in a worker thread (the default) the server's event loop stays free while steps run; in this
  *   thread the handler at least yields between requests. A stream that breaks mid-iteration leaves the iteration open: the next Train
  *   stream continues it (trainer.ts, "Resume").
@@ -60,7 +59,9 @@ export function optimizerImplementation(trainer: TrainerApi, config: OptimizerSe
   let training = false;
   return {
     async *train(requests, context) {
-      if (training) throw new RpcError(Code.FAILED_PRECONDITION, "another Train stream is active: the optimizer trains one stream at a time");
+      // ABORTED (retry later), not FAILED_PRECONDITION: after a dropped connection the old stream's handler may still
+      // be finishing its request when the client reconnects.
+      if (training) throw new RpcError(Code.ABORTED, "another Train stream is active: the optimizer trains one stream at a time");
       training = true;
       try {
         for await (const request of requests) {

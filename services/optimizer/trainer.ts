@@ -223,6 +223,8 @@ export class Trainer {
   private versions: VersionRecord[];
   private lastIteration = 0;
   private state: IterationState | null = null;
+  /** An iteration already published whose stream is being replayed (a client that lost the answer): not trained again. */
+  private replayed: number | null = null;
   private consumed = new Set<string>();
   private optimizer: Optimizer | null = null;
   private schedule: ((step: number) => number) | null = null;
@@ -356,6 +358,14 @@ export class Trainer {
 
   /** Opens (or, for the open iteration, continues) an iteration. */
   start(msg: IterationStart): TelemetryEvent[] {
+    this.replayed = null;
+    if (!this.state && msg.iteration > 0 && msg.iteration === this.lastIteration && msg.iteration === this.latestVersion().version) {
+      // The client replays an iteration this trainer already finished (it restarted from the checkpoint written at
+      // that iteration's end, or the client lost the stream before PolicyPublished): acknowledge, do not train twice.
+      this.replayed = msg.iteration;
+      log.info({ iteration: msg.iteration }, "iteration already published: its replay is acknowledged without training");
+      return [];
+    }
     if (this.state && msg.iteration === this.state.iteration) {
       if (msg.totalPrompts !== this.state.totalPrompts) {
         throw new RpcError(Code.FAILED_PRECONDITION, `iteration ${msg.iteration} is open with total_prompts ${this.state.totalPrompts}, got ${msg.totalPrompts}`);
@@ -411,6 +421,7 @@ export class Trainer {
 
   /** Validates and buffers one example; trains whenever enough complete groups are waiting. */
   addExample(ex: TrainingExample): TelemetryEvent[] {
+    if (this.replayed !== null && ex.iteration === this.replayed) return [];
     const st = this.openState("TrainingExample");
     if (ex.iteration !== st.iteration) {
       throw new RpcError(Code.FAILED_PRECONDITION, `example.iteration ${ex.iteration} does not match the open iteration ${st.iteration}`);
@@ -592,6 +603,10 @@ export class Trainer {
 
   /** Finishes the iteration: last partial step, later epochs, then publishes the new version and checkpoints. */
   end(msg: IterationEnd): TelemetryEvent[] {
+    if (this.replayed !== null && msg.iteration === this.replayed) {
+      this.replayed = null;
+      return [this.event({ case: "policyPublished", value: this.versionMessage(this.latestVersion()) })];
+    }
     const st = this.openState("IterationEnd");
     if (msg.iteration !== st.iteration) {
       throw new RpcError(Code.FAILED_PRECONDITION, `end.iteration ${msg.iteration} does not match the open iteration ${st.iteration}`);

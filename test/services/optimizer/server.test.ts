@@ -91,13 +91,21 @@ describe("Optimizer service", () => {
       assert.equal(checkpoints[0].name, checkpoint.name);
       assert.equal(checkpoints[0].policy?.sha256, published.sha256);
 
-      // Starting iteration 1 again: version 1 exists, so iteration 2 is next.
-      const again = async () => {
-        for await (const _ of client.train(requestsFor(examples, 6))) {
+      // Iteration 1 again (a client that lost the stream replays it): acknowledged with the published version, no step.
+      const replayed: string[] = [];
+      for await (const response of client.train(requestsFor(examples, 6))) {
+        replayed.push(response.event!.payload.case ?? "");
+        if (response.event!.payload.case === "policyPublished") assert.equal(response.event!.payload.value.sha256, published.sha256);
+      }
+      assert.deepEqual(replayed, ["policyPublished"], "a replayed iteration is not trained twice");
+      assert.equal((await client.saveCheckpoint({})).checkpoint?.step, 3n);
+      // Iteration 3 before 2: refused.
+      const skipAhead = async () => {
+        for await (const _ of client.train([create(TrainRequestSchema, { kind: { case: "start", value: startMsg(6, {}, 3) } })])) {
           // drain
         }
       };
-      await expectCode(again(), Code.FAILED_PRECONDITION);
+      await expectCode(skipAhead(), Code.FAILED_PRECONDITION);
 
       // One Train stream at a time.
       let release = () => {};
@@ -121,7 +129,7 @@ describe("Optimizer service", () => {
             // nothing
           }
         })(),
-        Code.FAILED_PRECONDITION,
+        Code.ABORTED,
       );
       release();
       await first;
@@ -162,7 +170,7 @@ describe("Optimizer service", () => {
       // Errors cross the thread boundary with their code.
       await expectCode(
         (async () => {
-          for await (const _ of client.train(requestsFor(examples, 6))) {
+          for await (const _ of client.train([create(TrainRequestSchema, { kind: { case: "start", value: startMsg(6, {}, 3) } })])) {
             // drain
           }
         })(),

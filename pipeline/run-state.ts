@@ -1,0 +1,125 @@
+/**
+ * What a run keeps in its output directory so that `sppo run --resume DIR` can continue it after the loop stopped:
+ *  - run.json: how the run was started (config file, flags, service addresses) and the settings that decide its
+ *    results, to refuse resuming under a changed configuration;
+ *  - summary.json: the finished iterations (written after each one);
+ *  - journal/iteration-<t>.jsonl: the open iteration's scored sets (pipeline/journal.ts);
+ *  - checkpoints/ and policies/: the embedded optimizer's state, which it resumes from.
+ * No secret is written: tokens stay in the environment or their files.
+ */
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { OPTIMIZER_ALGORITHMS } from "../lib/config/optimizer.js";
+import type { Config } from "../lib/config/schema.js";
+import type { IterationResult } from "./loop.js";
+
+/** How `sppo run` was invoked: enough to load the same configuration again. */
+export interface RunInvocation {
+  /** Absolute path of the config file (the embedded default task when none was given). */
+  config: string;
+  /** --iterations, when given. */
+  iterations?: number;
+  /** The remote services, when given. */
+  targets?: { generator: string; oracle: string; optimizer: string };
+}
+
+export interface RunStateFile {
+  format: 1;
+  startedAt: string;
+  invocation: RunInvocation;
+  /** The settings that decide the run's results. */
+  settings: Record<string, unknown>;
+}
+
+/** Settings that only change how a run is operated (ports, progress, paths, threads), not its results. */
+const OPERATIONAL = {
+  pipeline: new Set(["progress", "telemetryPort", "streamsPerService", "reconnectTimeoutMs", "generateConcurrency", "compareConcurrency", "schedule"]),
+  optimizer: new Set(["checkpointDir", "policyDir", "checkpointEverySteps", "keepCheckpoints", "resume", "backend", "trainInWorker", "runId"]),
+};
+
+/** The pipeline and optimizer settings a resumed run must share with the run it continues. */
+export function runSettings(config: Config): Record<string, unknown> {
+  const pick = (section: Record<string, unknown>, skip: Set<string>) => Object.fromEntries(Object.entries(section).filter(([key]) => !skip.has(key)));
+  return {
+    pipeline: pick(config.pipeline as unknown as Record<string, unknown>, OPERATIONAL.pipeline),
+    optimizer: pick(config.optimizer as unknown as Record<string, unknown>, OPERATIONAL.optimizer),
+  };
+}
+
+const userError = (message: string) => Object.assign(new Error(message), { userFacing: true });
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+export function writeRunState(outDir: string, invocation: RunInvocation, config: Config): void {
+  const state: RunStateFile = { format: 1, startedAt: new Date().toISOString(), invocation, settings: runSettings(config) };
+  writeAtomic(join(outDir, "run.json"), `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** Reads DIR/run.json; the error says what is missing or damaged. */
+export function readRunState(outDir: string): RunStateFile {
+  const path = join(outDir, "run.json");
+  if (!existsSync(path)) throw userError(`--resume ${outDir}: no run.json there, so no run to continue (start one with \`sppo run --out ${outDir}\`)`);
+  let state: RunStateFile;
+  try {
+    state = JSON.parse(readFileSync(path, "utf8")) as RunStateFile;
+  } catch (err) {
+    throw userError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+  if (state.format !== 1 || typeof state.invocation?.config !== "string" || typeof state.settings !== "object") {
+    throw userError(`${path}: not a run state this version of sppo writes (format ${String(state.format)})`);
+  }
+  return state;
+}
+
+/** Refuses to resume when a setting that decides the results differs; names every such field. */
+export function checkSameSettings(state: RunStateFile, config: Config, outDir: string): void {
+  const now = runSettings(config);
+  const changed: string[] = [];
+  for (const section of ["pipeline", "optimizer"] as const) {
+    const before = (state.settings[section] ?? {}) as Record<string, unknown>;
+    const after = now[section] as Record<string, unknown>;
+    for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {
+      if (JSON.stringify(before[key]) !== JSON.stringify(after[key])) changed.push(`${section}.${key}: ${JSON.stringify(before[key])} → ${JSON.stringify(after[key])}`);
+    }
+  }
+  if (changed.length > 0) {
+    throw userError(`--resume ${outDir}: the configuration changed since the run started, so its results would mix two runs:\n  ${changed.join("\n  ")}`);
+  }
+}
+
+/** The iterations summary.json records as finished (none when it does not exist yet). */
+export function finishedIterations(outDir: string): IterationResult[] {
+  const path = join(outDir, "summary.json");
+  if (!existsSync(path)) return [];
+  try {
+    const summary = JSON.parse(readFileSync(path, "utf8")) as { iterations?: IterationResult[] };
+    return summary.iterations ?? [];
+  } catch (err) {
+    throw userError(`${path}: not valid JSON (${(err as Error).message}); it records the finished iterations`);
+  }
+}
+
+/**
+ * Readies DIR for a new run. A finished run there (run.json) is replaced; an unfinished one is kept, and the error
+ * says how to continue it, since replacing it would throw its checkpoints away. Without run.json only the files a
+ * run appends to are removed: nothing else there is assumed to be ours.
+ */
+export function prepareFreshOutDir(outDir: string): void {
+  const statePath = join(outDir, "run.json");
+  if (!existsSync(statePath)) {
+    for (const entry of ["metrics.jsonl", "journal"]) rmSync(join(outDir, entry), { recursive: true, force: true });
+    return;
+  }
+  const state = readRunState(outDir);
+  const planned = Number((state.settings.pipeline as { iterations?: number } | undefined)?.iterations ?? 0);
+  const done = finishedIterations(outDir).length;
+  if (done < planned) {
+    throw userError(`${outDir} holds an unfinished run (${done} of ${planned} iterations done): continue it with \`sppo run --resume ${outDir}\`, or choose another --out (or remove it)`);
+  }
+  const entries = ["run.json", "summary.json", "report.html", "metrics.jsonl", "journal", "checkpoints", "policies", ...OPTIMIZER_ALGORITHMS];
+  for (const entry of entries) rmSync(join(outDir, entry), { recursive: true, force: true });
+}
