@@ -1,7 +1,9 @@
 /**
  * Many concurrent requests over a few long-lived bidi streams: `request(message)` writes into one of `streams`
  * streams (in turn, so that round_robin spreads the streams over the service's replicas) and resolves with the
- * response carrying the same request_id (responses may come back in any order).
+ * response carrying the same request_id (responses may come back in any order). A stream is retired after
+ * `requestsPerStream` requests (half-closed once they are answered; the next request opens a new one), so that
+ * replicas that came up after the streams were opened get their share.
  *
  * Faults, each handled here so that no request is lost or answered twice:
  * - A stream fails (its replica died, the connection dropped): its unanswered requests are re-sent on a new stream,
@@ -36,6 +38,8 @@ export interface MultiplexerOptions {
   name: string;
   /** Streams kept open; requests go to them in turn. Use at least the number of replicas. @default 1 */
   streams?: number;
+  /** Requests sent on one stream before it is retired and a new one opened. @default 256 */
+  requestsPerStream?: number;
   /** Resolves once the service is reachable again, rejects after the given time (e.g. `client.waitForReady`). */
   ready?: (deadlineMs: number) => Promise<void>;
   /** How long a re-send waits for `ready`, in ms. @default 300 000 */
@@ -55,8 +59,10 @@ interface Pending<Req, Res> {
   message: Req;
   resolve: (r: Res) => void;
   reject: (e: unknown) => void;
-  /** The stream slot the request was last written to. */
+  /** The stream slot the request goes to. */
   slot: number;
+  /** The stream it was last written to. */
+  stream?: AsyncQueue<Req>;
   sends: number;
   overloads: number;
   /** Waiting for the service to come back before its re-send. */
@@ -75,12 +81,22 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
   const pending = new Map<string, Pending<Req, Res>>();
   /** The open stream of each slot (undefined until first used, and after it failed). */
   const slots: (AsyncQueue<Req> | undefined)[] = new Array(streams).fill(undefined);
+  const sentOn = new WeakMap<AsyncQueue<Req>, number>();
+  const requestsPerStream = Math.max(1, options.requestsPerStream ?? 256);
   let turn = 0;
   let closed = false;
 
   const send = (entry: Pending<Req, Res>) => {
     const queue = slots[entry.slot] ?? connect(entry.slot);
+    entry.stream = queue;
     queue.push(entry.message);
+    const sent = (sentOn.get(queue) ?? 0) + 1;
+    sentOn.set(queue, sent);
+    if (sent >= requestsPerStream) {
+      // Retire it: it ends once its requests are answered; the slot's next request opens a new stream.
+      slots[entry.slot] = undefined;
+      queue.end();
+    }
   };
 
   const connect = (slot: number): AsyncQueue<Req> => {
@@ -107,20 +123,20 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
         }
         if (slots[slot] === requests) slots[slot] = undefined;
         // A stream that ended with requests unanswered broke its contract: re-send them.
-        const unanswered = [...pending.values()].filter((e) => e.slot === slot).length;
-        if (unanswered > 0) void resend(slot, new RpcError(Code.INTERNAL, `${options.name}: the stream ended with ${unanswered} requests unanswered`));
+        const unanswered = [...pending.values()].filter((e) => e.stream === requests).length;
+        if (unanswered > 0) void resend(requests, new RpcError(Code.INTERNAL, `${options.name}: the stream ended with ${unanswered} requests unanswered`));
       } catch (err) {
         if (slots[slot] === requests) slots[slot] = undefined;
-        void resend(slot, err);
+        void resend(requests, err);
       }
     })();
     return requests;
   };
 
-  /** Re-sends the requests of the failed stream `slot`, once the service is reachable again. */
-  const resend = async (slot: number, cause: unknown) => {
+  /** Re-sends the requests of the failed stream, once the service is reachable again. */
+  const resend = async (stream: AsyncQueue<Req>, cause: unknown) => {
     const rpc = RpcError.from(cause);
-    const orphans = [...pending.values()].filter((e) => e.slot === slot && !e.parked);
+    const orphans = [...pending.values()].filter((e) => e.stream === stream && !e.parked);
     if (orphans.length === 0) return;
     const give = (entry: Pending<Req, Res>, error: unknown) => {
       if (pending.get(entry.message.requestId) !== entry) return;

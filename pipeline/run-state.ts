@@ -7,7 +7,7 @@
  *  - checkpoints/ and policies/: the embedded optimizer's state, which it resumes from.
  * No secret is written: tokens stay in the environment or their files.
  */
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OPTIMIZER_ALGORITHMS } from "../lib/config/optimizer.js";
 import type { Config } from "../lib/config/schema.js";
@@ -55,6 +55,7 @@ function writeAtomic(path: string, text: string): void {
 }
 
 export function writeRunState(outDir: string, invocation: RunInvocation, config: Config): void {
+  mkdirSync(outDir, { recursive: true });
   const state: RunStateFile = { format: 1, startedAt: new Date().toISOString(), invocation, settings: runSettings(config) };
   writeAtomic(join(outDir, "run.json"), `${JSON.stringify(state, null, 2)}\n`);
 }
