@@ -1,14 +1,16 @@
 /**
  * `sppo run [--config FILE] [--out DIR] [--iterations N] [--generator ADDR --oracle ADDR --optimizer ADDR]`:
  * the self-play loop. Without --config it runs the embedded default task (assets/default-task.yaml).
- * `sppo run --resume DIR` continues a run that stopped, with the configuration it was started with.
+ * `sppo run --resume DIR` continues a run that stopped, with the configuration it was started with; `--continue`
+ * continues the unfinished run in --out, if there is one, else starts one (what a retried Kubernetes Job runs).
  */
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { loadConfig } from "../../lib/config/load.js";
 import { runSelfPlay } from "../../pipeline/run.js";
-import { checkSameSettings, type RunInvocation, readRunState } from "../../pipeline/run-state.js";
+import { checkSameSettings, finishedIterations, type RunInvocation, readRunState } from "../../pipeline/run-state.js";
 
 export const DEFAULT_TASK_CONFIG = "assets/default-task.yaml";
 
@@ -26,6 +28,7 @@ interface RunFlags {
   oracle?: string;
   optimizer?: string;
   resume?: string;
+  continue?: boolean;
 }
 
 const userError = (message: string) => Object.assign(new Error(message), { userFacing: true });
@@ -44,6 +47,7 @@ export function register(program: Command): void {
       "--resume <dir>",
       "continue the stopped run in DIR with the config it started with, without sampling again the prompts already scored (service addresses may be given anew)",
     )
+    .option("--continue", "if --out holds an unfinished run, continue it (its settings must match the config given), else start one: for jobs that are retried")
     .action(async (flags: RunFlags) => {
       const given = [flags.generator, flags.oracle, flags.optimizer].filter(Boolean).length;
       if (given !== 0 && given !== 3) {
@@ -65,7 +69,16 @@ export function register(program: Command): void {
       const file = resolve(flags.config ?? DEFAULT_TASK_CONFIG);
       const config = loadConfig({ file, overrides: { pipeline: { iterations: flags.iterations } } });
       const invocation: RunInvocation = { config: file, ...(flags.iterations !== undefined ? { iterations: flags.iterations } : {}), ...(targets ? { targets } : {}) };
-      const summary = await runSelfPlay({ config, outDir: flags.out, targets, invocation });
+      let resume = false;
+      if (flags.continue && existsSync(join(flags.out, "run.json"))) {
+        const state = readRunState(flags.out);
+        const planned = Number((state.settings.pipeline as { iterations?: number }).iterations ?? 0);
+        if (finishedIterations(flags.out).length < planned) {
+          checkSameSettings(state, config, flags.out);
+          resume = true;
+        }
+      }
+      const summary = await runSelfPlay({ config, outDir: flags.out, targets, invocation, resume });
       process.stdout.write(`${JSON.stringify({ out: flags.out, ...summary })}\n`);
     });
 }
