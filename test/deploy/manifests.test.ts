@@ -2,7 +2,8 @@
  * deploy/: every overlay builds with kustomize, every object validates against the Kubernetes API schemas, and the
  * properties the deployment promises hold: native gRPC probes on the ports the services listen on, requests and
  * limits, the restricted security context, headless Services that select their pods, the optimizer's checkpoint
- * volume, budgets, Prometheus annotations, and a config that the services' own schema accepts.
+ * volume (resumed from), the loop Job continuing its unfinished run when retried, budgets, Prometheus annotations,
+ * and a config that the services' own schema accepts.
  *
  *   node --import tsx --test test/deploy/manifests.test.ts
  */
@@ -269,6 +270,8 @@ for (const name of Object.keys(builds)) {
       assert.equal(spec.persistentVolumeClaimRetentionPolicy?.whenDeleted, "Retain", "checkpoints survive deleting the StatefulSet");
       const container = mainContainer(workload);
       const { optimizer } = configOf(objects, workload, container);
+      // A restarted optimizer continues from its checkpoints, and the loop replays the open iteration into it.
+      assert.equal(optimizer.resume, true, "optimizer.resume: a restarted pod continues from its newest checkpoint");
       for (const [key, dir] of Object.entries({ checkpointDir: optimizer.checkpointDir, policyDir: optimizer.policyDir })) {
         const mount = container.volumeMounts?.find((m) => dir.startsWith(`${m.mountPath}/`));
         assert.ok(mount && mount.readOnly !== true, `optimizer.${key} ${dir} is inside a writable volume`);
@@ -286,6 +289,10 @@ for (const name of Object.keys(builds)) {
       const container = mainContainer(workload);
       const args = expandedArgs(container);
       assert.equal(args[0], "run");
+      // A retried attempt (backoffLimit) continues the unfinished run in --out instead of refusing it.
+      assert.ok(args.includes("--continue"), "the Job runs `sppo run --continue`");
+      assert.ok(!args.includes("--resume"), "--resume would ignore --config: the Job uses --continue");
+      assert.ok(((workload.object.spec as { backoffLimit?: number }).backoffLimit ?? 6) >= 1, "the Job retries a failed attempt");
       for (const component of ["generator", "oracle", "optimizer"] as const) {
         const address = flagValue(args, `--${component}`);
         assert.ok(address, `--${component} is given`);
@@ -311,6 +318,12 @@ for (const name of Object.keys(builds)) {
       assert.ok(volume?.persistentVolumeClaim, "--out is on a PersistentVolumeClaim");
       find(objects, "PersistentVolumeClaim", volume.persistentVolumeClaim.claimName);
       const config = configOf(objects, workload, container);
+      // round_robin puts each of the loop's streams on one replica: fewer streams than replicas leave some idle.
+      for (const component of ["generator", "oracle"]) {
+        if (name === "swap-oracle" && component === "oracle") continue;
+        const replicas = (workloadOf(objects, component).object.spec as { replicas?: number }).replicas ?? 1;
+        assert.ok(config.pipeline.streamsPerService >= replicas, `pipeline.streamsPerService ${config.pipeline.streamsPerService} < ${replicas} ${component} replicas`);
+      }
       const telemetry = portNumber(container, "telemetry");
       assert.equal(telemetry, config.pipeline.telemetryPort, "the container port named telemetry is pipeline.telemetryPort");
       const loopService = find(objects, "Service", "sppo-loop").spec as { ports: { port: number }[] };

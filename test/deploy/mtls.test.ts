@@ -3,7 +3,8 @@
  * only, through test/deploy/kustomize/all-components): each overlay, wrapped in a kustomization that adds the
  * component, renders the certificate paths into every service's config (server.tls and client.tls, as the pod's
  * loadConfig sees them), mounts the Secret, turns the services' gRPC probes into TCP checks, and keeps the env the
- * overlay already had.
+ * overlay already had — also env that an overlay of the user's adds to the generator and the oracle, whether the
+ * component wraps that overlay or sits beside the patch in one kustomization.
  * Run: node --import tsx --test test/deploy/mtls.test.ts   (needs kubectl, see test/deploy/render.ts)
  */
 import assert from "node:assert/strict";
@@ -84,6 +85,74 @@ describe("the mtls component on every overlay", () => {
             assert.equal(probe?.tcpSocket?.port, "grpc", `${where}: a TCP probe of the gRPC port`);
           }
         }
+      }
+    });
+  }
+});
+
+/** A kustomization in `scratch/name` from these lines; `rel` makes repository paths relative to it. */
+function writeKustomization(name: string, lines: (rel: (path: string) => string) => string[]): string {
+  const dir = join(scratch, name);
+  mkdirSync(dir, { recursive: true });
+  const rel = (path: string) => relative(dir, path.startsWith("/") ? path : join(repoRoot, path));
+  writeFileSync(join(dir, "kustomization.yaml"), [...lines(rel), ""].join("\n"));
+  return dir;
+}
+
+/** A strategic-merge patch that gives the generator and the oracle CUDA_VISIBLE_DEVICES, as a GPU overlay might. */
+const cudaPatches = [
+  "patches:",
+  ...(["generator", "oracle"] as const).flatMap((component) => [
+    "  - patch: |-",
+    "      apiVersion: apps/v1",
+    "      kind: Deployment",
+    "      metadata:",
+    `        name: sppo-${component}`,
+    "      spec:",
+    "        template:",
+    "          spec:",
+    "            containers:",
+    `              - name: ${component}`,
+    "                env:",
+    "                  - name: CUDA_VISIBLE_DEVICES",
+    '                    value: "0"',
+  ]),
+];
+
+describe("the mtls component with env an overlay adds", () => {
+  const header = ["apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization"];
+  const withCuda = writeKustomization("gpu-cuda", (rel) => [...header, "resources:", `  - ${rel("deploy/overlays/gpu")}`, ...cudaPatches]);
+  const arrangements = {
+    // The component wraps an overlay that set env: a JSON-patch add of a whole env list would replace it.
+    "the component around an overlay that adds env": writeKustomization("around", (rel) => [
+      ...header,
+      "resources:",
+      `  - ${rel(withCuda)}`,
+      "components:",
+      `  - ${rel("deploy/components/mtls")}`,
+    ]),
+    "the component and the env patch in one kustomization": writeKustomization("beside", (rel) => [
+      ...header,
+      "resources:",
+      `  - ${rel("deploy/overlays/gpu")}`,
+      "components:",
+      `  - ${rel("deploy/components/mtls")}`,
+      ...cudaPatches,
+    ]),
+  };
+  for (const [title, dir] of Object.entries(arrangements)) {
+    test(`${title}: the generator and the oracle keep CUDA_VISIBLE_DEVICES and get the TLS config`, () => {
+      const objects = render(dir);
+      for (const component of ["generator", "oracle"]) {
+        const workload = workloads(objects).find((w) => w.podLabels["app.kubernetes.io/component"] === component);
+        assert.ok(workload, `a ${component} workload`);
+        const container = mainContainer(workload);
+        const where = `${title}: ${idOf(workload.object)}`;
+        assert.deepEqual(container.env?.filter((v) => v.name === "CUDA_VISIBLE_DEVICES"), [{ name: "CUDA_VISIBLE_DEVICES", value: "0" }], `${where} keeps CUDA_VISIBLE_DEVICES`);
+        const config = configOf(objects, workload, container);
+        assert.deepEqual(config.server.tls, { certFile: "/etc/sppo/tls/tls.crt", keyFile: "/etc/sppo/tls/tls.key", clientCaFile: "/etc/sppo/tls/ca.crt" }, where);
+        assert.deepEqual(config.client.tls, { caFile: "/etc/sppo/tls/ca.crt", certFile: "/etc/sppo/tls/tls.crt", keyFile: "/etc/sppo/tls/tls.key" }, where);
+        assert.equal(new Set(container.env?.map((v) => v.name)).size, container.env?.length, `${where}: no variable twice`);
       }
     });
   }
