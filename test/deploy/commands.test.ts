@@ -1,8 +1,8 @@
 /**
  * No drift between the `sppo` command line and what ships it: the Dockerfiles (linted with dockerfile-utils, parsed
  * with dockerfile-ast), package.json's start script, the manifests' container args, and the commands shown in
- * docs/deploy.md and README.md must all name `sppo` subcommands, arguments and flags that the CLI defines, as its own
- * `--help` reports them. The image must also carry every source folder the CLI imports.
+ * docs/deploy.md, docs/pipeline.md and README.md must all name `sppo` subcommands, arguments and flags that the CLI
+ * defines, as its own `--help` reports them. The image must also carry every source folder the CLI imports.
  *
  *   node --import tsx --test test/deploy/commands.test.ts
  */
@@ -236,7 +236,7 @@ function allInvocations(): Invocation[] {
       out.push({ source: `${build} ${idOf(workload.object)}`, argv: expandedArgs(mainContainer(workload)) });
     }
   }
-  for (const path of ["docs/deploy.md", "README.md"]) {
+  for (const path of ["docs/deploy.md", "docs/pipeline.md", "README.md"]) {
     if (existsSync(join(repoRoot, path))) out.push(...invocationsInMarkdown(path, read(path)));
   }
   return out;
