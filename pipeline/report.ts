@@ -13,12 +13,18 @@ interface Series {
 
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
-function niceTicks(lo: number, hi: number, count = 5): number[] {
-  if (lo === hi) return [lo];
+/** Round tick values over [lo, hi]; indexed, so that a span near float resolution cannot loop forever. */
+export function niceTicks(lo: number, hi: number, count = 5): number[] {
+  if (!(hi - lo > 1e-12 * Math.max(1, Math.abs(lo), Math.abs(hi)))) return [lo];
   const raw = (hi - lo) / count;
   const step = 10 ** Math.floor(Math.log10(raw)) * ([1, 2, 5, 10].find((m) => m * 10 ** Math.floor(Math.log10(raw)) >= raw) ?? 10);
+  const first = Math.ceil(lo / step) * step;
   const ticks: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  for (let i = 0; i <= 2 * count + 1; i++) {
+    const v = first + i * step;
+    if (v > hi + step * 1e-9) break;
+    ticks.push(Number(v.toPrecision(12)));
+  }
   return ticks;
 }
 
@@ -29,8 +35,10 @@ export function linearChart(title: string, xLabel: string, series: Series[], wid
   const m = { left: 64, right: 16, top: 28, bottom: 44 };
   let [x0, x1] = [Math.min(...all.map((p) => p.x)), Math.max(...all.map((p) => p.x))];
   let [y0, y1] = [Math.min(...all.map((p) => p.y)), Math.max(...all.map((p) => p.y))];
-  if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
-  if (y0 === y1) [y0, y1] = [y0 - 1, y1 + 1];
+  // A flat series (or one flat to float resolution, e.g. win rates of 0.5 and 0.49999999999999994) gets a unit span.
+  const flat = (a: number, b: number) => !(b - a > 1e-12 * Math.max(1, Math.abs(a), Math.abs(b)));
+  if (flat(x0, x1)) [x0, x1] = [x0 - 1, x1 + 1];
+  if (flat(y0, y1)) [y0, y1] = [y0 - 1, y1 + 1];
   const sx = (x: number) => m.left + ((x - x0) / (x1 - x0)) * (width - m.left - m.right);
   const sy = (y: number) => height - m.bottom - ((y - y0) / (y1 - y0)) * (height - m.top - m.bottom);
   const fmt = (v: number) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(1) : String(Number(v.toPrecision(3))));
