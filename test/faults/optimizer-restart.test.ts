@@ -6,12 +6,15 @@
  * Run: node --import tsx --test test/faults/optimizer-restart.test.ts
  */
 import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { checkpointNames, freePort, journalLines, makeTask, readSummary, referenceRun, type SppoProcess, spawnSppo, waitFor } from "./task.js";
-import { startServe, type Started } from "../cli/processes.js";
+import { startServe } from "../cli/processes.js";
 
-const started: { child: { kill(signal: string): unknown } }[] = [];
+type Served = Awaited<ReturnType<typeof startServe>>;
+
+const started: { child: ChildProcess }[] = [];
 after(() => {
   for (const s of started) s.child.kill("SIGKILL");
 });
@@ -30,7 +33,7 @@ describe("the optimizer killed and restarted mid-iteration", () => {
       return p;
     };
     const optimizer = serveOptimizer();
-    const services: Started[] = [];
+    const services: Served[] = [];
     for (const name of ["oracle", "generator"]) services.push(await startServe([name, "--config", task.config, "--port", "0"], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${port}` }));
     started.push(...services);
 

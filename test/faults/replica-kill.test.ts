@@ -6,13 +6,16 @@
  * Run: node --import tsx --test test/faults/replica-kill.test.ts
  */
 import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { type Started, startServe } from "../cli/processes.js";
+import { startServe } from "../cli/processes.js";
 import { freePort, journaledGroups, journalLines, makeTask, readSummary, spawnSppo, waitFor } from "./task.js";
 
-const started: { child: { kill(signal: string): unknown } }[] = [];
+type Served = Awaited<ReturnType<typeof startServe>>;
+
+const started: { child: ChildProcess }[] = [];
 after(() => {
   for (const s of started) s.child.kill("SIGKILL");
 });
@@ -37,7 +40,7 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
       SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies"),
     });
     started.push(optimizer);
-    const replicas: Record<"generator" | "oracle", Started[]> = { generator: [], oracle: [] };
+    const replicas: Record<"generator" | "oracle", Served[]> = { generator: [], oracle: [] };
     for (const name of ["generator", "oracle"] as const) {
       for (let i = 0; i < 2; i++) {
         const replica = await startServe([name, "--config", task.config, "--port", "0"], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });
@@ -45,7 +48,7 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
         replicas[name].push(replica);
       }
     }
-    const target = (list: Started[]) => `ipv4:${list.map((r) => `127.0.0.1:${r.port}`).join(",")}`;
+    const target = (list: Served[]) => `ipv4:${list.map((r) => `127.0.0.1:${r.port}`).join(",")}`;
 
     const out = join(task.dir, "out");
     const run = spawnSppo(["run", "--config", task.config, "--out", out, "--generator", target(replicas.generator), "--oracle", target(replicas.oracle), "--optimizer", `127.0.0.1:${optimizerPort}`]);
