@@ -22,7 +22,7 @@ export function toMatrix(response: CompareResponse, k: number, where: string): n
     throw new Error(`${where}: the oracle answered a ${response.k}×${response.k} matrix with ${response.probabilities.length} values for ${k} candidates`);
   }
   const matrix = Array.from({ length: k }, (_, i) => response.probabilities.slice(i * k, (i + 1) * k));
-  checkPreferenceMatrix(matrix, where);
+  checkPreferenceMatrix(matrix, `${where}: P`);
   return matrix;
 }
 

@@ -13,11 +13,11 @@
  * optimizer's queue, so memory does not grow with the prompt count. All of an iteration's samples come from one
  * version (requests pin it), and the next version is loaded only after training has consumed the whole split.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { defer, from, identity, lastValueFrom, type MonoTypeOperatorFunction, map, mergeMap, tap, toArray } from "rxjs";
-import type { Generator } from "../gen/sppo/v1/generator_pb.js";
+import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse, type Generator, type ScoreRequest, ScoreRequestSchema, type ScoreResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type Algorithm, IterationStartSchema, type Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
-import type { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
+import { type CompareRequest, CompareRequestSchema, type CompareResponse, type PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
 import type { PipelineConfig } from "../lib/config/pipeline.js";
 import type { Client } from "../lib/grpc/client.js";
@@ -74,6 +74,8 @@ export interface LoopOptions {
    * continues from). Without it the journal is kept in memory, for re-opening a broken optimizer stream.
    */
   journalDir?: string;
+  /** The clients' message limit: a request over it is dropped as bad input instead of breaking its stream. */
+  maxMessageBytes?: number;
   /** The policy version the first iteration starts from, when resuming: the generator is asked to load it. */
   resumeFrom?: { version: number; sha256: string };
   /** Called after each iteration (the run persists its state here). */
@@ -82,11 +84,26 @@ export interface LoopOptions {
 
 export async function runLoop(options: LoopOptions): Promise<IterationResult[]> {
   const { config, clients, hub, splits } = options;
-  const faults = { streams: config.streamsPerService, reconnectTimeoutMs: config.reconnectTimeoutMs };
+  const faults = { streams: config.streamsPerService, reconnectTimeoutMs: config.reconnectTimeoutMs, maxMessageBytes: options.maxMessageBytes };
   const generatorReady = (ms: number) => clients.generator.waitForReady(ms);
-  const generator = createMultiplexer((requests) => clients.generator.generate(requests), { name: "generator", ready: generatorReady, ...faults });
-  const oracle = createMultiplexer((requests) => clients.oracle.compare(requests), { name: "oracle", ready: (ms) => clients.oracle.waitForReady(ms), ...faults });
-  const scorer = createMultiplexer((requests) => clients.generator.score(requests), { name: "generator scorer", ready: generatorReady, ...faults });
+  const generator = createMultiplexer<GenerateRequest, GenerateResponse>((requests) => clients.generator.generate(requests), {
+    name: "generator",
+    ready: generatorReady,
+    sizeOf: (r) => toBinary(GenerateRequestSchema, r).length,
+    ...faults,
+  });
+  const oracle = createMultiplexer<CompareRequest, CompareResponse>((requests) => clients.oracle.compare(requests), {
+    name: "oracle",
+    ready: (ms) => clients.oracle.waitForReady(ms),
+    sizeOf: (r) => toBinary(CompareRequestSchema, r).length,
+    ...faults,
+  });
+  const scorer = createMultiplexer<ScoreRequest, ScoreResponse>((requests) => clients.generator.score(requests), {
+    name: "generator scorer",
+    ready: generatorReady,
+    sizeOf: (r) => toBinary(ScoreRequestSchema, r).length,
+    ...faults,
+  });
   // LoadPolicy is a single call: if the generator is being restarted, wait for it and ask again.
   const loadPolicy = async (version: number, sha256: string) => {
     for (let attempt = 0; ; attempt++) {

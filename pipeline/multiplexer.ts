@@ -33,7 +33,7 @@ export interface Multiplexer<Req extends Identified, Res extends WithError> {
   close(): void;
 }
 
-export interface MultiplexerOptions {
+export interface MultiplexerOptions<Req = unknown> {
   /** Name for errors and logs ("generator"). */
   name: string;
   /** Streams kept open; requests go to them in turn. Use at least the number of replicas. @default 1 */
@@ -50,6 +50,12 @@ export interface MultiplexerOptions {
   maxOverloadRetries?: number;
   /** First back-off after RESOURCE_EXHAUSTED, doubled each time, in ms. @default 50 */
   overloadBackoffMs?: number;
+  /**
+   * Encoded size of a request, with `maxMessageBytes`: a request over the limit is refused here with
+   * INVALID_ARGUMENT (the caller drops that item), since sent it would fail the whole stream and every request on it.
+   */
+  sizeOf?: (message: Req) => number;
+  maxMessageBytes?: number;
 }
 
 /** Stream failures worth a re-send: the transport broke, not the request. */
@@ -71,7 +77,7 @@ interface Pending<Req, Res> {
 
 export function createMultiplexer<Req extends Identified, Res extends WithError>(
   open: (requests: AsyncIterable<Req>) => AsyncIterable<Res>,
-  options: MultiplexerOptions,
+  options: MultiplexerOptions<Req>,
 ): Multiplexer<Req, Res> {
   const streams = Math.max(1, options.streams ?? 1);
   const maxResends = options.maxResends ?? 3;
@@ -174,6 +180,14 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
     request(message) {
       if (closed) return Promise.reject(new RpcError(Code.FAILED_PRECONDITION, `${options.name}: the stream is closed`));
       if (pending.has(message.requestId)) return Promise.reject(new RpcError(Code.INVALID_ARGUMENT, `${options.name}: duplicate request_id ${message.requestId}`));
+      if (options.sizeOf && options.maxMessageBytes !== undefined) {
+        const bytes = options.sizeOf(message);
+        if (bytes > options.maxMessageBytes) {
+          return Promise.reject(
+            new RpcError(Code.INVALID_ARGUMENT, `${options.name}: request ${message.requestId} is ${bytes} bytes, over the message limit of ${options.maxMessageBytes} (client.maxMessageBytes)`),
+          );
+        }
+      }
       return new Promise<Res>((resolve, reject) => {
         const entry = { message, resolve, reject, slot: turn++ % streams, sends: 1, overloads: 0, parked: false };
         pending.set(message.requestId, entry);

@@ -203,6 +203,7 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
         hub,
         algorithm: algorithms[config.optimizer.algorithm],
         firstIteration: resumeAt,
+        maxMessageBytes: config.client.maxMessageBytes,
         journalDir: outDir,
         ...(finished.length > 0 ? { resumeFrom: { version: finished[finished.length - 1].policyVersion, sha256: finished[finished.length - 1].policySha256 } } : {}),
         onIteration: (result) => {

@@ -117,8 +117,8 @@ describe("the loop's compare stage against an oracle that answers badly (loopbac
   });
 
   it("NaN or ±Infinity: the prompt, the entry and the value named (not 'null')", async () => {
-    await assertFailsNaming("nan", /prompts\.jsonl:7\[0\]\[1\]: must be a probability in \[0, 1\], got NaN$/);
-    await assertFailsNaming("infinite", /prompts\.jsonl:7\[0\]\[1\]: must be a probability in \[0, 1\], got Infinity$/);
+    await assertFailsNaming("nan", /prompts\.jsonl:7: P\[0\]\[1\]: must be a probability in \[0, 1\], got NaN$/);
+    await assertFailsNaming("infinite", /prompts\.jsonl:7: P\[0\]\[1\]: must be a probability in \[0, 1\], got Infinity$/);
   });
 
   it("a matrix that is not a preference matrix: the prompt and the entries named", async () => {

@@ -233,6 +233,26 @@ describe("multiplexer stream rotation", () => {
   });
 });
 
+describe("multiplexer message limit", () => {
+  it("refuses a request over the limit as bad input before sending it; the stream goes on with the others", async () => {
+    const sent: string[] = [];
+    const open = (requests: AsyncIterable<{ requestId: string; body: string }>) =>
+      (async function* () {
+        for await (const r of requests) {
+          sent.push(r.requestId);
+          yield { requestId: r.requestId };
+        }
+      })();
+    const mux = createMultiplexer(open, { name: "oracle", sizeOf: (r) => r.body.length, maxMessageBytes: 10 });
+    const big = mux.request({ requestId: "big", body: "x".repeat(11) });
+    const small = mux.request({ requestId: "small", body: "x".repeat(10) });
+    await assert.rejects(big, (err: unknown) => err instanceof RpcError && err.code === Code.INVALID_ARGUMENT && /request big is 11 bytes, over the message limit of 10/.test(err.message));
+    assert.equal((await small).requestId, "small");
+    mux.close();
+    assert.deepEqual(sent, ["small"]);
+  });
+});
+
 describe("run directory state", () => {
   const config = configSchema.parse({ pipeline: { iterations: 2 } });
 
