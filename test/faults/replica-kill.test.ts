@@ -31,6 +31,16 @@ function trainedExamples(out: string): Map<number, number> {
   return perIteration;
 }
 
+/** The first of `replicas` serving at least one `method` stream right now (its Prometheus in-flight gauge). */
+async function replicaWithStream<R extends { metricsPort: number }>(replicas: R[], method: string): Promise<R> {
+  for (const replica of replicas) {
+    const text = await (await fetch(`http://127.0.0.1:${replica.metricsPort}/metrics`)).text();
+    const open = new RegExp(`sppo_grpc_server_in_flight\\{method="[^"]*/${method}"\\} (\\d+)`).exec(text);
+    if (open && Number(open[1]) >= 1) return replica;
+  }
+  throw new Error(`no replica serves a ${method} stream`);
+}
+
 describe("a generator replica and an oracle replica killed mid-iteration", () => {
   it("their in-flight requests are re-sent to the other replicas; each prompt is processed exactly once", async () => {
     const task = await makeTask("replicas", { perIteration: 64, pipeline: { generateConcurrency: 4, compareConcurrency: 4, streamsPerService: 4 } });
@@ -40,12 +50,13 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
       SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies"),
     });
     started.push(optimizer);
-    const replicas: Record<"generator" | "oracle", Served[]> = { generator: [], oracle: [] };
+    const replicas: Record<"generator" | "oracle", (Served & { metricsPort: number })[]> = { generator: [], oracle: [] };
     for (const name of ["generator", "oracle"] as const) {
       for (let i = 0; i < 2; i++) {
-        const replica = await startServe([name, "--config", task.config, "--port", "0"], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });
+        const metricsPort = await freePort();
+        const replica = await startServe([name, "--config", task.config, "--port", "0", "--metrics-port", String(metricsPort)], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });
         started.push(replica);
-        replicas[name].push(replica);
+        replicas[name].push({ ...replica, metricsPort });
       }
     }
     const target = (list: Served[]) => `ipv4:${list.map((r) => `127.0.0.1:${r.port}`).join(",")}`;
@@ -54,7 +65,9 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
     const run = spawnSppo(["run", "--config", task.config, "--out", out, "--generator", target(replicas.generator), "--oracle", target(replicas.oracle), "--optimizer", `127.0.0.1:${optimizerPort}`]);
     started.push(run);
     await waitFor("iteration 1 to be under way", () => journalLines(out, 1).length >= 3 * 8 || run.child.exitCode !== null);
-    const doomed = [replicas.generator[0], replicas.oracle[0]];
+    // Until both replicas of a service are connected round_robin puts new streams on the ready one, so the loop's
+    // first streams may all be on one replica: doom, of each service, a replica that serves one of its streams.
+    const doomed = [await replicaWithStream(replicas.generator, "Generate"), await replicaWithStream(replicas.oracle, "Compare")];
     for (const replica of doomed) replica.child.kill("SIGSTOP");
     // Frozen, they hold the requests the loop keeps sending them; the other replicas answer the rest.
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -82,6 +95,47 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
       assert.ok([...groups.values()].every((n) => n === 1), `iteration ${result.iteration}: no prompt scored twice`);
       // Chosen and rejected of each prompt: two examples per prompt reached the optimizer's steps, no more.
       assert.equal(trained.get(result.iteration), 2 * result.prompts, `iteration ${result.iteration}: examples trained on`);
+    }
+  });
+
+  it("with one generator replica, killed and started again on the same address, its requests wait for it and are re-sent", async () => {
+    const task = await makeTask("restart", { perIteration: 48 });
+    const optimizerPort = await freePort();
+    const optimizer = await startServe(["optimizer", "--config", task.config, "--port", String(optimizerPort)], {
+      SPPO_OPTIMIZER__CHECKPOINT_DIR: join(task.dir, "optimizer", "checkpoints"),
+      SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies"),
+    });
+    const oracle = await startServe(["oracle", "--config", task.config, "--port", "0"]);
+    started.push(optimizer, oracle);
+    const generatorPort = await freePort();
+    const serveGenerator = () => {
+      const p = spawnSppo(["serve", "generator", "--config", task.config, "--port", String(generatorPort)], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });
+      started.push(p);
+      return p;
+    };
+    const generator = serveGenerator();
+
+    const out = join(task.dir, "out");
+    const run = spawnSppo(["run", "--config", task.config, "--out", out, "--generator", `127.0.0.1:${generatorPort}`, "--oracle", `127.0.0.1:${oracle.port}`, "--optimizer", `127.0.0.1:${optimizerPort}`]);
+    started.push(run);
+    // In iteration 2 the generator holds version 1; the one started again holds only the base.
+    await waitFor("iteration 2 to be under way", () => journalLines(out, 2).length >= 3 * 4 || run.child.exitCode !== null);
+    generator.child.kill("SIGSTOP");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    generator.child.kill("SIGKILL");
+    await generator.exited;
+    assert.ok(journalLines(out, 2).length < 3 * task.perIteration, "killed before iteration 2 was scored");
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const again = serveGenerator();
+
+    assert.equal(await run.exited, 0, run.output());
+    assert.match(run.output(), /"stream":"generator","requests":[1-9]\d*,.*"msg":"stream broke: re-sending its requests"/);
+    assert.match(again.output(), /"version":1,.*"msg":"generator: pinned policy version pulled on demand \(current unchanged\)"/);
+    for (const result of readSummary(out).iterations) {
+      assert.equal(result.prompts + result.skippedPrompts, task.perIteration, `iteration ${result.iteration}`);
+      const groups = journaledGroups(out, result.iteration);
+      assert.equal(groups.size, result.prompts);
+      assert.ok([...groups.values()].every((n) => n === 1), `iteration ${result.iteration}: no prompt scored twice`);
     }
   });
 });
