@@ -37,12 +37,16 @@ const OPERATIONAL = {
   optimizer: new Set(["checkpointDir", "policyDir", "checkpointEverySteps", "keepCheckpoints", "resume", "backend", "trainInWorker", "runId"]),
 };
 
-/** The pipeline and optimizer settings a resumed run must share with the run it continues. */
+/** The oracle settings that decide its judgements (the rest is batching, queues and threads). */
+const ORACLE_JUDGEMENT = new Set(["backend", "modelDir", "syntheticStrength"]);
+
+/** The pipeline, optimizer and oracle settings a resumed run must share with the run it continues. */
 export function runSettings(config: Config): Record<string, unknown> {
-  const pick = (section: Record<string, unknown>, skip: Set<string>) => Object.fromEntries(Object.entries(section).filter(([key]) => !skip.has(key)));
+  const pick = (section: Record<string, unknown>, keep: (key: string) => boolean) => Object.fromEntries(Object.entries(section).filter(([key]) => keep(key)));
   return {
-    pipeline: pick(config.pipeline as unknown as Record<string, unknown>, OPERATIONAL.pipeline),
-    optimizer: pick(config.optimizer as unknown as Record<string, unknown>, OPERATIONAL.optimizer),
+    pipeline: pick(config.pipeline as unknown as Record<string, unknown>, (key) => !OPERATIONAL.pipeline.has(key)),
+    optimizer: pick(config.optimizer as unknown as Record<string, unknown>, (key) => !OPERATIONAL.optimizer.has(key)),
+    oracle: pick(config.oracle as unknown as Record<string, unknown>, (key) => ORACLE_JUDGEMENT.has(key)),
   };
 }
 
@@ -80,7 +84,7 @@ export function readRunState(outDir: string): RunStateFile {
 export function checkSameSettings(state: RunStateFile, config: Config, outDir: string): void {
   const now = runSettings(config);
   const changed: string[] = [];
-  for (const section of ["pipeline", "optimizer"] as const) {
+  for (const section of ["pipeline", "optimizer", "oracle"] as const) {
     const before = (state.settings[section] ?? {}) as Record<string, unknown>;
     const after = now[section] as Record<string, unknown>;
     for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {

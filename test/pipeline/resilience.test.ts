@@ -274,9 +274,11 @@ describe("run directory state", () => {
     const state = readRunState(out);
     checkSameSettings(state, configSchema.parse({ pipeline: { iterations: 2, telemetryPort: 0, generateConcurrency: 1 }, optimizer: { backend: "cpu" } }), out);
     assert.throws(
-      () => checkSameSettings(state, configSchema.parse({ pipeline: { iterations: 2, seed: 7 }, optimizer: { learningRate: 1e-3 } }), out),
-      (err: Error) => err.message.includes("pipeline.seed: 1 → 7") && err.message.includes("optimizer.learningRate: 5e-7 → 0.001"),
+      () => checkSameSettings(state, configSchema.parse({ pipeline: { iterations: 2, seed: 7 }, optimizer: { learningRate: 1e-3 }, oracle: { backend: "synthetic-adjectives" } }), out),
+      (err: Error) =>
+        err.message.includes("pipeline.seed: 1 → 7") && err.message.includes("optimizer.learningRate: 5e-7 → 0.001") && err.message.includes('oracle.backend: "pairwise-onnx" → "synthetic-adjectives"'),
     );
+    checkSameSettings(state, configSchema.parse({ pipeline: { iterations: 2 }, oracle: { maxQueuedRequests: 8, runInWorker: false } }), out);
   });
 });
 
