@@ -1,7 +1,12 @@
 /** Tiny policies in the real format for the generator's tests, and an engine wrapper that tests can hold and count. */
 import { PolicyTokenizer, wordTokenizerJson } from "../../../models/index.js";
 import { createModel, gpt2Config, saveModel } from "../../../models/index.js";
+import { Generator } from "../../../gen/sppo/v1/generator_pb.js";
+import { type Client, createClient } from "../../../lib/grpc/client.js";
+import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
 import type { EngineLoader, PolicyEngine } from "../../../services/generator/engine.js";
+import { createGeneratorService, type GeneratorServiceConfig } from "../../../services/generator/server.js";
+import { serveForTest } from "../../lib/grpc/harness.js";
 import { loadTfjsEngine } from "../../../services/generator/tfjs-engine.js";
 
 export const SPECIALS = ["<pad>", "<bos>", "<eos>", "<sep>", "<unk>"];
@@ -102,4 +107,28 @@ export class EngineProbe {
       };
     };
   }
+}
+
+/** A generator service on a real loopback gRPC server, its client, and `stop()` for all three. */
+export interface ServedGenerator {
+  service: Awaited<ReturnType<typeof createGeneratorService>>;
+  server: RunningServer;
+  client: Client<typeof Generator>;
+  stop(): Promise<void>;
+}
+
+export async function serveGenerator(config: GeneratorServiceConfig, options: { engineLoader?: EngineLoader } = {}): Promise<ServedGenerator> {
+  const service = await createGeneratorService(config, options);
+  const server = await serveForTest([mount(Generator, service.implementation)]);
+  const client = createClient(Generator, `127.0.0.1:${server.port}`);
+  return {
+    service,
+    server,
+    client,
+    async stop() {
+      client.close();
+      await server.shutdown();
+      await service.close();
+    },
+  };
 }

@@ -16,7 +16,7 @@ import {
   type GenerateRequestSchema,
   GenerateRequestSchema as GenerateRequestMessage,
   type GenerateResponse,
-  Generator,
+  type Generator,
   type ScoreRequestSchema,
   type ScoreResponse,
 } from "../../../gen/sppo/v1/generator_pb.js";
@@ -24,14 +24,13 @@ import { Optimizer } from "../../../gen/sppo/v1/optimizer_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import type { ClientConfig } from "../../../lib/config/server.js";
 import { Code, RpcError } from "../../../lib/errors.js";
-import { type Client, createClient } from "../../../lib/grpc/client.js";
+import type { Client, } from "../../../lib/grpc/client.js";
 import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
 import { unimplemented } from "../../../lib/grpc/unimplemented.js";
 import { weightStream } from "../../../lib/weights/index.js";
 import type { EngineLoader } from "../../../services/generator/engine.js";
-import { createGeneratorService } from "../../../services/generator/server.js";
 import { deferred, serveForTest } from "../../lib/grpc/harness.js";
-import { EngineProbe, writeTinyPolicy } from "./fixtures.js";
+import { EngineProbe, type ServedGenerator, serveGenerator, writeTinyPolicy } from "./fixtures.js";
 
 let root: string;
 /** Model directory of each published version (version v has weights from seed v + 1). */
@@ -80,31 +79,11 @@ after(async () => {
 });
 
 /** One generator replica on loopback: its service, its server and a client. */
-interface Replica {
-  service: Awaited<ReturnType<typeof createGeneratorService>>;
-  server: RunningServer;
-  client: Client<typeof Generator>;
-  stop(): Promise<void>;
-}
+type Replica = ServedGenerator;
 
-async function startReplica(
-  overrides: Record<string, unknown> = {},
-  options: { engineLoader?: EngineLoader; client?: Partial<ClientConfig> } = {},
-): Promise<Replica> {
+function startReplica(overrides: Record<string, unknown> = {}, options: { engineLoader?: EngineLoader; client?: Partial<ClientConfig> } = {}): Promise<Replica> {
   const generator = generatorConfigSchema.parse({ modelDir: published.get(0), engine: "tfjs", tfjsBackend: "cpu", optimizerTarget, chunkBytes: 4096, ...overrides });
-  const service = await createGeneratorService({ generator, client: options.client }, { engineLoader: options.engineLoader });
-  const server = await serveForTest([mount(Generator, service.implementation)]);
-  const client = createClient(Generator, `127.0.0.1:${server.port}`);
-  return {
-    service,
-    server,
-    client,
-    async stop() {
-      client.close();
-      await server.shutdown();
-      await service.close();
-    },
-  };
+  return serveGenerator({ generator, client: options.client }, { engineLoader: options.engineLoader });
 }
 
 const request = (id: string, policyVersion?: number, seed = 11n): MessageInitShape<typeof GenerateRequestSchema> => ({

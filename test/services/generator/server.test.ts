@@ -8,15 +8,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { FinishReason, type GenerateRequestSchema, type GenerateResponse, Generator, type ScoreRequestSchema, type ScoreResponse } from "../../../gen/sppo/v1/generator_pb.js";
+import { FinishReason, type GenerateRequestSchema, type GenerateResponse, type Generator, type ScoreRequestSchema, type ScoreResponse } from "../../../gen/sppo/v1/generator_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import { Code, RpcError } from "../../../lib/errors.js";
-import { type Client, createClient } from "../../../lib/grpc/client.js";
-import { mount } from "../../../lib/grpc/serve.js";
+import type { Client, } from "../../../lib/grpc/client.js";
 import { encodePrompt, ModelFormatError } from "../../../models/index.js";
 import { createGeneratorService } from "../../../services/generator/server.js";
-import { serveForTest } from "../../lib/grpc/harness.js";
-import { CONTEXT, EngineProbe, tinyTokenizer, writeTinyPolicy } from "./fixtures.js";
+import { CONTEXT, EngineProbe, serveGenerator, tinyTokenizer, writeTinyPolicy } from "./fixtures.js";
 
 type GenInit = MessageInitShape<typeof GenerateRequestSchema>;
 type ScoreInit = MessageInitShape<typeof ScoreRequestSchema>;
@@ -32,21 +30,9 @@ before(() => {
 after(() => rmSync(root, { recursive: true, force: true }));
 
 /** A generator service on loopback, its client and a way to stop both. */
-async function startGenerator(overrides: Record<string, unknown> = {}, probe?: EngineProbe) {
+function startGenerator(overrides: Record<string, unknown> = {}, probe?: EngineProbe) {
   const config = generatorConfigSchema.parse({ modelDir: baseDir, engine: "tfjs", tfjsBackend: "cpu", maxSamples: 8, maxBatch: 16, ...overrides });
-  const service = await createGeneratorService({ generator: config }, { engineLoader: probe?.loader() });
-  const server = await serveForTest([mount(Generator, service.implementation)]);
-  const client = createClient(Generator, `127.0.0.1:${server.port}`);
-  return {
-    service,
-    server,
-    client,
-    async stop() {
-      client.close();
-      await server.shutdown();
-      await service.close();
-    },
-  };
+  return serveGenerator({ generator: config }, { engineLoader: probe?.loader() });
 }
 
 /** Sends `requests` on one Generate stream and returns the responses by request_id (each must come exactly once). */
