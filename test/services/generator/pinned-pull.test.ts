@@ -24,7 +24,7 @@ import { Optimizer } from "../../../gen/sppo/v1/optimizer_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import type { ClientConfig } from "../../../lib/config/server.js";
 import { Code, RpcError } from "../../../lib/errors.js";
-import type { Client, } from "../../../lib/grpc/client.js";
+import type { Client } from "../../../lib/grpc/client.js";
 import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
 import { unimplemented } from "../../../lib/grpc/unimplemented.js";
 import { weightStream } from "../../../lib/weights/index.js";

@@ -11,7 +11,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { FinishReason, type GenerateRequestSchema, type GenerateResponse, type Generator, type ScoreRequestSchema, type ScoreResponse } from "../../../gen/sppo/v1/generator_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import { Code, RpcError } from "../../../lib/errors.js";
-import type { Client, } from "../../../lib/grpc/client.js";
+import type { Client } from "../../../lib/grpc/client.js";
 import { encodePrompt, ModelFormatError } from "../../../models/index.js";
 import { createGeneratorService } from "../../../services/generator/server.js";
 import { CONTEXT, EngineProbe, serveGenerator, tinyTokenizer, writeTinyPolicy } from "./fixtures.js";
