@@ -1,7 +1,8 @@
 /**
- * The loop itself killed (SIGKILL) in the middle of an iteration, then `sppo run --resume DIR`: the run continues
- * from its journal and checkpoints, the prompts scored before the kill are not sampled or judged again, and the
- * final policy is bit-identical to an uninterrupted run's. Run: node --import tsx --test test/faults/loop-resume.test.ts
+ * The loop itself killed (SIGKILL) in the middle of an iteration, twice: `sppo run --continue` and then
+ * `sppo run --resume DIR` continue it from its journal and checkpoints, the prompts scored before a kill are not
+ * sampled or judged again, and the final policy is bit-identical to an uninterrupted run's.
+ * Run: node --import tsx --test test/faults/loop-resume.test.ts
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -28,6 +29,13 @@ describe("the loop killed mid-iteration", () => {
     assert.equal(await fresh.exited, 1);
     assert.match(fresh.output(), /holds an unfinished run \(1 of 2 iterations done\): continue it with `sppo run --resume/);
 
+    // `--continue` (what a retried Kubernetes Job runs) picks the unfinished run up with the config given; killed
+    // again, a little further on, `--resume` finishes it with the config recorded in run.json.
+    const continued = spawnSppo(["run", "--continue", "--config", task.config, "--out", out]);
+    await waitFor("the continued run to score more of iteration 2", () => journalLines(out, 2).length >= 3 * (scoredBefore + 6) || continued.child.exitCode !== null);
+    continued.child.kill("SIGKILL");
+    await continued.exited;
+    assert.match(continued.output(), /"resumed":\d+,"remaining":\d+,"msg":"resuming the iteration/);
     const resumed = spawnSppo(["run", "--resume", out]);
     assert.equal(await resumed.exited, 0, resumed.output());
     assert.match(resumed.output(), /"resumed":\d+,"remaining":\d+,"msg":"resuming the iteration/);
@@ -35,7 +43,7 @@ describe("the loop killed mid-iteration", () => {
     const summary = readSummary(out);
     assert.deepEqual(summary.iterations.map((i) => i.iteration), [1, 2]);
     const second = summary.iterations[1];
-    assert.ok(second.resumedPrompts !== undefined && second.resumedPrompts >= scoredBefore - 1 && second.resumedPrompts <= scoredBefore, `resumedPrompts ${second.resumedPrompts}, ${scoredBefore} whole groups in the journal at the kill`);
+    assert.ok(second.resumedPrompts !== undefined && second.resumedPrompts > scoredBefore, `resumedPrompts ${second.resumedPrompts}, ${scoredBefore} whole groups in the journal at the first kill`);
     // The tiny policy sometimes answers nothing at all; the judge refuses those sets, and the loop drops them.
     assert.equal(second.prompts + second.skippedPrompts, task.perIteration);
     assert.equal(second.prompts, reference.iterations[1].prompts);
