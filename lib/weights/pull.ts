@@ -125,6 +125,14 @@ export async function receiveWeights(
           if (totalBytes > limit) throw dataLoss(`manifest.files: ${totalBytes} bytes declared, more than the limit of ${limit}`);
           incoming.push({ file: { name: f.name, sizeBytes: Number(f.sizeBytes), sha256: f.sha256 }, path, handle: undefined, received: 0, hash: createHash("sha256") });
         }
+        // A name cannot be a file and the folder of another one ("a" and "a/b").
+        for (const name of names) {
+          const parts = name.split("/");
+          for (let k = 1; k < parts.length; k++) {
+            const folder = parts.slice(0, k).join("/");
+            if (names.has(folder)) throw dataLoss(`manifest.files: "${folder}" is listed as a file and as the folder of "${name}"`);
+          }
+        }
         continue;
       }
       if (kind.case !== "chunk") throw dataLoss("stream: a response with neither a manifest nor a chunk");

@@ -222,6 +222,17 @@ describe("pullWeights over a real Optimizer.GetWeights server", () => {
       mount(Optimizer, {
         ...unimplemented(Optimizer, "only GetWeights in this test"),
         async *getWeights(request, context) {
+          if (request.version === 10) {
+            // A broken peer: one name is also the folder of another.
+            for await (const m of weightStream(source, { version: 10 }, { chunkBytes: request.chunkBytes, signal: context.signal })) {
+              if (m.kind.case !== "manifest") yield m;
+              else {
+                const [first, second, ...rest] = m.kind.value.files;
+                yield { kind: { case: "manifest", value: { ...m.kind.value, files: [first, { ...second, name: `${first.name}/inner.bin` }, ...rest] } } };
+              }
+            }
+            return;
+          }
           if (request.version === 9) {
             // A malicious (or broken) peer: a real version whose second file is renamed to escape the destination.
             for await (const m of weightStream(source, { version: 9 }, { chunkBytes: request.chunkBytes, signal: context.signal })) {
@@ -276,6 +287,17 @@ describe("pullWeights over a real Optimizer.GetWeights server", () => {
     // The temporary directory the stream was received into is gone, and no escape.bin appeared beside it or above.
     assertClean(parent);
     assert.equal(existsSync(join(root, "escape.bin")), false);
+  });
+
+  test("a manifest naming a file and a file inside it as a folder is DATA_LOSS, not a file-system error", async () => {
+    const parent = join(root, "pulled-clash");
+    mkdirSync(parent, { recursive: true });
+    await rejectsWith(
+      pullWeights({ target: `127.0.0.1:${server.port}`, version: 10, destination: join(parent, "v10"), chunkBytes: 1024 }),
+      Code.DATA_LOSS,
+      /^manifest\.files: "[^"]+" is listed as a file and as the folder of "[^"]+\/inner\.bin"/,
+    );
+    assertClean(parent);
   });
 
   test("the server's own error comes through with its code", async () => {
