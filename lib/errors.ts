@@ -33,3 +33,11 @@ export class RpcError extends Error {
 export function invalidArgument(field: string, reason: string): RpcError {
   return new RpcError(Code.INVALID_ARGUMENT, `${field}: ${reason}`);
 }
+
+/**
+ * An expected failure to report to a person in one line (a missing file, a run that cannot be resumed): the CLI
+ * prints its message without a stack.
+ */
+export function userError(message: string): Error & { userFacing: true } {
+  return Object.assign(new Error(message), { userFacing: true as const });
+}

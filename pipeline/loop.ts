@@ -128,9 +128,9 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       }
       // Prompts already scored (journaled before a stop) are not sampled again: the journal replays them.
       const journal: Journal = options.journalDir ? fileJournal(journalPath(options.journalDir, iteration), iteration) : memoryJournal();
-      const resumed = prompts.filter((p) => journal.scoredPrompts.has(p.id)).length;
-      const todo = resumed > 0 ? prompts.filter((p) => !journal.scoredPrompts.has(p.id)) : prompts;
-      if (resumed > 0) log.info({ iteration, resumed, remaining: todo.length }, "resuming the iteration: prompts already scored come from the journal");
+      const remaining = prompts.filter((p) => !journal.scoredPrompts.has(p.id));
+      const resumed = prompts.length - remaining.length;
+      if (resumed > 0) log.info({ iteration, resumed, remaining: remaining.length }, "resuming the iteration: prompts already scored come from the journal");
       const positions = new Map(prompts.map((p, i) => [p.id, i]));
       const sequential = config.schedule === "sequential";
       // Overlapped: a window of prompts between sampling and the optimizer's queue. Sequential: all of them.
@@ -147,7 +147,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       };
       let published: { version: number; sha256: string } | undefined;
 
-      const telemetry$ = from(todo).pipe(
+      const telemetry$ = from(remaining).pipe(
         mergeMap((prompt) => defer(() => inFlight.acquire()).pipe(map(() => prompt))),
         generateCandidates({
           generator,

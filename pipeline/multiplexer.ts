@@ -87,7 +87,8 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
   const pending = new Map<string, Pending<Req, Res>>();
   /** The open stream of each slot (undefined until first used, and after it failed). */
   const slots: (AsyncQueue<Req> | undefined)[] = new Array(streams).fill(undefined);
-  const sentOn = new WeakMap<AsyncQueue<Req>, number>();
+  /** Requests written to each slot's open stream. */
+  const sent: number[] = new Array(streams).fill(0);
   const requestsPerStream = Math.max(1, options.requestsPerStream ?? 256);
   let turn = 0;
   let closed = false;
@@ -96,9 +97,7 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
     const queue = slots[entry.slot] ?? connect(entry.slot);
     entry.stream = queue;
     queue.push(entry.message);
-    const sent = (sentOn.get(queue) ?? 0) + 1;
-    sentOn.set(queue, sent);
-    if (sent >= requestsPerStream) {
+    if (++sent[entry.slot] >= requestsPerStream) {
       // Retire it: it ends once its requests are answered; the slot's next request opens a new stream.
       slots[entry.slot] = undefined;
       queue.end();
@@ -108,6 +107,7 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
   const connect = (slot: number): AsyncQueue<Req> => {
     const requests = new AsyncQueue<Req>();
     slots[slot] = requests;
+    sent[slot] = 0;
     void (async () => {
       try {
         for await (const response of open(requests)) {

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { join } from "node:path";
 import { OPTIMIZER_ALGORITHMS } from "../lib/config/optimizer.js";
 import type { Config } from "../lib/config/schema.js";
+import { userError } from "../lib/errors.js";
 import type { IterationResult } from "./loop.js";
 
 /** How `sppo run` was invoked: enough to load the same configuration again. */
@@ -50,9 +51,8 @@ export function runSettings(config: Config): Record<string, unknown> {
   };
 }
 
-const userError = (message: string) => Object.assign(new Error(message), { userFacing: true });
-
-function writeAtomic(path: string, text: string): void {
+/** Writes a file atomically (temporary file, then rename), so readers never see half of it. */
+export function writeAtomic(path: string, text: string): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, text);
   renameSync(tmp, path);
@@ -108,22 +108,30 @@ export function finishedIterations(outDir: string): IterationResult[] {
   }
 }
 
+/** The run in DIR when it has not finished all its planned iterations (run.json, summary.json); else undefined. */
+export function unfinishedRun(outDir: string): { state: RunStateFile; planned: number; done: number } | undefined {
+  if (!existsSync(join(outDir, "run.json"))) return undefined;
+  const state = readRunState(outDir);
+  const planned = Number((state.settings.pipeline as { iterations?: number } | undefined)?.iterations ?? 0);
+  const done = finishedIterations(outDir).length;
+  return done < planned ? { state, planned, done } : undefined;
+}
+
 /**
  * Readies DIR for a new run. A finished run there (run.json) is replaced; an unfinished one is kept, and the error
  * says how to continue it, since replacing it would throw its checkpoints away. Without run.json only the files a
  * run appends to are removed: nothing else there is assumed to be ours.
  */
 export function prepareFreshOutDir(outDir: string): void {
-  const statePath = join(outDir, "run.json");
-  if (!existsSync(statePath)) {
+  if (!existsSync(join(outDir, "run.json"))) {
     for (const entry of ["metrics.jsonl", "journal"]) rmSync(join(outDir, entry), { recursive: true, force: true });
     return;
   }
-  const state = readRunState(outDir);
-  const planned = Number((state.settings.pipeline as { iterations?: number } | undefined)?.iterations ?? 0);
-  const done = finishedIterations(outDir).length;
-  if (done < planned) {
-    throw userError(`${outDir} holds an unfinished run (${done} of ${planned} iterations done): continue it with \`sppo run --resume ${outDir}\`, or choose another --out (or remove it)`);
+  const unfinished = unfinishedRun(outDir);
+  if (unfinished) {
+    throw userError(
+      `${outDir} holds an unfinished run (${unfinished.done} of ${unfinished.planned} iterations done): continue it with \`sppo run --resume ${outDir}\`, or choose another --out (or remove it)`,
+    );
   }
   const entries = ["run.json", "summary.json", "report.html", "metrics.jsonl", "journal", "checkpoints", "policies", ...OPTIMIZER_ALGORITHMS];
   for (const entry of entries) rmSync(join(outDir, entry), { recursive: true, force: true });

@@ -3,7 +3,7 @@
  * this process on loopback (the embedded default) and drives them over gRPC exactly as it drives remote ones.
  * Writes into the output directory: summary.json, metrics.jsonl, report.html and checkpoints/.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { join, resolve } from "node:path";
 import { Generator } from "../gen/sppo/v1/generator_pb.js";
@@ -14,10 +14,11 @@ import type { Config } from "../lib/config/schema.js";
 import { createClient } from "../lib/grpc/client.js";
 import { createInProcessClient } from "../lib/grpc/in-process.js";
 import { mount, type RunningServer, serve } from "../lib/grpc/serve.js";
+import { userError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
 import { type IterationResult, runLoop } from "./loop.js";
-import { finishedIterations, prepareFreshOutDir, type RunInvocation, writeRunState } from "./run-state.js";
+import { finishedIterations, prepareFreshOutDir, type RunInvocation, writeAtomic, writeRunState } from "./run-state.js";
 import { showProgress } from "./progress.js";
 import { loadPrompts, splitPrompts } from "./prompts.js";
 import { renderReport } from "./report.js";
@@ -59,13 +60,6 @@ const algorithms: Record<Config["optimizer"]["algorithm"], Algorithm> = {
   ipo: Algorithm.IPO,
 };
 
-/** Writes a file atomically (temporary file, then rename), so readers never see half of it. */
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 /**
  * Runs the loop with the configured loss, then (embedded services only) once more from the same base policy for
  * each of pipeline.compareAlgorithms, each into <out>/<algorithm>/; summary.json and report.html then show all.
@@ -73,7 +67,7 @@ function writeAtomic(path: string, text: string): void {
 export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
   const others = options.config.pipeline.compareAlgorithms.filter((a) => a !== options.config.optimizer.algorithm);
   if (others.length > 0 && options.targets) {
-    throw Object.assign(new Error("pipeline.compareAlgorithms needs the embedded services: remote services keep their trained state"), { userFacing: true });
+    throw userError("pipeline.compareAlgorithms needs the embedded services: remote services keep their trained state");
   }
   const main = await runOne(options);
   if (others.length === 0) return main;

@@ -10,11 +10,10 @@ import { existsSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { loadConfig } from "../../lib/config/load.js";
 import { ORACLE_BACKENDS, type OracleConfig } from "../../lib/config/oracle.js";
-import { RpcError } from "../../lib/errors.js";
+import { RpcError, userError } from "../../lib/errors.js";
 import { createOracle } from "../../services/oracle/create-oracle.js";
 import { readModelDirConfig } from "../../services/oracle/model-dir.js";
 
-const userError = (message: string) => Object.assign(new Error(message), { userFacing: true });
 
 /** The oracle config an --oracle value stands for (see the file comment). */
 export function resolveOracleConfig(spec: string | undefined): OracleConfig {

@@ -4,13 +4,13 @@
  * `sppo run --resume DIR` continues a run that stopped, with the configuration it was started with; `--continue`
  * continues the unfinished run in --out, if there is one, else starts one (what a retried Kubernetes Job runs).
  */
-import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
+import { userError } from "../../lib/errors.js";
 import { loadConfig } from "../../lib/config/load.js";
 import { runSelfPlay } from "../../pipeline/run.js";
-import { checkSameSettings, finishedIterations, type RunInvocation, readRunState } from "../../pipeline/run-state.js";
+import { checkSameSettings, type RunInvocation, readRunState, unfinishedRun } from "../../pipeline/run-state.js";
 
 export const DEFAULT_TASK_CONFIG = "assets/default-task.yaml";
 
@@ -30,8 +30,6 @@ interface RunFlags {
   resume?: string;
   continue?: boolean;
 }
-
-const userError = (message: string) => Object.assign(new Error(message), { userFacing: true });
 
 export function register(program: Command): void {
   program
@@ -69,15 +67,9 @@ export function register(program: Command): void {
       const file = resolve(flags.config ?? DEFAULT_TASK_CONFIG);
       const config = loadConfig({ file, overrides: { pipeline: { iterations: flags.iterations } } });
       const invocation: RunInvocation = { config: file, ...(flags.iterations !== undefined ? { iterations: flags.iterations } : {}), ...(targets ? { targets } : {}) };
-      let resume = false;
-      if (flags.continue && existsSync(join(flags.out, "run.json"))) {
-        const state = readRunState(flags.out);
-        const planned = Number((state.settings.pipeline as { iterations?: number }).iterations ?? 0);
-        if (finishedIterations(flags.out).length < planned) {
-          checkSameSettings(state, config, flags.out);
-          resume = true;
-        }
-      }
+      const unfinished = flags.continue ? unfinishedRun(flags.out) : undefined;
+      if (unfinished) checkSameSettings(unfinished.state, config, flags.out);
+      const resume = unfinished !== undefined;
       const summary = await runSelfPlay({ config, outDir: flags.out, targets, invocation, resume });
       process.stdout.write(`${JSON.stringify({ out: flags.out, ...summary })}\n`);
     });

@@ -177,10 +177,10 @@ describe("pipeline operators", () => {
       assert.equal(answer.requestId, "busy");
       assert.equal(answer.error, undefined);
       assert.equal(refusals.get("busy"), 2, "refused twice, answered the third time");
-      const stubborn = createMultiplexer((r) => client.compare(r), { name: "oracle", overloadBackoffMs: 1, maxOverloadRetries: 1 });
-      await assert.rejects(stubborn.request(create(CompareRequestSchema, { requestId: "again", candidates: ["a", "b"] })), (err: RpcError) => err.code === Code.RESOURCE_EXHAUSTED);
+      const quickToGiveUp = createMultiplexer((r) => client.compare(r), { name: "oracle", overloadBackoffMs: 1, maxOverloadRetries: 1 });
+      await assert.rejects(quickToGiveUp.request(create(CompareRequestSchema, { requestId: "again", candidates: ["a", "b"] })), (err: RpcError) => err.code === Code.RESOURCE_EXHAUSTED);
       mux.close();
-      stubborn.close();
+      quickToGiveUp.close();
       client.close();
     });
   });
