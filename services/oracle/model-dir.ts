@@ -5,10 +5,11 @@
  * file and what is wrong, instead of failing the first request.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import { z } from "zod";
 import { Code, RpcError } from "../../lib/errors.js";
+import { TokenEncoder } from "./token-encoder.js";
 import { type OracleSession, type RunOutput, WorkerSession } from "./worker-session.js";
 
 /** `oracle_config.json`: optional; snake_case so that the Python export script can write it as is. */
@@ -62,6 +63,32 @@ export function readModelDirConfig(dir: string): ModelDirConfig {
     throw modelError(`${path}: field ${issue.path.join(".") || "(top level)"}: ${issue.message}`);
   }
   return parsed.data;
+}
+
+/** A model directory's checked config and tokenizer, as both ONNX backends start from them. */
+export interface ModelDir {
+  /** The directory, resolved to an absolute path. */
+  dir: string;
+  config: ModelDirConfig;
+  encoder: TokenEncoder;
+}
+
+/**
+ * Reads `oracle_config.json` and `tokenizer.json` of `modelDir` for the backend of kind `kind`; fails with
+ * FAILED_PRECONDITION when the config says the other kind (naming the backend to use) or the tokenizer cannot be read.
+ */
+export function readModelDir(modelDir: string, kind: "pairwise" | "reward"): ModelDir {
+  const dir = resolve(modelDir);
+  const config = readModelDirConfig(dir);
+  const otherKind = kind === "pairwise" ? "reward" : "pairwise";
+  if (config.kind === otherKind) throw modelError(`${dir}/oracle_config.json says kind "${otherKind}"; use backend "${otherKind}-onnx" for it`);
+  let encoder: TokenEncoder;
+  try {
+    encoder = TokenEncoder.fromDirectory(dir);
+  } catch (err) {
+    throw modelError((err as Error).message, err);
+  }
+  return { dir, config, encoder };
 }
 
 export interface SessionSpec {

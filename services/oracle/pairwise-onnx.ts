@@ -15,11 +15,11 @@
  *
  * Rows of concurrent requests share ONNX runs through the Batcher.
  */
-import { basename, resolve } from "node:path";
+import { basename } from "node:path";
 import { Batcher, type BatcherOptions } from "./batcher.js";
-import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDirConfig, runRows, type TokenRow } from "./model-dir.js";
+import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDir, runRows, type TokenRow } from "./model-dir.js";
 import { type Comparison, matrixFromUpper, type Oracle, type OracleDescription, sigmoid } from "./oracle.js";
-import { TokenEncoder } from "./token-encoder.js";
+import type { TokenEncoder } from "./token-encoder.js";
 
 export interface OnnxOracleOptions {
   /** The model directory. */
@@ -90,15 +90,7 @@ export class PairwiseOnnxOracle implements Oracle {
 
   /** Loads and checks the model directory (see model-dir.ts); fails with FAILED_PRECONDITION naming the problem. */
   static async load(options: OnnxOracleOptions): Promise<PairwiseOnnxOracle> {
-    const dir = resolve(options.modelDir);
-    const config = readModelDirConfig(dir);
-    if (config.kind === "reward") throw modelError(`${dir}/oracle_config.json says kind "reward"; use backend "reward-onnx" for it`);
-    let encoder: TokenEncoder;
-    try {
-      encoder = TokenEncoder.fromDirectory(dir);
-    } catch (err) {
-      throw modelError((err as Error).message, err);
-    }
+    const { dir, config, encoder } = readModelDir(options.modelDir, "pairwise");
     for (const prefix of [config.source_prefix, config.candidate1_prefix, config.candidate2_prefix]) {
       if (encoder.tokenId(prefix) === undefined) throw modelError(`${dir}/tokenizer.json: the prefix token "${prefix}" is not in the vocabulary`);
     }

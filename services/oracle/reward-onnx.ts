@@ -6,12 +6,12 @@
  * [batch, 1]) and P_ij = σ(r_i − r_j). Such a model cannot express intransitive preferences (Describe says
  * pairwise = false).
  */
-import { basename, resolve } from "node:path";
+import { basename } from "node:path";
 import { Batcher } from "./batcher.js";
-import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDirConfig, runRows, type TokenRow } from "./model-dir.js";
+import { type LoadedSession, loadOracleSession, type ModelDirConfig, readModelDir, runRows, type TokenRow } from "./model-dir.js";
 import { bradleyTerryMatrix, type Comparison, type Oracle, type OracleDescription } from "./oracle.js";
 import { type OnnxOracleOptions, padIdOf } from "./pairwise-onnx.js";
-import { TokenEncoder } from "./token-encoder.js";
+import type { TokenEncoder } from "./token-encoder.js";
 
 /** Token ids of the K reward rows of one request, with its truncation count. */
 export function rewardRows(encoder: TokenEncoder, config: ModelDirConfig, prompt: string, candidates: readonly string[]): { rows: TokenRow[]; truncatedTexts: number } {
@@ -41,15 +41,7 @@ export class RewardOnnxOracle implements Oracle {
   }
 
   static async load(options: OnnxOracleOptions): Promise<RewardOnnxOracle> {
-    const dir = resolve(options.modelDir);
-    const config = readModelDirConfig(dir);
-    if (config.kind === "pairwise") throw modelError(`${dir}/oracle_config.json says kind "pairwise"; use backend "pairwise-onnx" for it`);
-    let encoder: TokenEncoder;
-    try {
-      encoder = TokenEncoder.fromDirectory(dir);
-    } catch (err) {
-      throw modelError((err as Error).message, err);
-    }
+    const { dir, config, encoder } = readModelDir(options.modelDir, "reward");
     const outputNames = config.output_name ? [config.output_name] : ["rewards", "logits"];
     const loaded = await loadOracleSession(dir, { outputNames, intraOpThreads: options.intraOpThreads, inWorker: options.runInWorker });
     const description: OracleDescription = {
