@@ -9,35 +9,28 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { FinishReason, type GenerateRequestSchema, type GenerateResponse, Generator, type ScoreRequestSchema, type ScoreResponse } from "../../../gen/sppo/v1/generator_pb.js";
+import { FinishReason, type GenerateRequestSchema, type GenerateResponse, type Generator, type ScoreRequestSchema, type ScoreResponse } from "../../../gen/sppo/v1/generator_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import { Code } from "../../../lib/errors.js";
-import { type Client, createClient } from "../../../lib/grpc/client.js";
-import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
-import { createGeneratorService } from "../../../services/generator/server.js";
-import { serveForTest } from "../../lib/grpc/harness.js";
-import { CONTEXT, writeTinyPolicy } from "./fixtures.js";
+import type { Client } from "../../../lib/grpc/client.js";
+import { CONTEXT, type ServedGenerator, serveGenerator, writeTinyPolicy } from "./fixtures.js";
 
 type GenInit = MessageInitShape<typeof GenerateRequestSchema>;
 type ScoreInit = MessageInitShape<typeof ScoreRequestSchema>;
 
 let root: string;
-let service: Awaited<ReturnType<typeof createGeneratorService>>;
-let server: RunningServer;
+let generator: ServedGenerator;
 let client: Client<typeof Generator>;
 
 before(async () => {
   root = mkdtempSync(join(tmpdir(), "sppo-generator-long-"));
   writeTinyPolicy(join(root, "base"), 1);
-  service = await createGeneratorService({ generator: generatorConfigSchema.parse({ modelDir: join(root, "base"), engine: "tfjs", tfjsBackend: "cpu" }) });
-  server = await serveForTest([mount(Generator, service.implementation)]);
-  client = createClient(Generator, `127.0.0.1:${server.port}`);
+  generator = await serveGenerator({ generator: generatorConfigSchema.parse({ modelDir: join(root, "base"), engine: "tfjs", tfjsBackend: "cpu" }) });
+  client = generator.client;
 });
 
 after(async () => {
-  client.close();
-  await server.shutdown();
-  await service.close();
+  await generator.stop();
   rmSync(root, { recursive: true, force: true });
 });
 
