@@ -1,9 +1,14 @@
 /** Tiny policies in the real format for the generator's tests, and an engine wrapper that tests can hold and count. */
 import { PolicyTokenizer, wordTokenizerJson } from "../../../models/index.js";
 import { createModel, gpt2Config, saveModel } from "../../../models/index.js";
+import { join } from "node:path";
 import { Generator } from "../../../gen/sppo/v1/generator_pb.js";
+import { Optimizer } from "../../../gen/sppo/v1/optimizer_pb.js";
+import { Code, RpcError } from "../../../lib/errors.js";
 import { type Client, createClient } from "../../../lib/grpc/client.js";
 import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
+import { unimplemented } from "../../../lib/grpc/unimplemented.js";
+import { weightStream } from "../../../lib/weights/index.js";
 import type { EngineLoader, PolicyEngine } from "../../../services/generator/engine.js";
 import { createGeneratorService, type GeneratorServiceConfig } from "../../../services/generator/server.js";
 import { serveForTest } from "../../lib/grpc/harness.js";
@@ -50,6 +55,54 @@ export function writeTinyPolicy(dir: string, seed: number): void {
   } finally {
     model.dispose();
   }
+}
+
+/** Writes tiny policy versions 0–4 under `<root>/published/v<v>` (version v has weights from seed v + 1); returns their directories. */
+export function publishTinyVersions(root: string): Map<number, string> {
+  const published = new Map<number, string>();
+  for (const v of [0, 1, 2, 3, 4]) {
+    const dir = join(root, "published", `v${v}`);
+    writeTinyPolicy(dir, v + 1);
+    published.set(v, dir);
+  }
+  return published;
+}
+
+/** What a fake optimizer's GetWeights consults on every call (tests change what the functions return between tests). */
+export interface GetWeightsHooks {
+  /** Called first, with the requested version. */
+  onPull?(version: number): void;
+  /** When it returns a promise, GetWeights waits for it before streaming. */
+  gate?(): Promise<void> | undefined;
+  /** When it returns an index, the chunk with that index (0 = the first chunk, of config.json) has a byte flipped. */
+  corruptChunk?(): number | undefined;
+}
+
+/**
+ * An Optimizer on a loopback server whose only method is GetWeights, streaming the `published` directories with
+ * lib/weights' weightStream; a version never published is NOT_FOUND.
+ */
+export function serveFakeOptimizer(published: ReadonlyMap<number, string>, hooks: GetWeightsHooks = {}): Promise<RunningServer> {
+  return serveForTest([
+    mount(Optimizer, {
+      ...unimplemented(Optimizer, "only GetWeights in this test"),
+      async *getWeights(request, context) {
+        hooks.onPull?.(request.version);
+        const gate = hooks.gate?.();
+        if (gate) await gate;
+        const dir = published.get(request.version);
+        if (!dir) throw new RpcError(Code.NOT_FOUND, `version: ${request.version} was never published`);
+        let i = 0;
+        for await (const m of weightStream(dir, { version: request.version, iteration: request.version }, { chunkBytes: request.chunkBytes, signal: context.signal })) {
+          if (m.kind.case === "chunk" && i++ === hooks.corruptChunk?.()) {
+            const data = Buffer.from(m.kind.value.data);
+            data[data.length - 1] ^= 0x40;
+            yield { kind: { case: "chunk", value: { ...m.kind.value, data } } };
+          } else yield m;
+        }
+      },
+    }),
+  ]);
 }
 
 /** Counts engine runs and can hold them until released, so tests see queueing and batching deterministically. */

@@ -10,27 +10,23 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as tf from "@tensorflow/tfjs";
-import { type GenerateRequestSchema, type GenerateResponse, Generator } from "../../../gen/sppo/v1/generator_pb.js";
-import { Optimizer } from "../../../gen/sppo/v1/optimizer_pb.js";
+import type { GenerateRequestSchema, GenerateResponse, Generator } from "../../../gen/sppo/v1/generator_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import { Code, RpcError } from "../../../lib/errors.js";
-import { type Client, createClient } from "../../../lib/grpc/client.js";
-import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
-import { unimplemented } from "../../../lib/grpc/unimplemented.js";
-import { directoryManifest, weightStream } from "../../../lib/weights/index.js";
+import type { Client } from "../../../lib/grpc/client.js";
+import type { RunningServer } from "../../../lib/grpc/serve.js";
+import { directoryManifest } from "../../../lib/weights/index.js";
 import { createGeneratorService } from "../../../services/generator/server.js";
-import { serveForTest } from "../../lib/grpc/harness.js";
-import { writeTinyPolicy } from "./fixtures.js";
+import { publishTinyVersions, type ServedGenerator, serveFakeOptimizer, serveGenerator } from "./fixtures.js";
 
 let root: string;
 /** Model directory of each published version (version v has weights from seed v + 1). */
-const published = new Map<number, string>();
+let published: Map<number, string>;
 let optimizer: RunningServer;
 /** When set, the optimizer flips a byte in the chunk with this index (0 = the first chunk, of config.json). */
 let corruptChunk: number | undefined;
 
-let generatorServer: RunningServer;
-let service: Awaited<ReturnType<typeof createGeneratorService>>;
+let generator: ServedGenerator;
 let client: Client<typeof Generator>;
 let weightsDir: string;
 /** Live tfjs tensors before the generator started, and what one loaded version adds. */
@@ -39,28 +35,8 @@ let tensorsPerVersion: number;
 
 before(async () => {
   root = mkdtempSync(join(tmpdir(), "sppo-generator-load-"));
-  for (const v of [0, 1, 2, 3, 4]) {
-    const dir = join(root, "published", `v${v}`);
-    writeTinyPolicy(dir, v + 1);
-    published.set(v, dir);
-  }
-  optimizer = await serveForTest([
-    mount(Optimizer, {
-      ...unimplemented(Optimizer, "only GetWeights in this test"),
-      async *getWeights(request, context) {
-        const dir = published.get(request.version);
-        if (!dir) throw new RpcError(Code.NOT_FOUND, `version: ${request.version} was never published`);
-        let i = 0;
-        for await (const m of weightStream(dir, { version: request.version, iteration: request.version }, { chunkBytes: request.chunkBytes, signal: context.signal })) {
-          if (m.kind.case === "chunk" && i++ === corruptChunk) {
-            const data = Buffer.from(m.kind.value.data);
-            data[data.length - 1] ^= 0x40;
-            yield { kind: { case: "chunk", value: { ...m.kind.value, data } } };
-          } else yield m;
-        }
-      },
-    }),
-  ]);
+  published = publishTinyVersions(root);
+  optimizer = await serveFakeOptimizer(published, { corruptChunk: () => corruptChunk });
   weightsDir = join(root, "generator-weights");
   const config = generatorConfigSchema.parse({
     modelDir: published.get(0),
@@ -75,16 +51,13 @@ before(async () => {
   });
   tensorsBefore = tf.memory().numTensors;
   // Few, short retries: one test asks for an optimizer that is not there.
-  service = await createGeneratorService({ generator: config, client: { maxAttempts: 2, initialBackoffMs: 10, maxBackoffMs: 20 } });
+  generator = await serveGenerator({ generator: config, client: { maxAttempts: 2, initialBackoffMs: 10, maxBackoffMs: 20 } });
   tensorsPerVersion = tf.memory().numTensors - tensorsBefore;
-  generatorServer = await serveForTest([mount(Generator, service.implementation)]);
-  client = createClient(Generator, `127.0.0.1:${generatorServer.port}`);
+  client = generator.client;
 });
 
 after(async () => {
-  client.close();
-  await generatorServer.shutdown();
-  await service.close();
+  await generator.stop();
   await optimizer.shutdown();
   rmSync(root, { recursive: true, force: true });
 });

@@ -20,21 +20,18 @@ import {
   type ScoreRequestSchema,
   type ScoreResponse,
 } from "../../../gen/sppo/v1/generator_pb.js";
-import { Optimizer } from "../../../gen/sppo/v1/optimizer_pb.js";
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import type { ClientConfig } from "../../../lib/config/server.js";
-import { Code, RpcError } from "../../../lib/errors.js";
+import { Code } from "../../../lib/errors.js";
 import type { Client } from "../../../lib/grpc/client.js";
-import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
-import { unimplemented } from "../../../lib/grpc/unimplemented.js";
-import { weightStream } from "../../../lib/weights/index.js";
+import type { RunningServer } from "../../../lib/grpc/serve.js";
 import type { EngineLoader } from "../../../services/generator/engine.js";
-import { deferred, serveForTest } from "../../lib/grpc/harness.js";
-import { EngineProbe, type ServedGenerator, serveGenerator, writeTinyPolicy } from "./fixtures.js";
+import { deferred } from "../../lib/grpc/harness.js";
+import { EngineProbe, publishTinyVersions, type ServedGenerator, serveFakeOptimizer, serveGenerator } from "./fixtures.js";
 
 let root: string;
 /** Model directory of each published version (version v has weights from seed v + 1). */
-const published = new Map<number, string>();
+let published: Map<number, string>;
 let optimizer: RunningServer;
 let optimizerTarget: string;
 /** GetWeights calls per version. */
@@ -46,30 +43,12 @@ let weightsGate: Promise<void> | undefined;
 
 before(async () => {
   root = mkdtempSync(join(tmpdir(), "sppo-generator-pinned-"));
-  for (const v of [0, 1, 2, 3, 4]) {
-    const dir = join(root, "published", `v${v}`);
-    writeTinyPolicy(dir, v + 1);
-    published.set(v, dir);
-  }
-  optimizer = await serveForTest([
-    mount(Optimizer, {
-      ...unimplemented(Optimizer, "only GetWeights in this test"),
-      async *getWeights(request, context) {
-        pullsOf.set(request.version, (pullsOf.get(request.version) ?? 0) + 1);
-        if (weightsGate) await weightsGate;
-        const dir = published.get(request.version);
-        if (!dir) throw new RpcError(Code.NOT_FOUND, `version: ${request.version} was never published`);
-        let i = 0;
-        for await (const m of weightStream(dir, { version: request.version, iteration: request.version }, { chunkBytes: request.chunkBytes, signal: context.signal })) {
-          if (m.kind.case === "chunk" && i++ === corruptChunk) {
-            const data = Buffer.from(m.kind.value.data);
-            data[data.length - 1] ^= 0x40;
-            yield { kind: { case: "chunk", value: { ...m.kind.value, data } } };
-          } else yield m;
-        }
-      },
-    }),
-  ]);
+  published = publishTinyVersions(root);
+  optimizer = await serveFakeOptimizer(published, {
+    onPull: (version) => pullsOf.set(version, (pullsOf.get(version) ?? 0) + 1),
+    gate: () => weightsGate,
+    corruptChunk: () => corruptChunk,
+  });
   optimizerTarget = `127.0.0.1:${optimizer.port}`;
 });
 
