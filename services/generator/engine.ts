@@ -24,7 +24,7 @@
  *  - `dispose()` frees the weights; no call is made afterwards.
  */
 import { log } from "../../lib/log.js";
-import { type BackendName, ModelFormatError } from "../../models/index.js";
+import { type BackendName, ModelFormatError, type SampleOptions, type SampleResult } from "../../models/index.js";
 
 /** Sampling options of one engine run (every row of the run shares them). */
 export interface EngineSampleOptions {
@@ -95,6 +95,25 @@ export interface EngineLoadOptions {
   threads?: number;
   /** Rows per forward pass when scoring. */
   maxBatch?: number;
+}
+
+/** The options of models/sample.ts's samplers (tfjs `sampleIds`, onnxruntime `OrtPolicy.sample`) for an engine run. */
+export function samplerOptions(o: EngineSampleOptions): SampleOptions {
+  return {
+    temperature: o.temperature,
+    topP: o.topP,
+    topK: o.topK,
+    maxNewTokens: o.maxNewTokens,
+    seed: o.seed,
+    rows: o.rows,
+    eosId: o.eosId,
+    padId: o.padId,
+  };
+}
+
+/** An engine's samples from a sampler's results (the per-step log-probs are not part of an EngineSample). */
+export function engineSamples(results: readonly SampleResult[]): EngineSample[] {
+  return results.map((r) => ({ tokenIds: r.tokenIds, logprob: r.logprob, finished: r.finished }));
 }
 
 /** Loads the model directory `dir` (config.json, model.safetensors, ...) into an engine. */

@@ -6,7 +6,7 @@
 import { log } from "../../lib/log.js";
 import { contextLength, paramShapes } from "../../models/index.js";
 import { createOrtPolicy } from "../../models/onnx/policy.js";
-import type { EngineLoadOptions, PolicyEngine } from "./engine.js";
+import { type EngineLoadOptions, engineSamples, type PolicyEngine, samplerOptions } from "./engine.js";
 
 /** Loads the model directory `dir` into an onnxruntime engine (sampling and scoring sessions built up front). */
 export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
@@ -20,17 +20,7 @@ export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {
     family: config.model_type,
     parameters: paramShapes(config).reduce((sum, [, shape]) => sum + shape.reduce((a, b) => a * b, 1), 0),
     async sample(promptIds, o) {
-      const results = await policy.sample(promptIds, {
-        temperature: o.temperature,
-        topP: o.topP,
-        topK: o.topK,
-        maxNewTokens: o.maxNewTokens,
-        seed: o.seed,
-        rows: o.rows,
-        eosId: o.eosId,
-        padId: o.padId,
-      });
-      return results.map((r) => ({ tokenIds: r.tokenIds, logprob: r.logprob, finished: r.finished }));
+      return engineSamples(await policy.sample(promptIds, samplerOptions(o)));
     },
     score(pairs, o) {
       return policy.score(pairs, { batchSize: scoreBatch, padId: o.padId });

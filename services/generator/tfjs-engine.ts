@@ -7,7 +7,7 @@
  * maxBatch × maxNewTokens.
  */
 import { contextLength, initBackend, loadModel, sampleIds, scorePairs } from "../../models/index.js";
-import type { EngineLoadOptions, PolicyEngine } from "./engine.js";
+import { type EngineLoadOptions, engineSamples, type PolicyEngine, samplerOptions } from "./engine.js";
 
 /** Loads the model directory `dir` into a tfjs engine. */
 export async function loadTfjsEngine(dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
@@ -23,17 +23,7 @@ export async function loadTfjsEngine(dir: string, options: EngineLoadOptions = {
     family: model.config.model_type,
     parameters,
     async sample(promptIds, o) {
-      const results = sampleIds(model, promptIds, {
-        temperature: o.temperature,
-        topP: o.topP,
-        topK: o.topK,
-        maxNewTokens: o.maxNewTokens,
-        seed: o.seed,
-        rows: o.rows,
-        eosId: o.eosId,
-        padId: o.padId,
-      });
-      return results.map((r) => ({ tokenIds: r.tokenIds, logprob: r.logprob, finished: r.finished }));
+      return engineSamples(sampleIds(model, promptIds, samplerOptions(o)));
     },
     async score(pairs, o) {
       return scorePairs(model, pairs, { batchSize: scoreBatch, padId: o.padId });
