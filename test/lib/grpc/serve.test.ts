@@ -142,7 +142,8 @@ describe("lib/grpc", () => {
     client.close();
   });
 
-  it("retries UNAVAILABLE through the service config and succeeds", async () => {
+  /** A length oracle whose Describe counts its calls and runs `answer` with the call's number (from 1), and a client of it. */
+  async function countingDescribe(answer: (attempt: number) => { backend: string; maxCandidates: number }, options: Parameters<typeof createClient>[2]) {
     let attempts = 0;
     const server = await start([
       mount(
@@ -150,56 +151,42 @@ describe("lib/grpc", () => {
         lengthOracle({
           async describe() {
             attempts++;
-            if (attempts < 3) throw new RpcError(Code.UNAVAILABLE, "warming up");
-            return { backend: "ready", maxCandidates: attempts };
+            return answer(attempts);
           },
         }),
       ),
     ]);
-    const client = createClient(PreferenceOracle, `127.0.0.1:${server.port}`, { initialBackoffMs: 10, maxBackoffMs: 50 });
+    const client = createClient(PreferenceOracle, `127.0.0.1:${server.port}`, options);
+    return { client, attempts: () => attempts };
+  }
+
+  it("retries UNAVAILABLE through the service config and succeeds", async () => {
+    const { client, attempts } = await countingDescribe(
+      (attempt) => {
+        if (attempt < 3) throw new RpcError(Code.UNAVAILABLE, "warming up");
+        return { backend: "ready", maxCandidates: attempt };
+      },
+      { initialBackoffMs: 10, maxBackoffMs: 50 },
+    );
     const response = await client.describe({});
     assert.equal(response.backend, "ready");
-    assert.equal(attempts, 3);
+    assert.equal(attempts(), 3);
     client.close();
   });
 
-  it("makes no retries with maxAttempts 1", async () => {
-    let attempts = 0;
-    const server = await start([
-      mount(
-        PreferenceOracle,
-        lengthOracle({
-          async describe() {
-            attempts++;
-            throw new RpcError(Code.UNAVAILABLE, "down");
-          },
-        }),
-      ),
-    ]);
-    const client = createClient(PreferenceOracle, `127.0.0.1:${server.port}`, { maxAttempts: 1 });
-    await assert.rejects(client.describe({}), (err: RpcError) => err.code === Code.UNAVAILABLE);
-    assert.equal(attempts, 1);
-    client.close();
-  });
-
-  it("does not retry other codes", async () => {
-    let attempts = 0;
-    const server = await start([
-      mount(
-        PreferenceOracle,
-        lengthOracle({
-          async describe() {
-            attempts++;
-            throw new RpcError(Code.INVALID_ARGUMENT, "candidates: need at least 2");
-          },
-        }),
-      ),
-    ]);
-    const client = createClient(PreferenceOracle, `127.0.0.1:${server.port}`, { initialBackoffMs: 10 });
-    await assert.rejects(client.describe({}), (err: RpcError) => err.code === Code.INVALID_ARGUMENT && /need at least 2/.test(err.message));
-    assert.equal(attempts, 1);
-    client.close();
-  });
+  for (const { name, code, message, pattern, options } of [
+    { name: "makes no retries with maxAttempts 1", code: Code.UNAVAILABLE, message: "down", pattern: undefined, options: { maxAttempts: 1 } },
+    { name: "does not retry other codes", code: Code.INVALID_ARGUMENT, message: "candidates: need at least 2", pattern: /need at least 2/, options: { initialBackoffMs: 10 } },
+  ]) {
+    it(name, async () => {
+      const { client, attempts } = await countingDescribe(() => {
+        throw new RpcError(code, message);
+      }, options);
+      await assert.rejects(client.describe({}), (err: RpcError) => err.code === code && (pattern === undefined || pattern.test(err.message)));
+      assert.equal(attempts(), 1);
+      client.close();
+    });
+  }
 
   it("refuses a message over the size limit with a clear RESOURCE_EXHAUSTED, and keeps serving", async () => {
     const server = await start([mount(PreferenceOracle, lengthOracle())], { maxMessageBytes: 1024 });
