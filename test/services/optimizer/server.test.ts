@@ -37,6 +37,17 @@ const requestsFor = (examples: ReturnType<typeof makeExamples>, prompts: number)
   create(TrainRequestSchema, { kind: { case: "end", value: endMsg() } }),
 ];
 
+/** The service on a loopback server named `name` (metrics off, no drain delay), its address and a client. */
+async function serveOptimizer(name: string, service: Awaited<ReturnType<typeof createOptimizerService>>) {
+  const running = await serve({
+    name,
+    services: [mount(Optimizer, service.implementation)],
+    config: { ...serverConfigSchema.parse({ host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0 }), port: 0 },
+  });
+  const target = `127.0.0.1:${running.port}`;
+  return { running, target, client: createClient(Optimizer, target, {}) };
+}
+
 async function expectCode(promise: Promise<unknown>, code: Code): Promise<void> {
   await assert.rejects(promise, (err: unknown) => err instanceof RpcError && err.code === code);
 }
@@ -45,13 +56,7 @@ describe("Optimizer service", () => {
   test("Train, GetWeights, checkpoints and versions", async () => {
     const config = { optimizer: configAt(root, { backend: "cpu", learningRate: 0.01, batchSize: 4, warmupRatio: 0 }), server: { maxMessageBytes: 1 << 20 } };
     const service = await createOptimizerService(config);
-    const running = await serve({
-      name: "optimizer-test",
-      services: [mount(Optimizer, service.implementation)],
-      config: { ...serverConfigSchema.parse({ host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0 }), port: 0 },
-    });
-    const target = `127.0.0.1:${running.port}`;
-    const client = createClient(Optimizer, target, {});
+    const { running, target, client } = await serveOptimizer("optimizer-test", service);
     try {
       const examples = makeExamples(config.optimizer.modelDir, { prompts: 6, k: 3 });
       const events: TelemetryEvent[] = [];
@@ -144,13 +149,7 @@ describe("Optimizer service", () => {
     const config = { optimizer: configAt(workerRoot, { backend: "cpu", learningRate: 0.01, batchSize: 4, warmupRatio: 0, trainInWorker: true }) };
     const service = await createOptimizerService(config);
     assert.throws(() => service.trainer, (err: unknown) => err instanceof RpcError && err.code === Code.FAILED_PRECONDITION);
-    const running = await serve({
-      name: "optimizer-worker-test",
-      services: [mount(Optimizer, service.implementation)],
-      config: { ...serverConfigSchema.parse({ host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0 }), port: 0 },
-    });
-    const target = `127.0.0.1:${running.port}`;
-    const client = createClient(Optimizer, target, {});
+    const { running, target, client } = await serveOptimizer("optimizer-worker-test", service);
     try {
       const examples = makeExamples(config.optimizer.modelDir, { prompts: 6, k: 3 });
       const cases: string[] = [];
