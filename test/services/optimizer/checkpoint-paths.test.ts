@@ -12,7 +12,7 @@ import type { OptimizerConfig } from "../../../lib/config/optimizer.js";
 import { type CheckpointEntry, CheckpointError, readCheckpoint } from "../../../services/optimizer/checkpoint.js";
 import { sha256Bytes } from "../../../services/optimizer/files.js";
 import { Trainer } from "../../../services/optimizer/trainer.js";
-import { configAt, makeBaseModel, makeExamples, startMsg } from "./fixtures.js";
+import { makeBaseModel, twoCheckpoints } from "./fixtures.js";
 
 const roots: string[] = [];
 before(async () => {
@@ -22,25 +22,11 @@ after(() => {
   for (const r of roots) rmSync(r, { recursive: true, force: true });
 });
 
-/** A run with two checkpoints: `older` after one step, `newer` after two. */
-function twoCheckpoints(): { root: string; config: OptimizerConfig; older: CheckpointEntry; newer: CheckpointEntry } {
+/** A run with two checkpoints (optimizer fixtures' twoCheckpoints): `older` after one step, `newer` after two. */
+function twoCheckpointsRun(): { root: string; config: OptimizerConfig; older: CheckpointEntry; newer: CheckpointEntry } {
   const root = makeBaseModel();
   roots.push(root);
-  const config = configAt(root, { learningRate: 0.01, batchSize: 2, warmupRatio: 0 });
-  const examples = makeExamples(config.modelDir, { prompts: 2, k: 2 });
-  const t = Trainer.open(config);
-  try {
-    t.start(startMsg(2));
-    t.addExample(examples[0]);
-    t.addExample(examples[1]);
-    const older = t.saveCheckpoint();
-    t.addExample(examples[2]);
-    t.addExample(examples[3]);
-    const newer = t.saveCheckpoint();
-    return { root, config, older, newer };
-  } finally {
-    t.dispose();
-  }
+  return { root, ...twoCheckpoints(root) };
 }
 
 /** Rewrites the manifest of the checkpoint in `dir` with `edit` and records its new hash, as a forger would. */
@@ -66,7 +52,7 @@ function refused(dir: string, pattern: RegExp): void {
 
 describe("checkpoint paths", () => {
   test("a manifest.json listing ../x is refused and the checkpoint skipped for the older one", () => {
-    const { config, older, newer } = twoCheckpoints();
+    const { config, older, newer } = twoCheckpointsRun();
     // The file exists outside the checkpoint, with the hash the forged manifest records: only confinement stops it.
     const outside = join(config.checkpointDir, "x");
     writeFileSync(outside, "outside the checkpoint");
@@ -82,7 +68,7 @@ describe("checkpoint paths", () => {
   });
 
   test("absolute names and a manifest that is not a list of files are refused", () => {
-    const { newer } = twoCheckpoints();
+    const { newer } = twoCheckpointsRun();
     forgeManifest(newer.dir, (files) => {
       files[0].name = join(newer.dir, files[0].name);
     });
@@ -93,7 +79,7 @@ describe("checkpoint paths", () => {
   });
 
   test("a model directory replaced by a symbolic link to one outside is refused, though every hash matches", () => {
-    const { root, config, newer } = twoCheckpoints();
+    const { root, config, newer } = twoCheckpointsRun();
     const moved = join(root, "elsewhere-model");
     renameSync(join(newer.dir, "model"), moved);
     symlinkSync(moved, join(newer.dir, "model"));
@@ -107,7 +93,7 @@ describe("checkpoint paths", () => {
   });
 
   test("an unlisted symbolic link that loadModel would read (model/tokenizer.json) is refused", () => {
-    const { root, newer } = twoCheckpoints();
+    const { root, newer } = twoCheckpointsRun();
     const foreign = join(root, "foreign-tokenizer.json");
     writeFileSync(foreign, "{}");
     symlinkSync(foreign, join(newer.dir, "model", "tokenizer.json"));

@@ -21,6 +21,8 @@ import { type OptimizerConfig, optimizerConfigSchema } from "../../../lib/config
 import { Rng } from "../../../lib/sppo/rng.js";
 import { winRatesFromPreferences } from "../../../lib/sppo/winrate.js";
 import { createModel, gpt2Config, loadModel, saveModel, scorePairs } from "../../../models/index.js";
+import type { CheckpointEntry } from "../../../services/optimizer/checkpoint.js";
+import { Trainer } from "../../../services/optimizer/trainer.js";
 
 export const VOCAB = 16;
 
@@ -43,6 +45,28 @@ export function configAt(root: string, overrides: Record<string, unknown> = {}):
     trainInWorker: false,
     ...overrides,
   });
+}
+
+/**
+ * A run at `root` (learning rate 0.01, batches of 2, no warm-up) with two checkpoints of iteration 1: `older` after
+ * one step, `newer` after two. The trainer is disposed.
+ */
+export function twoCheckpoints(root: string): { config: OptimizerConfig; older: CheckpointEntry; newer: CheckpointEntry } {
+  const config = configAt(root, { learningRate: 0.01, batchSize: 2, warmupRatio: 0 });
+  const examples = makeExamples(config.modelDir, { prompts: 2, k: 2 });
+  const t = Trainer.open(config);
+  try {
+    t.start(startMsg(2));
+    t.addExample(examples[0]);
+    t.addExample(examples[1]);
+    const older = t.saveCheckpoint();
+    t.addExample(examples[2]);
+    t.addExample(examples[3]);
+    const newer = t.saveCheckpoint();
+    return { config, older, newer };
+  } finally {
+    t.dispose();
+  }
 }
 
 /** K samples for each of `prompts` prompts, scored against the policy in `modelDir`. */

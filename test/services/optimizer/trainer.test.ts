@@ -17,7 +17,7 @@ import { scorePairs } from "../../../models/index.js";
 import { CheckpointError, listCheckpoints, verifyCheckpoint } from "../../../services/optimizer/checkpoint.js";
 import { sha256Concat } from "../../../services/optimizer/files.js";
 import { Trainer } from "../../../services/optimizer/trainer.js";
-import { configAt, endMsg, makeBaseModel, makeExamples, maxAbsDiff, snapshotParams, startMsg } from "./fixtures.js";
+import { configAt, endMsg, makeBaseModel, makeExamples, maxAbsDiff, snapshotParams, startMsg, twoCheckpoints } from "./fixtures.js";
 
 const roots: string[] = [];
 function newRoot(): string {
@@ -183,18 +183,7 @@ describe("trainer", () => {
   });
 
   test("a damaged checkpoint is detected, named, and skipped for an older one", () => {
-    const root = newRoot();
-    const config = configAt(root, { learningRate: 0.01, batchSize: 2, warmupRatio: 0 });
-    const examples = makeExamples(config.modelDir, { prompts: 2, k: 2 });
-    const t = Trainer.open(config);
-    t.start(startMsg(2));
-    t.addExample(examples[0]);
-    t.addExample(examples[1]);
-    const older = t.saveCheckpoint();
-    t.addExample(examples[2]);
-    t.addExample(examples[3]);
-    const newer = t.saveCheckpoint();
-    t.dispose();
+    const { config, older, newer } = twoCheckpoints(newRoot());
     assert.notEqual(older.name, newer.name);
     const weights = join(newer.dir, "model", "model.safetensors");
     const bytes = readFileSync(weights);
