@@ -95,6 +95,21 @@ export function logProbOf(row: Float32Array, index: number): number {
   return row[index] - max - Math.log(sum);
 }
 
+/**
+ * Draws the next token of one row from its logits `row` and records it in `result`: the token, its log-prob at
+ * temperature 1 (appended to stepLogprobs and added to logprob), and `finished` when it is `o.eosId`. Returns the
+ * token. The per-token step of every sampler (tfjs here, onnxruntime in models/onnx).
+ */
+export function takeToken(result: SampleResult, row: Float32Array, o: CheckedSampleOptions, rng: Rng): number {
+  const token = drawToken(row, o.temperature, o.topK, o.topP, rng);
+  const lp = logProbOf(row, token);
+  result.tokenIds.push(token);
+  result.stepLogprobs.push(lp);
+  result.logprob += lp;
+  if (o.eosId !== undefined && token === o.eosId) result.finished = true;
+  return token;
+}
+
 /** Draws one token from `row` under temperature / top-k / top-p with `rng`. */
 export function drawToken(row: Float32Array, temperature: number, topK: number, topP: number, rng: Rng): number {
   const V = row.length;
@@ -206,14 +221,7 @@ export function sampleIds(model: CausalLM, prompts: number[][], options: SampleO
           next[b] = o.padId;
           continue;
         }
-        const row = data.subarray(b * V, (b + 1) * V);
-        const token = drawToken(row, o.temperature, o.topK, o.topP, rngs[b]);
-        const lp = logProbOf(row, token);
-        r.tokenIds.push(token);
-        r.stepLogprobs.push(lp);
-        r.logprob += lp;
-        next[b] = token;
-        if (o.eosId !== undefined && token === o.eosId) r.finished = true;
+        next[b] = takeToken(r, data.subarray(b * V, (b + 1) * V), o, rngs[b]);
       }
       if (results.every((r) => r.finished) || step === maxNew - 1) break;
       for (const m of mask) m.push(1);

@@ -22,7 +22,7 @@ import { Tensor } from "onnxruntime-node";
 import type { ModelProto } from "onnx-buf";
 import type { TokenPair } from "../batch.js";
 import { contextLength, type ModelConfig } from "../config.js";
-import { checkSampleOptions, drawToken, leftPadPrompts, logProbOf, rowRngs, type SampleOptions, type SampleResult } from "../sample.js";
+import { checkSampleOptions, leftPadPrompts, rowRngs, type SampleOptions, type SampleResult, takeToken } from "../sample.js";
 import type { Score } from "../score.js";
 import type { PolicyTokenizer } from "../tokenizer.js";
 import type { PolicyGraphKind } from "./blocks.js";
@@ -254,14 +254,8 @@ export class OrtPolicy {
         const keep: number[] = [];
         active.forEach((b, j) => {
           const r = results[b];
-          const row = logits.subarray(j * V, (j + 1) * V);
-          const token = drawToken(row, o.temperature, o.topK, o.topP, rngs[b]);
-          const lp = logProbOf(row, token);
-          r.tokenIds.push(token);
-          r.stepLogprobs.push(lp);
-          r.logprob += lp;
-          if (o.eosId !== undefined && token === o.eosId) r.finished = true;
-          else {
+          const token = takeToken(r, logits.subarray(j * V, (j + 1) * V), o, rngs[b]);
+          if (!r.finished) {
             keep.push(j);
             next.push(token);
           }
