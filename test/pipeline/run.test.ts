@@ -14,24 +14,34 @@ import { runSelfPlay } from "../../pipeline/run.js";
 import { initBackend } from "../../models/index.js";
 import { WORDS, writeTinyPolicy } from "../services/generator/fixtures.js";
 
+/** A fresh directory with a tiny policy (weights from `seed`, made after the backend is ready) and `prompts` as prompts.jsonl; outputs go to out/. */
+function tinyRun(prefix: string, seed: number, prompts: string[]): { policy: string; prompts: string; outDir: string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const policy = join(dir, "policy");
+  mkdirSync(policy);
+  writeTinyPolicy(policy, seed);
+  const promptsFile = join(dir, "prompts.jsonl");
+  writeFileSync(promptsFile, `${prompts.map((prompt) => JSON.stringify({ prompt })).join("\n")}\n`);
+  return { policy, prompts: promptsFile, outDir: join(dir, "out") };
+}
+
+/** A run's config: the tiny `policy` for generator (6 new tokens) and optimizer (adam, 1e-3, batches of 4, η 2), `oracle`, and `pipeline`. */
+function runConfig(policy: string, oracle: string, pipeline: Record<string, unknown>) {
+  return configSchema.parse({
+    server: { metricsPort: -1 },
+    generator: { modelDir: policy, sampling: { maxNewTokens: 6 } },
+    oracle: { backend: oracle },
+    optimizer: { modelDir: policy, learningRate: 1e-3, optimizer: "adam", batchSize: 4, eta: 2 },
+    pipeline,
+  });
+}
+
 describe("sppo run (embedded services)", () => {
   it("runs two iterations over gRPC and writes summary.json, metrics.jsonl, report.html and checkpoints/", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "sppo-run-"));
-    const policy = join(dir, "policy");
-    mkdirSync(policy);
     await initBackend("auto"); // the fixture makes tensors: the backend must be ready first
-    writeTinyPolicy(policy, 7);
-    const prompts = join(dir, "prompts.jsonl");
     const subjects = WORDS.filter((w) => !["the", "is", "a", "and", "me", "about", "tell"].includes(w));
-    writeFileSync(prompts, `${Array.from({ length: 26 }, (_, i) => JSON.stringify({ prompt: `tell me about the ${subjects[i % subjects.length]}` })).join("\n")}\n`);
-    const outDir = join(dir, "out");
-    const config = configSchema.parse({
-      server: { metricsPort: -1 },
-      generator: { modelDir: policy, sampling: { maxNewTokens: 6 } },
-      oracle: { backend: "synthetic-adjectives" },
-      optimizer: { modelDir: policy, learningRate: 1e-3, optimizer: "adam", batchSize: 4, eta: 2 },
-      pipeline: { prompts, iterations: 2, evalPrompts: 6, evalSamples: 1, samplesPerPrompt: 3, maxNewTokens: 6, telemetryPort: 0, progress: false },
-    });
+    const { policy, prompts, outDir } = tinyRun("sppo-run-", 7, Array.from({ length: 26 }, (_, i) => `tell me about the ${subjects[i % subjects.length]}`));
+    const config = runConfig(policy, "synthetic-adjectives", { prompts, iterations: 2, evalPrompts: 6, evalSamples: 1, samplesPerPrompt: 3, maxNewTokens: 6, telemetryPort: 0, progress: false });
 
     const watched: TelemetryEvent[] = [];
     let watching: Promise<void> | undefined;
@@ -87,30 +97,18 @@ describe("sppo run (embedded services)", () => {
 
   it("runs the comparison losses from the same base and reports the probe exploitability", async () => {
     await initBackend("auto");
-    const dir = mkdtempSync(join(tmpdir(), "sppo-run-compare-"));
-    const policy = join(dir, "policy");
-    mkdirSync(policy);
-    writeTinyPolicy(policy, 5);
-    const prompts = join(dir, "prompts.jsonl");
-    writeFileSync(prompts, `${Array.from({ length: 14 }, (_, i) => JSON.stringify({ prompt: `tell me about the ${i % 2 ? "cat" : "dog"}` })).join("\n")}\n`);
-    const outDir = join(dir, "out");
-    const config = configSchema.parse({
-      server: { metricsPort: -1 },
-      generator: { modelDir: policy, sampling: { maxNewTokens: 6 } },
-      oracle: { backend: "synthetic-intransitive" },
-      optimizer: { modelDir: policy, learningRate: 1e-3, optimizer: "adam", batchSize: 4, eta: 2 },
-      pipeline: {
-        prompts,
-        iterations: 1,
-        evalPrompts: 4,
-        evalSamples: 1,
-        samplesPerPrompt: 3,
-        maxNewTokens: 6,
-        telemetryPort: -1,
-        progress: false,
-        probes: ["the cat is kind", "the dog is fast", "the cat is dull"],
-        compareAlgorithms: ["dpo"],
-      },
+    const { policy, prompts, outDir } = tinyRun("sppo-run-compare-", 5, Array.from({ length: 14 }, (_, i) => `tell me about the ${i % 2 ? "cat" : "dog"}`));
+    const config = runConfig(policy, "synthetic-intransitive", {
+      prompts,
+      iterations: 1,
+      evalPrompts: 4,
+      evalSamples: 1,
+      samplesPerPrompt: 3,
+      maxNewTokens: 6,
+      telemetryPort: -1,
+      progress: false,
+      probes: ["the cat is kind", "the dog is fast", "the cat is dull"],
+      compareAlgorithms: ["dpo"],
     });
     const summary = await runSelfPlay({ config, outDir });
     assert.equal(summary.algorithm, "sppo");
