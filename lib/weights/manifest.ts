@@ -3,8 +3,8 @@
  * side that pulls them (the generator's LoadPolicy), so that both agree on names, order and hashes.
  *
  * The order is part of the contract (common.proto PolicyVersion.sha256): the Hugging Face model files first
- * (config.json, model.safetensors, tokenizer.json, tokenizer_config.json — the same order as
- * services/optimizer/files.ts `manifestOf`), then every other file sorted by name. The version's SHA-256 is the hash
+ * (config.json, model.safetensors, tokenizer.json, tokenizer_config.json; services/optimizer/files.ts `manifestOf`
+ * sorts with `manifestOrder` too), then every other file sorted by name. The version's SHA-256 is the hash
  * of the files' bytes concatenated in that order.
  */
 import { createHash, type Hash } from "node:crypto";
@@ -26,8 +26,11 @@ export const LEADING_FILES: readonly string[] = ["config.json", "model.safetenso
 
 const READ_BYTES = 1 << 20;
 
-/** Feeds the bytes of `path` into `hash`, 1 MiB at a time (a multi-GB file never sits in memory). */
-export async function hashInto(hash: Hash, path: string): Promise<void> {
+/**
+ * Feeds the bytes of `path` into `hash` — and into `also` when given, from the same read — 1 MiB at a time (a
+ * multi-GB file never sits in memory).
+ */
+export async function hashInto(hash: Hash, path: string, also?: Hash): Promise<void> {
   const handle = await open(path, "r");
   try {
     const buf = Buffer.allocUnsafe(READ_BYTES);
@@ -35,6 +38,7 @@ export async function hashInto(hash: Hash, path: string): Promise<void> {
       const { bytesRead } = await handle.read(buf, 0, READ_BYTES, null);
       if (bytesRead === 0) break;
       hash.update(buf.subarray(0, bytesRead));
+      also?.update(buf.subarray(0, bytesRead));
     }
   } finally {
     await handle.close();
@@ -89,18 +93,7 @@ export async function directoryManifest(dir: string, exclude: readonly string[] 
   for (const name of manifestOrder(names.filter((n) => !exclude.includes(n)))) {
     const path = join(dir, name);
     const one = createHash("sha256");
-    const handle = await open(path, "r");
-    try {
-      const buf = Buffer.allocUnsafe(READ_BYTES);
-      for (;;) {
-        const { bytesRead } = await handle.read(buf, 0, READ_BYTES, null);
-        if (bytesRead === 0) break;
-        one.update(buf.subarray(0, bytesRead));
-        whole.update(buf.subarray(0, bytesRead));
-      }
-    } finally {
-      await handle.close();
-    }
+    await hashInto(one, path, whole);
     files.push({ name, sizeBytes: (await stat(path)).size, sha256: one.digest("hex") });
   }
   return { files, sha256: whole.digest("hex") };

@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { manifestOrder } from "../../lib/weights/manifest.js";
 
 const CHUNK = 1 << 20;
 
@@ -50,9 +51,6 @@ export interface ManifestFile {
   sha256: string;
 }
 
-/** The model files every HF directory starts with, in the order manifests list them; other files follow, sorted. */
-const LEADING = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
-
 /**
  * Collects the regular files under `root/rel`. Symbolic links are neither files nor directories to a Dirent, so they
  * are never listed or followed: a manifest only covers what really lies inside the directory.
@@ -66,20 +64,15 @@ function walk(root: string, rel: string, out: string[]): void {
 }
 
 /**
- * The files of `dir` (recursively, minus `exclude`) with sizes and hashes: the HF model files first in LEADING
- * order, then the rest sorted by name. The order is part of the contract: PolicyVersion.sha256 is the hash of the
- * files' bytes concatenated in this order.
+ * The files of `dir` (recursively, minus `exclude`) with sizes and hashes, in lib/weights/manifest.ts's
+ * `manifestOrder`: the HF model files first (LEADING_FILES), then the rest sorted by name. The order is part of the
+ * contract: PolicyVersion.sha256 is the hash of the files' bytes concatenated in this order.
  */
 export function manifestOf(dir: string, exclude: readonly string[] = []): ManifestFile[] {
   const names: string[] = [];
   walk(dir, "", names);
   const kept = names.filter((n) => !exclude.includes(n) && !basename(n).startsWith("."));
-  const rank = (n: string) => {
-    const i = LEADING.indexOf(n);
-    return i === -1 ? LEADING.length : i;
-  };
-  kept.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
-  return kept.map((name) => {
+  return manifestOrder(kept).map((name) => {
     const path = join(dir, name);
     return { name, sizeBytes: statSync(path).size, sha256: sha256File(path) };
   });
