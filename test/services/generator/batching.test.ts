@@ -14,7 +14,7 @@ import { type GenerateResponse, GenerateRequestSchema } from "../../../gen/sppo/
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import { findOnnxLoader, loadEngine } from "../../../services/generator/engine.js";
 import { PolicyGenerator } from "../../../services/generator/generator.js";
-import { writeTinyPolicy } from "./fixtures.js";
+import { wrapEngine, writeTinyPolicy } from "./fixtures.js";
 
 type GenInit = MessageInitShape<typeof GenerateRequestSchema>;
 
@@ -36,19 +36,12 @@ async function withGenerator<T>(engine: "onnx" | "tfjs", fn: (g: PolicyGenerator
     generator: generatorConfigSchema.parse({ modelDir: dir, engine, tfjsBackend: "cpu", maxSamples: 8, maxBatch: 32 }),
     engineLoader: async (d, options) => {
       const inner = await loadEngine(engine, d, options);
-      return {
-        name: inner.name,
-        contextLength: inner.contextLength,
-        vocabSize: inner.vocabSize,
-        family: inner.family,
-        parameters: inner.parameters,
+      return wrapEngine(inner, {
         sample(promptIds, o) {
           runs.push(promptIds.length);
           return inner.sample(promptIds, o);
         },
-        score: (pairs, o) => inner.score(pairs, o),
-        dispose: () => inner.dispose(),
-      };
+      });
     },
   });
   try {

@@ -105,6 +105,20 @@ export function serveFakeOptimizer(published: ReadonlyMap<number, string>, hooks
   ]);
 }
 
+/** `inner` with its sample and score runs replaced by `runs` where given (each defaults to `inner`'s own). */
+export function wrapEngine(inner: PolicyEngine, runs: Partial<Pick<PolicyEngine, "sample" | "score">>): PolicyEngine {
+  return {
+    name: inner.name,
+    contextLength: inner.contextLength,
+    vocabSize: inner.vocabSize,
+    family: inner.family,
+    parameters: inner.parameters,
+    sample: runs.sample ?? ((promptIds, o) => inner.sample(promptIds, o)),
+    score: runs.score ?? ((pairs, o) => inner.score(pairs, o)),
+    dispose: () => inner.dispose(),
+  };
+}
+
 /** Counts engine runs and can hold them until released, so tests see queueing and batching deterministically. */
 export class EngineProbe {
   sampleCalls: number[][][] = [];
@@ -134,12 +148,7 @@ export class EngineProbe {
     return async (dir, options) => {
       const inner: PolicyEngine = await loadTfjsEngine(dir, { ...options, tfjsBackend: "cpu" });
       const probe = this;
-      return {
-        name: inner.name,
-        contextLength: inner.contextLength,
-        vocabSize: inner.vocabSize,
-        family: inner.family,
-        parameters: inner.parameters,
+      return wrapEngine(inner, {
         async sample(promptIds, o) {
           probe.sampleCalls.push(promptIds);
           if (probe.gate) {
@@ -156,8 +165,7 @@ export class EngineProbe {
           }
           return inner.score(pairs, o);
         },
-        dispose: () => inner.dispose(),
-      };
+      });
     };
   }
 }
