@@ -6,8 +6,8 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { loadConfig } from "../../lib/config/load.js";
-import { initBackend, loadModel, sampleText, type TextSample } from "../../models/index.js";
-import { createOrtPolicy, sampleTextOnnx } from "../../models/onnx/index.js";
+import { initBackend, type LoadedModel, loadModel, sampleText, type TextSample } from "../../models/index.js";
+import { createOrtPolicy, type OrtPolicy, type PolicyOperation, sampleTextOnnx } from "../../models/onnx/index.js";
 
 /** Commander parser for a number within [min, max] (integers when `integer`), naming the flag on error. */
 export function numberIn(flag: string, min: number, max: number, integer = false): (value: string) => number {
@@ -25,59 +25,93 @@ export const engineOption = () =>
 
 export const backendOption = () => new Option("--backend <name>", "tfjs backend (default: config engine.backend, auto)").choices(["auto", "tensorflow", "wasm", "cpu"]);
 
-interface SampleFlags {
+/** The flags `sppo sample` and `sppo score` share: which policy, on which engine, and how to print. */
+export interface PolicyFlags {
   model?: string;
   prompt: string;
-  k: number;
-  seed: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  maxNewTokens: number;
   backend?: "auto" | "tensorflow" | "wasm" | "cpu";
   engine: "onnx" | "tfjs";
   config?: string;
   json?: boolean;
 }
 
-export function register(program: Command): void {
-  program
-    .command("sample")
-    .description("sample responses to a prompt from a policy model directory (onnxruntime or tfjs engine)")
+/** Adds --model and --prompt, the first options of `sppo sample` and `sppo score`. */
+export function addModelOptions(command: Command): Command {
+  return command
     .option("--model <dir>", "model directory (default: config engine.modelDir, assets/policy)")
-    .requiredOption("--prompt <text>", "the user prompt (rendered through the chat template when the model has one)")
+    .requiredOption("--prompt <text>", "the user prompt (rendered through the chat template when the model has one)");
+}
+
+/** Adds --engine, --backend, --config and --json, the last options of `sppo sample` and `sppo score`. */
+export function addEngineOptions(command: Command): Command {
+  return command
+    .addOption(engineOption())
+    .addOption(backendOption())
+    .option("--config <file>", "YAML or JSON config file")
+    .option("--json", "print one JSON object");
+}
+
+/** What a command does with the loaded policy; `engine` is the engine's name as printed. */
+export interface PolicyUse {
+  onnx(policy: OrtPolicy, engine: string): Promise<void>;
+  tfjs(loaded: LoadedModel, engine: string): void;
+}
+
+/**
+ * Loads the policy `flags` name (--model, else the config's engine.modelDir) on the engine --engine picks — on
+ * onnxruntime with the config's engine.onnx options and the sessions `prepare` names (its default when undefined), on
+ * tfjs with the backend --backend or the config picks — runs `use` on it and disposes of it, also when `use` throws.
+ */
+export async function withPolicy(flags: PolicyFlags, prepare: readonly PolicyOperation[] | undefined, use: PolicyUse): Promise<void> {
+  const config = loadConfig({ file: flags.config, overrides: { engine: { backend: flags.backend } } });
+  if (flags.engine === "onnx") {
+    const policy = await createOrtPolicy(flags.model ?? config.engine.modelDir, prepare === undefined ? config.engine.onnx : { ...config.engine.onnx, prepare });
+    try {
+      await use.onnx(policy, policy.name);
+    } finally {
+      await policy.dispose();
+    }
+    return;
+  }
+  const backend = await initBackend(config.engine.backend);
+  const loaded = loadModel(flags.model ?? config.engine.modelDir);
+  try {
+    use.tfjs(loaded, `tfjs/${backend.name}`);
+  } finally {
+    loaded.model.dispose();
+  }
+}
+
+interface SampleFlags extends PolicyFlags {
+  k: number;
+  seed: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  maxNewTokens: number;
+}
+
+export function register(program: Command): void {
+  const command = addModelOptions(program.command("sample").description("sample responses to a prompt from a policy model directory (onnxruntime or tfjs engine)"))
     .option("-k, --k <n>", "responses to sample", numberIn("-k", 1, 4096, true), 1)
     .option("--seed <s>", "seed of the sampler", numberIn("--seed", 0, Number.MAX_SAFE_INTEGER, true), 0)
     .option("--temperature <t>", "softmax temperature (0 = greedy)", numberIn("--temperature", 0, 100), 1)
     .option("--top-p <p>", "nucleus mass in (0, 1]", numberIn("--top-p", Number.MIN_VALUE, 1), 1)
     .option("--top-k <k>", "keep the k most likely tokens (0 = off)", numberIn("--top-k", 0, 1e9, true), 0)
-    .option("--max-new-tokens <n>", "most tokens per response, EOS included", numberIn("--max-new-tokens", 1, 1e6, true), 64)
-    .addOption(engineOption())
-    .addOption(backendOption())
-    .option("--config <file>", "YAML or JSON config file")
-    .option("--json", "print one JSON object")
-    .action(async (flags: SampleFlags) => {
-      const config = loadConfig({ file: flags.config, overrides: { engine: { backend: flags.backend } } });
-      const options = { k: flags.k, seed: flags.seed, temperature: flags.temperature, topP: flags.topP, topK: flags.topK, maxNewTokens: flags.maxNewTokens };
-      if (flags.engine === "onnx") {
-        const policy = await createOrtPolicy(flags.model ?? config.engine.modelDir, config.engine.onnx);
-        try {
-          const [samples] = await sampleTextOnnx(policy, [flags.prompt], options);
-          printSamples(flags, policy.name, samples);
-        } finally {
-          await policy.dispose();
-        }
-        return;
-      }
-      const backend = await initBackend(config.engine.backend);
-      const loaded = loadModel(flags.model ?? config.engine.modelDir);
-      try {
+    .option("--max-new-tokens <n>", "most tokens per response, EOS included", numberIn("--max-new-tokens", 1, 1e6, true), 64);
+  addEngineOptions(command).action(async (flags: SampleFlags) => {
+    const options = { k: flags.k, seed: flags.seed, temperature: flags.temperature, topP: flags.topP, topK: flags.topK, maxNewTokens: flags.maxNewTokens };
+    await withPolicy(flags, undefined, {
+      async onnx(policy, engine) {
+        const [samples] = await sampleTextOnnx(policy, [flags.prompt], options);
+        printSamples(flags, engine, samples);
+      },
+      tfjs(loaded, engine) {
         const [samples] = sampleText(loaded, [flags.prompt], options);
-        printSamples(flags, `tfjs/${backend.name}`, samples);
-      } finally {
-        loaded.model.dispose();
-      }
+        printSamples(flags, engine, samples);
+      },
     });
+  });
 }
 
 function printSamples(flags: SampleFlags, engine: string, samples: TextSample[]): void {
