@@ -27,6 +27,30 @@ export interface TokenBatch {
   dispose(): void;
 }
 
+/** Writable (B, L) arrays of a right-padded batch: plain or typed arrays. */
+export interface PaddedRows {
+  ids: { [i: number]: number };
+  mask: { [i: number]: number };
+  targets: { [i: number]: number };
+  responseMask: { [i: number]: number };
+}
+
+/**
+ * Writes `prompt` + `response` into row `b` of right-padded (B, L) arrays (padding positions are left as they are):
+ * ids and a mask of 1, targets[t] = ids[t + 1], and responseMask 1 where t + 1 is a response token (the positions
+ * whose targets are scored). Shared by makeBatch and models/onnx's scoring.
+ */
+export function writePairRow(rows: PaddedRows, L: number, b: number, prompt: readonly number[], response: readonly number[]): void {
+  const { ids, mask, targets, responseMask } = rows;
+  const seq = [...prompt, ...response];
+  for (let t = 0; t < seq.length; t++) {
+    ids[b * L + t] = seq[t];
+    mask[b * L + t] = 1;
+    if (t + 1 < seq.length) targets[b * L + t] = seq[t + 1];
+    if (t + 1 >= prompt.length && t + 1 < seq.length) responseMask[b * L + t] = 1;
+  }
+}
+
 /** Builds a right-padded batch. Every prompt needs at least one token (the response is predicted from it). */
 export function makeBatch(pairs: TokenPair[], padId = 0): TokenBatch {
   if (pairs.length === 0) throw new RangeError("makeBatch: no pairs");
@@ -38,13 +62,7 @@ export function makeBatch(pairs: TokenPair[], padId = 0): TokenBatch {
   const respMask = new Float32Array(B * L);
   pairs.forEach(({ prompt, response }, b) => {
     if (prompt.length === 0) throw new RangeError(`makeBatch: pair ${b} has an empty prompt (prepend BOS)`);
-    const seq = [...prompt, ...response];
-    for (let t = 0; t < seq.length; t++) {
-      ids[b * L + t] = seq[t];
-      mask[b * L + t] = 1;
-      if (t + 1 < seq.length) targets[b * L + t] = seq[t + 1];
-      if (t + 1 >= prompt.length && t + 1 < seq.length) respMask[b * L + t] = 1;
-    }
+    writePairRow({ ids, mask, targets, responseMask: respMask }, L, b, prompt, response);
   });
   const batch = {
     ids: tf.tensor2d(ids, [B, L], "int32"),

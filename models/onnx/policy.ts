@@ -20,7 +20,7 @@
 import type * as ort from "onnxruntime-node";
 import { Tensor } from "onnxruntime-node";
 import type { ModelProto } from "onnx-buf";
-import type { TokenPair } from "../batch.js";
+import { type TokenPair, writePairRow } from "../batch.js";
 import { contextLength, type ModelConfig } from "../config.js";
 import { checkSampleOptions, leftPadPrompts, rowRngs, type SampleOptions, type SampleResult, takeToken } from "../sample.js";
 import type { Score } from "../score.js";
@@ -319,21 +319,13 @@ export class OrtPolicy {
         const rows = order.slice(start, start + batchSize);
         const B = rows.length;
         const L = Math.max(...rows.map(length));
-        // Right padding, as models/batch.ts's makeBatch: targets[t] = ids[t + 1], scored where t + 1 is a response token.
+        // Right padding, rows written as models/batch.ts's makeBatch writes them (writePairRow): targets[t] = ids[t + 1],
+        // scored where t + 1 is a response token.
         const ids = new Array<number>(B * L).fill(padId);
         const mask = new Array<number>(B * L).fill(0);
         const targets = new Array<number>(B * L).fill(0);
         const respMask = new Float32Array(B * L);
-        rows.forEach((i, b) => {
-          const { prompt, response } = pairs[i];
-          const seq = [...prompt, ...response];
-          for (let t = 0; t < seq.length; t++) {
-            ids[b * L + t] = seq[t];
-            mask[b * L + t] = 1;
-            if (t + 1 < seq.length) targets[b * L + t] = seq[t + 1];
-            if (t + 1 >= prompt.length && t + 1 < seq.length) respMask[b * L + t] = 1;
-          }
-        });
+        rows.forEach((i, b) => writePairRow({ ids, mask, targets, responseMask: respMask }, L, b, pairs[i].prompt, pairs[i].response));
         const result = await session.run({
           input_ids: int64(ids, [B, L]),
           attention_mask: int64(mask, [B, L]),
