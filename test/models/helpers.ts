@@ -9,6 +9,19 @@ export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures"
 /** Every backend present: wasm and cpu always, native tensorflow where tfjs-node(-gpu) is installed and loads. */
 export const BACKENDS: BackendName[] = (await initBackend("auto")).name === "tensorflow" ? ["tensorflow", "wasm", "cpu"] : ["wasm", "cpu"];
 
+/**
+ * Per-row seeds of a batch that holds one request (seed 42, K = 3: streams 0, 1, 2 at rows 1, 2 and 4) between rows
+ * of other requests (seed 5, and seed 2^40 + 9).
+ */
+export const MIXED_ROWS: readonly { seed: number; stream: number }[] = [
+  { seed: 5, stream: 0 },
+  { seed: 42, stream: 0 },
+  { seed: 42, stream: 1 },
+  { seed: 5, stream: 1 },
+  { seed: 42, stream: 2 },
+  { seed: 2 ** 40 + 9, stream: 0 },
+];
+
 export interface Expected {
   ids: number[][];
   shape: [number, number, number];

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend, loadModel, sampleIds, scorePairs } from "../../models/index.js";
-import { BACKENDS, FIXTURES } from "./helpers.js";
+import { BACKENDS, FIXTURES, MIXED_ROWS } from "./helpers.js";
 
 const PROMPTS = [[0, 5, 17], [0, 33, 2, 2, 50, 7], [0, 9]];
 
@@ -39,14 +39,7 @@ for (const backend of BACKENDS) {
         // A request (seed 42, K = 3) of the middle-length prompt, alone: rows use streams 0, 1, 2 of seed 42.
         const alone = sampleIds(model, [PROMPTS[0], PROMPTS[0], PROMPTS[0]], { ...options, seed: 42 });
         // The same request between rows of other requests (longer and shorter prompts, other seeds).
-        const rows = [
-          { seed: 5, stream: 0 },
-          { seed: 42, stream: 0 },
-          { seed: 42, stream: 1 },
-          { seed: 5, stream: 1 },
-          { seed: 42, stream: 2 },
-          { seed: 2 ** 40 + 9, stream: 0 },
-        ];
+        const rows = MIXED_ROWS;
         const batched = sampleIds(model, [PROMPTS[1], PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2]], { ...options, seed: 0, rows });
         [1, 2, 4].forEach((b, i) => {
           assert.deepEqual(batched[b].tokenIds, alone[i].tokenIds, `stream ${i}: tokens`);

@@ -20,7 +20,7 @@ import {
   scorePairs,
 } from "../../../models/index.js";
 import { createOrtPolicy, loadOnnxEngine, type OrtPolicy } from "../../../models/onnx/index.js";
-import { FIXTURES } from "../helpers.js";
+import { FIXTURES, MIXED_ROWS } from "../helpers.js";
 import { randomWeights } from "./helpers.js";
 
 const TOL = 1e-4;
@@ -74,14 +74,7 @@ for (const family of ["gpt2", "llama"]) {
     it("per-row seeds (rows): a request batched with others draws as alone, and as tfjs does", async () => {
       const options = { maxNewTokens: 10, temperature: 0.9, eosId: 3 };
       const alone = await policy.sample([PROMPTS[0], PROMPTS[0], PROMPTS[0]], { ...options, seed: 42 });
-      const rows = [
-        { seed: 5, stream: 0 },
-        { seed: 42, stream: 0 },
-        { seed: 42, stream: 1 },
-        { seed: 5, stream: 1 },
-        { seed: 42, stream: 2 },
-        { seed: 2 ** 40 + 9, stream: 0 },
-      ];
+      const rows = MIXED_ROWS;
       const prompts = [PROMPTS[2], PROMPTS[0], PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[4]];
       const batched = await sameSamples(loaded.model, policy, prompts, { ...options, seed: 0, rows });
       const got = await policy.sample(prompts, { ...options, seed: 0, rows });
