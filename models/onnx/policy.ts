@@ -325,7 +325,7 @@ export class OrtPolicy {
         const mask = new Array<number>(B * L).fill(0);
         const targets = new Array<number>(B * L).fill(0);
         const respMask = new Float32Array(B * L);
-        rows.forEach((i, b) => writePairRow({ ids, mask, targets, responseMask: respMask }, L, b, pairs[i].prompt, pairs[i].response));
+        for (const [b, i] of rows.entries()) writePairRow({ ids, mask, targets, responseMask: respMask }, L, b, pairs[i].prompt, pairs[i].response);
         const result = await session.run({
           input_ids: int64(ids, [B, L]),
           attention_mask: int64(mask, [B, L]),
