@@ -7,6 +7,11 @@
  * - "synthetic-intransitive": the adjective groups form the cycle GOOD ≻ NEUTRAL ≻ BAD ≻ GOOD (CYCLE). With c_y the
  *   group counts of y and n_y their sum, P_ij = σ(strength · c_iᵀ M c_j / (n_i n_j)), M the antisymmetric cycle
  *   matrix (M[a][a+1] = 1, M[a+1][a] = −1). "kind" ≻ "big" ≻ "rude" ≻ "kind": no Bradley-Terry model represents it.
+ *   A response naming no adjective abstains from the game; it loses to any response that names one with margin
+ *   ABSTAIN_MARGIN (and ties with another abstention). Were it to tie with everything, as a margin of 0 would make it,
+ *   "say no adjective" would be an equilibrium of the game (nothing beats it) that a policy could learn instead of the
+ *   cycle's mixture; losing makes abstention strictly dominated, so every equilibrium leaves it out
+ *   (test/services/oracle/oracle.test.ts solves the judge's game on its responses).
  */
 import { BAD, CYCLE, GOOD, SUBJECTS } from "../../scripts/default-task/language.js";
 import { bradleyTerryMatrix, type Comparison, matrixFromUpper, type Oracle, type OracleDescription, sigmoid } from "./oracle.js";
@@ -42,11 +47,17 @@ export function cycleCounts(text: string): [number, number, number] {
   return counts;
 }
 
-/** c_iᵀ M c_j / (n_i n_j) for the cycle matrix M; 0 when either side names no adjective. */
+/** How much a response naming any adjective beats one naming none: as much as one cycle group beats the next. */
+export const ABSTAIN_MARGIN = 1;
+
+/**
+ * c_iᵀ M c_j / (n_i n_j) for the cycle matrix M. A side naming no adjective loses by ABSTAIN_MARGIN to one that
+ * names some; two such sides tie.
+ */
 export function cycleMargin(a: readonly number[], b: readonly number[]): number {
   const na = a[0] + a[1] + a[2];
   const nb = b[0] + b[1] + b[2];
-  if (na === 0 || nb === 0) return 0;
+  if (na === 0 || nb === 0) return na === nb ? 0 : na === 0 ? -ABSTAIN_MARGIN : ABSTAIN_MARGIN;
   let margin = 0;
   for (let g = 0; g < 3; g++) {
     margin += a[g] * b[(g + 1) % 3]; // g beats the next group

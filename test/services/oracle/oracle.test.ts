@@ -14,7 +14,8 @@ import {
   sigmoid,
   validateComparison,
 } from "../../../services/oracle/oracle.js";
-import { cycleMargin, SyntheticOracle } from "../../../services/oracle/synthetic.js";
+import { ABSTAIN_MARGIN, cycleMargin, SyntheticOracle } from "../../../services/oracle/synthetic.js";
+import { defaultEta, exploitability, parsePreferenceGame, runExactSppo } from "../../../lib/sppo/nash.js";
 
 const rejectsWith = (code: Code, pattern: RegExp) => (err: unknown) => {
   assert.ok(err instanceof RpcError, `expected an RpcError, got ${err}`);
@@ -92,7 +93,36 @@ describe("synthetic judges", () => {
     assert.equal(cycleMargin([2, 0, 0], [0, 1, 1]), 0);
     // a = {GOOD: 1}, b = {NEUTRAL: 3, BAD: 1}: +3 − 1 = 2, / (1·4)
     assert.equal(cycleMargin([1, 0, 0], [0, 3, 1]), 0.5);
-    assert.equal(cycleMargin([0, 0, 0], [1, 0, 0]), 0);
+    // No adjective: loses to any response that names one, ties with another abstention.
+    assert.equal(cycleMargin([0, 0, 0], [1, 0, 0]), -ABSTAIN_MARGIN);
+    assert.equal(cycleMargin([0, 2, 1], [0, 0, 0]), ABSTAIN_MARGIN);
+    assert.equal(cycleMargin([0, 0, 0], [0, 0, 0]), 0);
+  });
+
+  it("synthetic-intransitive: abstaining (no adjective) is not an equilibrium of the judge's game", async () => {
+    // The tabular game the judge defines on a prompt's responses: one per cycle group, a balanced mix, a skewed mix,
+    // and two abstentions.
+    const actions = ["the cat is kind.", "the cat is big.", "the cat is rude.", "the cat is kind, big and rude.", "the cat is kind and big.", "the cat.", "it is a cat."];
+    const abstain = 5;
+    const { matrix } = await checkedOracle(new SyntheticOracle("synthetic-intransitive", 8, 2)).compare("describe the cat.", actions);
+    const game = parsePreferenceGame({ actions, P: matrix }, "the judge's game");
+    const pure = (i: number) => actions.map((_, j) => (j === i ? 1 : 0));
+    // Against a policy that always abstains, any adjective wins with σ(2 · 1): exploitability σ(2) − ½ ≈ 0.38,
+    // where a tie with everything would have made it 0 (an equilibrium).
+    assert.ok(Math.abs(exploitability(game.P, pure(abstain)) - (sigmoid(2 * ABSTAIN_MARGIN) - 0.5)) < 1e-12);
+    assert.ok(Math.abs(exploitability(game.P, pure(abstain + 1)) - (sigmoid(2) - 0.5)) < 1e-12);
+    // Strictly dominated: the uniform mix of the three groups does better than abstaining against every response,
+    // so no equilibrium plays it.
+    const mix = [1 / 3, 1 / 3, 1 / 3, 0, 0, 0, 0];
+    for (let j = 0; j < actions.length; j++) {
+      const mixAgainst = mix.reduce((acc, w, i) => acc + w * game.P[i][j], 0);
+      assert.ok(mixAgainst > game.P[abstain][j] + 0.1, `mix vs ${actions[j]}: ${mixAgainst} against abstaining's ${game.P[abstain][j]}`);
+    }
+    // The cycle's mix is an equilibrium (nothing beats it), and SPPO's exact update finds one without abstaining.
+    assert.ok(Math.abs(exploitability(game.P, mix)) < 1e-12);
+    const run = runExactSppo(game, { iterations: 2000, eta: defaultEta(actions.length, 2000) });
+    assert.ok(run.exploitability < 0.02, `exploitability of SPPO's average policy: ${run.exploitability}`);
+    assert.ok(run.averagePolicy[abstain] + run.averagePolicy[abstain + 1] < 0.01, `abstaining keeps ${run.averagePolicy[abstain]} + ${run.averagePolicy[abstain + 1]}`);
   });
 
   it("synthetic-adjectives: GOOD − BAD + on-subject, Bradley-Terry", async () => {
