@@ -5,6 +5,7 @@
 import { Command } from "commander";
 import { ConfigError } from "../lib/config/load.js";
 import * as compare from "./commands/compare.js";
+import * as compareRuns from "./commands/compare-runs.js";
 import * as exportCommand from "./commands/export.js";
 import * as nash from "./commands/nash.js";
 import * as sample from "./commands/sample.js";
@@ -17,7 +18,7 @@ const program = new Command("sppo")
   .description("Self-Play Preference Optimization: generator, preference oracle and optimizer services and the self-play loop")
   .showHelpAfterError();
 
-for (const command of [run, watch, serve, nash, sample, score, compare, exportCommand]) command.register(program);
+for (const command of [run, compareRuns, watch, serve, nash, sample, score, compare, exportCommand]) command.register(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -34,7 +34,7 @@ export interface RunStateFile {
 
 /** Settings that only change how a run is operated (ports, progress, paths, threads), not its results. */
 const OPERATIONAL = {
-  pipeline: new Set(["progress", "telemetryPort", "streamsPerService", "reconnectTimeoutMs", "generateConcurrency", "compareConcurrency", "schedule"]),
+  pipeline: new Set(["progress", "telemetryPort", "streamsPerService", "reconnectTimeoutMs", "generateConcurrency", "compareConcurrency", "schedule", "compareSeeds"]),
   optimizer: new Set(["checkpointDir", "policyDir", "checkpointEverySteps", "keepCheckpoints", "resume", "backend", "trainInWorker", "runId"]),
 };
 
@@ -80,8 +80,11 @@ export function readRunState(outDir: string): RunStateFile {
   return state;
 }
 
-/** Refuses to resume when a setting that decides the results differs; names every such field. */
-export function checkSameSettings(state: RunStateFile, config: Config, outDir: string): void {
+/**
+ * Refuses to resume when a setting that decides the results differs; names every such field. `what` starts the
+ * message. @default `--resume <outDir>`
+ */
+export function checkSameSettings(state: RunStateFile, config: Config, outDir: string, what = `--resume ${outDir}`): void {
   const now = runSettings(config);
   const changed: string[] = [];
   for (const section of ["pipeline", "optimizer", "oracle"] as const) {
@@ -92,7 +95,7 @@ export function checkSameSettings(state: RunStateFile, config: Config, outDir: s
     }
   }
   if (changed.length > 0) {
-    throw userError(`--resume ${outDir}: the configuration changed since the run started, so its results would mix two runs:\n  ${changed.join("\n  ")}`);
+    throw userError(`${what}: the configuration changed since the run started, so its results would mix two runs:\n  ${changed.join("\n  ")}`);
   }
 }
 

@@ -3,6 +3,9 @@ import { z } from "zod";
 /** Losses of the optimizer (lib/sppo/losses.ts): DESIGN §2. */
 export const OPTIMIZER_ALGORITHMS = ["sppo", "sppo_hard", "dpo", "ipo"] as const;
 
+/** One of the losses the optimizer trains with. */
+export type OptimizerAlgorithm = (typeof OPTIMIZER_ALGORITHMS)[number];
+
 /** Paper β = 1e-3, i.e. η = 1/β = 1000. */
 export const DEFAULT_ETA = 1000;
 

@@ -54,6 +54,9 @@ export const pipelineConfigSchema = z
     /** Other losses run from the same base policy on the same prompts and seeds, for comparison (embedded services
      * only): each writes into <out>/<algorithm>/, and summary.json and report.html show them side by side. @default [] */
     compareAlgorithms: z.array(z.enum(["sppo", "sppo_hard", "dpo", "ipo"])).default([]),
+    /** Seeds of `sppo compare-runs` (its --seeds): seed s runs with pipeline.seed + s and optimizer.seed + s,
+     * s = 0..N−1. @default 5 */
+    compareSeeds: z.number().int().min(1).max(1000).default(5),
     /** Show progress bars on a terminal. @default true */
     progress: z.boolean().default(true),
   })

@@ -3,38 +3,15 @@
  * files and their fields, and the live telemetry stream. Run: node --import tsx --test test/pipeline/run.test.ts
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Telemetry, type TelemetryEvent } from "../../gen/sppo/v1/telemetry_pb.js";
-import { configSchema } from "../../lib/config/schema.js";
 import { createClient } from "../../lib/grpc/client.js";
 import { runSelfPlay } from "../../pipeline/run.js";
 import { initBackend } from "../../models/index.js";
-import { WORDS, writeTinyPolicy } from "../services/generator/fixtures.js";
-
-/** A fresh directory with a tiny policy (weights from `seed`, made after the backend is ready) and `prompts` as prompts.jsonl; outputs go to out/. */
-function tinyRun(prefix: string, seed: number, prompts: string[]): { policy: string; prompts: string; outDir: string } {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  const policy = join(dir, "policy");
-  mkdirSync(policy);
-  writeTinyPolicy(policy, seed);
-  const promptsFile = join(dir, "prompts.jsonl");
-  writeFileSync(promptsFile, `${prompts.map((prompt) => JSON.stringify({ prompt })).join("\n")}\n`);
-  return { policy, prompts: promptsFile, outDir: join(dir, "out") };
-}
-
-/** A run's config: the tiny `policy` for generator (6 new tokens) and optimizer (adam, 1e-3, batches of 4, η 2), `oracle`, and `pipeline`. */
-function runConfig(policy: string, oracle: string, pipeline: Record<string, unknown>) {
-  return configSchema.parse({
-    server: { metricsPort: -1 },
-    generator: { modelDir: policy, sampling: { maxNewTokens: 6 } },
-    oracle: { backend: oracle },
-    optimizer: { modelDir: policy, learningRate: 1e-3, optimizer: "adam", batchSize: 4, eta: 2 },
-    pipeline,
-  });
-}
+import { WORDS } from "../services/generator/fixtures.js";
+import { runConfig, tinyRun } from "./fixtures.js";
 
 describe("sppo run (embedded services)", () => {
   it("runs two iterations over gRPC and writes summary.json, metrics.jsonl, report.html and checkpoints/", async () => {
