@@ -4,7 +4,8 @@
  * Generate and Score are bidi streams: every request is answered by exactly one response carrying its request_id,
  * in the order answers finish (not the order of requests). A bad request — or one refused because the generator is
  * overloaded (RESOURCE_EXHAUSTED) — gets a response with `error` set and the stream keeps going. A stream with
- * `maxInFlightPerStream` unanswered requests is not read further until one is answered (backpressure on the client).
+ * `maxInFlightPerStream` unanswered requests is not read further until one is answered (backpressure on the client;
+ * lib/grpc/answer-each.ts).
  *
  * `sppo serve generator` uses `createGeneratorService(config)`; tests and other programs serve it the same way:
  *   const { implementation, close } = await createGeneratorService(config);
@@ -24,84 +25,10 @@ import {
 import type { EngineConfig } from "../../lib/config/engine.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
 import type { ClientConfig } from "../../lib/config/server.js";
+import { answerEach } from "../../lib/grpc/answer-each.js";
 import type { HandlerContext, ServiceImplementation } from "../../lib/grpc/index.js";
 import type { EngineLoader } from "./engine.js";
 import { PolicyGenerator } from "./generator.js";
-
-/**
- * Answers each request of `requests` with `answer` (which never throws), concurrently, yielding responses as they
- * finish. At most `maxInFlight` answers are pending; reading resumes when one finishes. Ends when the input has ended
- * and every answer went out, or at once when the call is cancelled.
- */
-async function* answerEach<Req, Res>(
-  requests: AsyncIterable<Req>,
-  context: HandlerContext,
-  maxInFlight: number,
-  answer: (request: Req) => Promise<Res>,
-): AsyncGenerator<Res> {
-  const ready: Res[] = [];
-  let wake: (() => void) | undefined;
-  let inFlight = 0;
-  let inputDone = false;
-  let inputError: { error: unknown } | undefined;
-  let resumeReading: (() => void) | undefined;
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  const onAbort = () => notify();
-  context.signal.addEventListener("abort", onAbort, { once: true });
-  const reader = (async () => {
-    try {
-      for await (const request of requests) {
-        if (context.signal.aborted) break;
-        inFlight++;
-        void answer(request).then(
-          (response) => {
-            inFlight--;
-            ready.push(response);
-            resumeReading?.();
-            notify();
-          },
-          (err: unknown) => {
-            // `answer` turns failures into responses; a throw here is a bug, and it ends the call (never a hang).
-            inFlight--;
-            inputError ??= { error: err };
-            resumeReading?.();
-            notify();
-          },
-        );
-        while (inFlight >= maxInFlight && !context.signal.aborted) {
-          await new Promise<void>((resolve) => {
-            resumeReading = resolve;
-          });
-          resumeReading = undefined;
-        }
-      }
-    } catch (err) {
-      inputError = { error: err };
-    } finally {
-      inputDone = true;
-      notify();
-    }
-  })();
-  try {
-    for (;;) {
-      while (ready.length > 0) yield ready.shift() as Res;
-      if (context.signal.aborted) return;
-      if (inputError) throw inputError.error;
-      if (inputDone && inFlight === 0) return;
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-      });
-    }
-  } finally {
-    context.signal.removeEventListener("abort", onAbort);
-    resumeReading?.();
-    void reader;
-  }
-}
 
 /** The sppo.v1.Generator implementation over `generator`. */
 export function generatorImplementation(generator: PolicyGenerator, config: Pick<GeneratorConfig, "maxInFlightPerStream">): ServiceImplementation<typeof Generator> {

@@ -13,20 +13,29 @@
  * alternative, scores s_i = mean_j (C_ij − C_ji) re-expanded as σ(s_i − s_j), can be computed from this matrix
  * (C_ij − C_ji = 2·logit(P_ij)), so it is left to the pipeline.
  *
- * Rows of concurrent requests share ONNX runs through the Batcher.
+ * Rows of concurrent requests share ONNX runs through lib/streams/batcher.ts (one job per row: any rows may share a
+ * run, and a request larger than maxBatch spans several).
  */
 import { basename } from "node:path";
-import { Batcher, type BatcherOptions } from "./batcher.js";
+import { Batcher, type BatcherOptions } from "../../lib/streams/batcher.js";
 import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDir, runRows, type TokenRow } from "./model-dir.js";
 import { type Comparison, matrixFromUpper, type Oracle, type OracleDescription, sigmoid } from "./oracle.js";
 import type { TokenEncoder } from "./token-encoder.js";
+
+/** How rows of concurrent requests share ONNX runs (config oracle.batching). */
+export type OracleBatching = Pick<BatcherOptions<TokenRow>, "maxBatch" | "maxWaitMs" | "maxConcurrentRuns">;
+
+/** The batcher of an ONNX oracle: one job per row, every row compatible with every other. */
+export function rowBatcher(run: (rows: TokenRow[]) => Promise<number[]>, batching: OracleBatching): Batcher<TokenRow, number> {
+  return new Batcher(run, { ...batching, name: "oracle" });
+}
 
 export interface OnnxOracleOptions {
   /** The model directory. */
   modelDir: string;
   /** Largest K accepted. */
   maxCandidates: number;
-  batching: BatcherOptions;
+  batching: OracleBatching;
   /** onnxruntime threads; 0 lets it choose. */
   intraOpThreads: number;
   /** Run the session in a worker thread. @default true */
@@ -82,10 +91,10 @@ export class PairwiseOnnxOracle implements Oracle {
     readonly encoder: TokenEncoder,
     readonly config: ModelDirConfig,
     private readonly description: OracleDescription,
-    batching: BatcherOptions,
+    batching: OracleBatching,
   ) {
     const padId = padIdOf(config, encoder);
-    this.batcher = new Batcher((rows) => runRows(loaded, rows, padId), batching);
+    this.batcher = rowBatcher((rows) => runRows(loaded, rows, padId), batching);
   }
 
   /** Loads and checks the model directory (see model-dir.ts); fails with FAILED_PRECONDITION naming the problem. */
@@ -106,7 +115,7 @@ export class PairwiseOnnxOracle implements Oracle {
 
   async compare(prompt: string, candidates: readonly string[]): Promise<Comparison> {
     const { rows, pairs, truncatedTexts } = pairwiseRows(this.encoder, this.config, prompt, candidates);
-    const logits = await this.batcher.submit(rows);
+    const logits = await this.batcher.submitAll(rows);
     const k = candidates.length;
     const logit = Array.from({ length: k }, () => new Array<number>(k).fill(0));
     for (const [r, [i, j]] of pairs.entries()) logit[i][j] = logits[r];

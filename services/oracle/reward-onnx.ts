@@ -7,10 +7,10 @@
  * pairwise = false).
  */
 import { basename } from "node:path";
-import { Batcher } from "./batcher.js";
+import type { Batcher } from "../../lib/streams/batcher.js";
 import { type LoadedSession, loadOracleSession, type ModelDirConfig, readModelDir, runRows, type TokenRow } from "./model-dir.js";
 import { bradleyTerryMatrix, type Comparison, type Oracle, type OracleDescription } from "./oracle.js";
-import { type OnnxOracleOptions, padIdOf } from "./pairwise-onnx.js";
+import { type OnnxOracleOptions, padIdOf, rowBatcher } from "./pairwise-onnx.js";
 import type { TokenEncoder } from "./token-encoder.js";
 
 /** Token ids of the K reward rows of one request, with its truncation count. */
@@ -37,7 +37,7 @@ export class RewardOnnxOracle implements Oracle {
     options: OnnxOracleOptions,
   ) {
     const padId = padIdOf(config, encoder);
-    this.batcher = new Batcher((rows) => runRows(loaded, rows, padId), options.batching);
+    this.batcher = rowBatcher((rows) => runRows(loaded, rows, padId), options.batching);
   }
 
   static async load(options: OnnxOracleOptions): Promise<RewardOnnxOracle> {
@@ -55,7 +55,7 @@ export class RewardOnnxOracle implements Oracle {
 
   async compare(prompt: string, candidates: readonly string[]): Promise<Comparison> {
     const { rows, truncatedTexts } = rewardRows(this.encoder, this.config, prompt, candidates);
-    const rewards = await this.batcher.submit(rows);
+    const rewards = await this.batcher.submitAll(rows);
     return { matrix: bradleyTerryMatrix(rewards), truncatedTexts };
   }
 

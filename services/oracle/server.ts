@@ -16,9 +16,10 @@ import { type CompareRequest, type CompareResponse, CompareResponseSchema, Descr
 import type { OracleConfig } from "../../lib/config/oracle.js";
 import type { ClientConfig } from "../../lib/config/server.js";
 import { Code, RpcError } from "../../lib/errors.js";
+import { answerEach } from "../../lib/grpc/answer-each.js";
 import type { HandlerContext, ServiceImplementation } from "../../lib/grpc/index.js";
 import { log } from "../../lib/log.js";
-import { AsyncQueue } from "../../lib/streams/async-queue.js";
+import { AdmissionLimit } from "../../lib/streams/admission.js";
 import { createOracle } from "./create-oracle.js";
 import { type Oracle, validateComparison } from "./oracle.js";
 
@@ -50,73 +51,26 @@ export async function answer(oracle: Oracle, request: CompareRequest): Promise<C
 /**
  * The PreferenceOracle implementation over `oracle`. At most `maxQueuedRequests` requests, over all streams, wait
  * or run at once; a request beyond that is answered RESOURCE_EXHAUSTED at once (the stream goes on), so overload
- * does not grow memory or latency without bound.
+ * does not grow memory or latency without bound. Each stream is answered through lib/grpc/answer-each.ts.
  */
 export function oracleImplementation(oracle: Oracle, options: { maxQueuedRequests?: number } = {}): ServiceImplementation<typeof PreferenceOracle> {
-  const maxQueued = options.maxQueuedRequests ?? Number.POSITIVE_INFINITY;
-  let queued = 0;
+  const admission = new AdmissionLimit({ limit: options.maxQueuedRequests ?? Number.POSITIVE_INFINITY, name: "oracle", setting: "oracle.maxQueuedRequests" });
+  const admitted = async (request: CompareRequest): Promise<CompareResponse> => {
+    try {
+      admission.take();
+    } catch (err) {
+      const refusal = RpcError.from(err);
+      return create(CompareResponseSchema, { requestId: request.requestId, k: request.candidates.length, error: create(StatusSchema, { code: refusal.code, message: refusal.message }) });
+    }
+    try {
+      return await answer(oracle, request);
+    } finally {
+      admission.release();
+    }
+  };
   return {
-    async *compare(requests: AsyncIterable<CompareRequest>, context: HandlerContext) {
-      const out = new AsyncQueue<CompareResponse>();
-      let inFlight = 0;
-      let inputDone = false;
-      let resume: (() => void) | undefined;
-      const finishIfDone = () => {
-        if (inputDone && inFlight === 0) out.end();
-      };
-      // A cancelled call stops waiting for answers at once.
-      const onAbort = () => out.end();
-      context.signal.addEventListener("abort", onAbort, { once: true });
-      // Reads requests while the generator below writes responses; each request is answered on its own.
-      const iterator = requests[Symbol.asyncIterator]();
-      let inputEnded = false;
-      void (async () => {
-        try {
-          while (!context.signal.aborted) {
-            const next = await iterator.next();
-            if (next.done) break;
-            if (queued >= maxQueued) {
-              out.push(
-                create(CompareResponseSchema, {
-                  requestId: next.value.requestId,
-                  k: next.value.candidates.length,
-                  error: create(StatusSchema, {
-                    code: Code.RESOURCE_EXHAUSTED,
-                    message: `oracle: ${queued} requests are already queued (oracle.maxQueuedRequests); retry later`,
-                  }),
-                }),
-              );
-              continue;
-            }
-            inFlight++;
-            queued++;
-            void answer(oracle, next.value).then((response) => {
-              inFlight--;
-              queued--;
-              out.push(response);
-              resume?.();
-              finishIfDone();
-            });
-            if (inFlight >= MAX_IN_FLIGHT_PER_STREAM) await new Promise<void>((r) => (resume = r));
-            resume = undefined;
-          }
-          inputEnded = true;
-          inputDone = true;
-          finishIfDone();
-        } catch (err) {
-          inputEnded = true;
-          out.fail(err);
-        }
-      })();
-      try {
-        yield* out;
-      } finally {
-        inputDone = true;
-        context.signal.removeEventListener("abort", onAbort);
-        resume?.();
-        // Answers are no longer wanted (cancelled or failed): stop reading the request stream too.
-        if (!inputEnded) void iterator.return?.()?.catch(() => {});
-      }
+    compare(requests: AsyncIterable<CompareRequest>, context: HandlerContext): AsyncIterable<CompareResponse> {
+      return answerEach(requests, context, MAX_IN_FLIGHT_PER_STREAM, admitted);
     },
     async describe() {
       return create(DescribeResponseSchema, oracle.describe());
