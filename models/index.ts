@@ -13,6 +13,9 @@
  * Train:        `sequenceLogProbs(model, makeBatch(pairs)) → tf.Tensor1D [B]` (differentiable),
  *               `valueAndGrads(model, () => loss)`, `clipGradNorm`, `new Adam()/new RMSprop()` with
  *               `.apply(model.params, grads, lr)`, `.state()`/`optimizerFromState()`, `warmupLinearSchedule`.
+ * Train step:   `tfjsStep.step(model, optimizer, groups, settings)` → `{ loss, logprobs, gradNorm }` (the pure step of
+ *               preference training: layout, loss, micro-batches, clipping, update); `dataParallelStep()` the same
+ *               over worker threads. Both implement `TrainStep`, the seam for other engines.
  * 2 cores:      `DataParallel.create(model, { threads })` → `.logProbs(pairs)`, `.weightedLogProbGrads(pairs, w)`
  *               (∇ Σ w_b log π(y_b|x_b) summed over worker-thread shards; w = ∂loss/∂logp chains any loss).
  * Raw weights:  `model.params` (tf.Variable by HF name), `modelTensors(model)`, `modelFromTensors(config, tensors)`.
@@ -27,6 +30,7 @@ export { createModel, type LoadedModel, loadModel, modelFromTensors, modelTensor
 export { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
 export { type CausalLM, disposeCache, type ForwardOptions, type ForwardOutput, type KVCache } from "./model.js";
 export { DataParallel, type DataParallelOptions } from "./parallel.js";
+export { dataParallelStep } from "./parallel-step.js";
 export { createRng, type Rng } from "./prng.js";
 export { ModelFormatError, parseSafetensors, type RawTensor, readSafetensors, serializeSafetensors, writeSafetensors } from "./safetensors.js";
 export { drawToken, type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
@@ -34,3 +38,17 @@ export { type Score, scorePairs, sequenceLogProbs } from "./score.js";
 export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js";
 export { type ChatMessage, PolicyTokenizer, wordTokenizerJson } from "./tokenizer.js";
 export { Adam, type AdamOptions, clipGradNorm, type NamedGrads, type Optimizer, type OptimizerState, optimizerFromState, RMSprop, type RMSpropOptions, valueAndGrads, warmupLinearSchedule } from "./train.js";
+export {
+  accumulateGrads,
+  applyGrads,
+  type MicroBatch,
+  type StepResult,
+  type StepSample,
+  type StepSettings,
+  stepLayout,
+  stepPadId,
+  stepPairs,
+  type TrainStep,
+  tfjsStep,
+  tfjsTrainStep,
+} from "./train-step.js";

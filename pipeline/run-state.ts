@@ -7,8 +7,9 @@
  *  - checkpoints/ and policies/: the embedded optimizer's state, which it resumes from.
  * No secret is written: tokens stay in the environment or their files.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../lib/atomic.js";
 import { OPTIMIZER_ALGORITHMS } from "../lib/config/optimizer.js";
 import type { Config } from "../lib/config/schema.js";
 import { userError } from "../lib/errors.js";
@@ -51,17 +52,10 @@ export function runSettings(config: Config): Record<string, unknown> {
   };
 }
 
-/** Writes a file atomically (temporary file, then rename), so readers never see half of it. */
-export function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 export function writeRunState(outDir: string, invocation: RunInvocation, config: Config): void {
   mkdirSync(outDir, { recursive: true });
   const state: RunStateFile = { format: 1, startedAt: new Date().toISOString(), invocation, settings: runSettings(config) };
-  writeAtomic(join(outDir, "run.json"), `${JSON.stringify(state, null, 2)}\n`);
+  writeFileAtomic(join(outDir, "run.json"), `${JSON.stringify(state, null, 2)}\n`);
 }
 
 /** Reads DIR/run.json; the error says what is missing or damaged. */

@@ -10,6 +10,7 @@ import { Generator } from "../gen/sppo/v1/generator_pb.js";
 import { Algorithm, Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { RunState, Telemetry, TelemetryEventSchema } from "../gen/sppo/v1/telemetry_pb.js";
+import { writeFileAtomic } from "../lib/atomic.js";
 import type { Config } from "../lib/config/schema.js";
 import { createClient } from "../lib/grpc/client.js";
 import { createInProcessClient } from "../lib/grpc/in-process.js";
@@ -18,7 +19,7 @@ import { userError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
 import { type IterationResult, runLoop } from "./loop.js";
-import { finishedIterations, prepareFreshOutDir, type RunInvocation, writeAtomic, writeRunState } from "./run-state.js";
+import { finishedIterations, prepareFreshOutDir, type RunInvocation, writeRunState } from "./run-state.js";
 import { showProgress } from "./progress.js";
 import { loadPrompts, splitPrompts } from "./prompts.js";
 import { renderReport } from "./report.js";
@@ -82,12 +83,12 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
   }
   const summary = { ...main, comparison };
   const outDir = resolve(options.outDir);
-  writeAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary, null, 2)}\n`);
+  writeFileAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary, null, 2)}\n`);
   const events = readFileSync(join(outDir, "metrics.jsonl"), "utf8")
     .split("\n")
     .filter((line) => line.trim() !== "")
     .map((line) => fromJsonString(TelemetryEventSchema, line));
-  writeAtomic(
+  writeFileAtomic(
     join(outDir, "report.html"),
     renderReport({ title: `SPPO run — ${main.algorithm} against ${others.join(", ")}`, algorithm: main.algorithm, iterations: main.iterations, events, comparison }),
   );
@@ -187,8 +188,8 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
         seconds: (Date.now() - started) / 1000,
       });
       const writeOutputs = () => {
-        writeAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary(), null, 2)}\n`);
-        writeAtomic(join(outDir, "report.html"), renderReport({ title: `SPPO run — ${config.optimizer.algorithm}`, algorithm: config.optimizer.algorithm, iterations, events: hub.history }));
+        writeFileAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary(), null, 2)}\n`);
+        writeFileAtomic(join(outDir, "report.html"), renderReport({ title: `SPPO run — ${config.optimizer.algorithm}`, algorithm: config.optimizer.algorithm, iterations, events: hub.history }));
       };
       await runLoop({
         config: pipeline,

@@ -1,14 +1,19 @@
 /**
- * The file list of a policy version, shared by the side that serves weights (the optimizer's GetWeights) and the
- * side that pulls them (the generator's LoadPolicy), so that both agree on names, order and hashes.
+ * The one manifest hashing: the file list of a model directory (a policy version, a checkpoint), in the order that is
+ * part of the contract, with each file's size and SHA-256, and the version checksum over them. Shared by the side that
+ * serves weights (the optimizer's GetWeights), the side that pulls them (the generator's LoadPolicy) and the
+ * optimizer's checkpoints, so that all agree on names, order and hashes. Each function comes in two flavours over the
+ * same listing and byte feeding: asynchronous (`directoryManifest`, for services whose event loop must stay free) and
+ * synchronous (`directoryManifestSync`, for the trainer, which blocks on its steps anyway).
  *
- * The order is part of the contract (common.proto PolicyVersion.sha256): the Hugging Face model files first
- * (config.json, model.safetensors, tokenizer.json, tokenizer_config.json; services/optimizer/files.ts `manifestOf`
- * sorts with `manifestOrder` too), then every other file sorted by name. The version's SHA-256 is the hash
- * of the files' bytes concatenated in that order.
+ * The order (common.proto PolicyVersion.sha256): the Hugging Face model files first (config.json, model.safetensors,
+ * tokenizer.json, tokenizer_config.json), then every other file sorted by name. Hidden files and folders (any segment
+ * starting with ".": temporaries, editor files) and symbolic links are never part of a manifest. The version's
+ * SHA-256 is the hash of the files' bytes concatenated in that order.
  */
 import { createHash, type Hash } from "node:crypto";
-import { open, readdir, stat } from "node:fs/promises";
+import { closeSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { open, stat } from "node:fs/promises";
 import { basename, isAbsolute, join } from "node:path";
 import { confinedPath } from "../paths.js";
 
@@ -45,6 +50,27 @@ export async function hashInto(hash: Hash, path: string, also?: Hash): Promise<v
   }
 }
 
+/** `hashInto`, synchronously. */
+export function hashIntoSync(hash: Hash, path: string, also?: Hash): void {
+  const fd = openSync(path, "r");
+  try {
+    const buf = Buffer.allocUnsafe(READ_BYTES);
+    for (;;) {
+      const bytesRead = readSync(fd, buf, 0, READ_BYTES, null);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      also?.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Hex SHA-256 of bytes in memory (a manifest's text). */
+export function sha256Bytes(data: Uint8Array | string): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
 /** Hex SHA-256 of one file. */
 export async function sha256OfFile(path: string): Promise<string> {
   const hash = createHash("sha256");
@@ -63,11 +89,30 @@ export async function versionSha256(dir: string, files: readonly Pick<WeightFile
   return hash.digest("hex");
 }
 
-async function walk(root: string, rel: string, out: string[]): Promise<void> {
-  for (const entry of await readdir(join(root, rel), { withFileTypes: true })) {
-    if (entry.name.startsWith(".")) continue; // temporaries and editor files are never part of a version
+/** `sha256OfFile`, synchronously. */
+export function sha256OfFileSync(path: string): string {
+  const hash = createHash("sha256");
+  hashIntoSync(hash, path);
+  return hash.digest("hex");
+}
+
+/** Hex SHA-256 of the concatenated bytes of `paths`, in order (what a client hashing a GetWeights stream computes). */
+export function sha256Concat(paths: readonly string[]): string {
+  const hash = createHash("sha256");
+  for (const path of paths) hashIntoSync(hash, path);
+  return hash.digest("hex");
+}
+
+/**
+ * Collects the regular files under `root/rel`. Hidden entries are skipped, and symbolic links are neither files nor
+ * directories to a Dirent, so they are never listed or followed: a manifest only covers what really lies inside.
+ * (Listing a model directory is a handful of readdir calls: one synchronous walk serves both flavours.)
+ */
+function walk(root: string, rel: string, out: string[]): void {
+  for (const entry of readdirSync(join(root, rel), { withFileTypes: true })) {
+    if (entry.name.startsWith(".")) continue;
     const name = rel ? `${rel}/${entry.name}` : entry.name;
-    if (entry.isDirectory()) await walk(root, name, out);
+    if (entry.isDirectory()) walk(root, name, out);
     else if (entry.isFile()) out.push(name);
   }
 }
@@ -81,22 +126,49 @@ export function manifestOrder(names: readonly string[]): string[] {
   return [...names].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/**
- * The files of the model directory `dir` (recursively; hidden files and `exclude` left out) in manifest order, with
- * sizes and hashes, and the version checksum over them.
- */
-export async function directoryManifest(dir: string, exclude: readonly string[] = []): Promise<{ files: WeightFile[]; sha256: string }> {
+/** The names a manifest of `dir` lists (recursively; hidden entries, links and `exclude` left out), in manifest order. */
+export function manifestNames(dir: string, exclude: readonly string[] = []): string[] {
   const names: string[] = [];
-  await walk(dir, "", names);
+  walk(dir, "", names);
+  return manifestOrder(names.filter((n) => !exclude.includes(n)));
+}
+
+/** A directory's manifest: its files with sizes and hashes, and the version checksum over them. */
+export interface DirectoryManifest {
+  files: WeightFile[];
+  sha256: string;
+}
+
+/**
+ * The files of the model directory `dir` in manifest order (see `manifestNames`), with sizes and hashes, and the
+ * version checksum over them; each file is read once, feeding both hashes.
+ */
+export async function directoryManifest(dir: string, exclude: readonly string[] = []): Promise<DirectoryManifest> {
   const files: WeightFile[] = [];
   const whole = createHash("sha256");
-  for (const name of manifestOrder(names.filter((n) => !exclude.includes(n)))) {
+  for (const name of manifestNames(dir, exclude)) {
     const path = join(dir, name);
     const one = createHash("sha256");
     await hashInto(one, path, whole);
     files.push({ name, sizeBytes: (await stat(path)).size, sha256: one.digest("hex") });
   }
   return { files, sha256: whole.digest("hex") };
+}
+
+/**
+ * `directoryManifest`, synchronously. With `versionHash` false the checksum over all files is skipped (`sha256` is
+ * ""): a checkpoint's manifest needs the files' hashes only.
+ */
+export function directoryManifestSync(dir: string, exclude: readonly string[] = [], versionHash = true): DirectoryManifest {
+  const files: WeightFile[] = [];
+  const whole = versionHash ? createHash("sha256") : undefined;
+  for (const name of manifestNames(dir, exclude)) {
+    const path = join(dir, name);
+    const one = createHash("sha256");
+    hashIntoSync(one, path, whole);
+    files.push({ name, sizeBytes: statSync(path).size, sha256: one.digest("hex") });
+  }
+  return { files, sha256: whole?.digest("hex") ?? "" };
 }
 
 /**

@@ -8,17 +8,19 @@
  *                             optimizer kind/step/hyper-parameters
  *   manifest.json             every file above with its size and SHA-256
  *   manifest.sha256           SHA-256 of manifest.json (the Checkpoint.sha256 the service reports)
- * The directory is written atomically (files.ts `writeDirAtomic`), and `readCheckpoint` verifies every hash before
+ * The directory is written atomically (lib/atomic.ts `writeDirAtomic`), and `readCheckpoint` verifies every hash before
  * anything is used: a damaged checkpoint fails with the file named and is skipped in favour of an older one. Every
  * name manifest.json lists, and every file read, must stay inside the checkpoint's directory (lib/paths.ts; symbolic
  * links leading out included): a manifest naming `../x` is damaged too, so nothing outside is ever hashed or loaded.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeDirAtomic } from "../../lib/atomic.js";
+import { log } from "../../lib/log.js";
 import { confinedPath, UnsafePathError } from "../../lib/paths.js";
+import { directoryManifestSync, manifestNames, sha256Bytes, sha256OfFileSync, type WeightFile } from "../../lib/weights/manifest.js";
 import type { CausalLM, OptimizerState, PolicyTokenizer, RawTensor } from "../../models/index.js";
 import { readSafetensors, saveModel, writeSafetensors } from "../../models/index.js";
-import { type ManifestFile, manifestOf, sha256Bytes, sha256File, writeDirAtomic } from "./files.js";
 
 /** A checkpoint that is missing, unreadable or does not match its manifest. */
 export class CheckpointError extends Error {
@@ -68,7 +70,7 @@ export function writeCheckpoint<T>(root: string, iteration: number, step: number
       writeSafetensors(join(tmp, "optimizer.safetensors"), tensors, { format: "sppo-optimizer" });
     }
     writeFileSync(join(tmp, "trainer.json"), `${JSON.stringify({ format: 1, iteration, step, optimizer: optimizerMeta, trainer: payload.trainer })}\n`);
-    const manifest = manifestOf(tmp);
+    const manifest = directoryManifestSync(tmp, [], false).files;
     const manifestText = `${JSON.stringify({ files: manifest }, null, 1)}\n`;
     writeFileSync(join(tmp, "manifest.json"), manifestText);
     sha256 = sha256Bytes(manifestText);
@@ -87,8 +89,8 @@ function inside(dir: string, name: string, what: string): string {
   }
 }
 
-function isManifestFile(f: unknown): f is ManifestFile {
-  return typeof f === "object" && f !== null && typeof (f as ManifestFile).name === "string" && typeof (f as ManifestFile).sha256 === "string";
+function isManifestFile(f: unknown): f is WeightFile {
+  return typeof f === "object" && f !== null && typeof (f as WeightFile).name === "string" && typeof (f as WeightFile).sha256 === "string";
 }
 
 /**
@@ -110,7 +112,7 @@ export function verifyCheckpoint(dir: string): string {
     throw new CheckpointError(`${manifestPath}: not valid JSON (${(err as Error).message})`);
   }
   if (!Array.isArray(listing)) throw new CheckpointError(`${manifestPath}: field files is not a list`);
-  const files = listing.map((f: unknown, i): ManifestFile => {
+  const files = listing.map((f: unknown, i): WeightFile => {
     if (!isManifestFile(f)) throw new CheckpointError(`${manifestPath}: files[${i}] is not a {name, sha256} entry`);
     return f;
   });
@@ -119,14 +121,14 @@ export function verifyCheckpoint(dir: string): string {
   for (const [i, f] of files.entries()) {
     const path = paths[i];
     if (!existsSync(path)) throw new CheckpointError(`${path}: listed in the manifest but missing`);
-    const actual = sha256File(path);
+    const actual = sha256OfFileSync(path);
     if (actual !== f.sha256) throw new CheckpointError(`${path}: SHA-256 ${actual} does not match the manifest's ${f.sha256}`);
   }
   const listed = new Set(files.map((f) => f.name));
-  for (const f of manifestOf(dir, ["manifest.json", "manifest.sha256"])) {
-    if (!listed.has(f.name)) throw new CheckpointError(`${join(dir, f.name)}: not listed in the manifest`);
+  for (const name of manifestNames(dir, ["manifest.json", "manifest.sha256"])) {
+    if (!listed.has(name)) throw new CheckpointError(`${join(dir, name)}: not listed in the manifest`);
   }
-  // manifestOf skips symbolic links; writeCheckpoint never makes one, so any link here (e.g. model/tokenizer.json
+  // A manifest skips symbolic links; writeCheckpoint never makes one, so any link here (e.g. model/tokenizer.json
   // pointing elsewhere, which loadModel would read) was put in afterwards.
   const link = findLink(dir);
   if (link) throw new CheckpointError(`${link}: a symbolic link (a checkpoint holds only the files it was written with)`);
@@ -211,4 +213,22 @@ export function listCheckpoints(root: string): CheckpointEntry[] {
     });
   }
   return out.sort((a, b) => (a.name < b.name ? 1 : a.name > b.name ? -1 : 0));
+}
+
+/** The newest checkpoint under `root` that verifies and reads; damaged ones are skipped with a warning. */
+export function newestValidCheckpoint<T>(root: string): LoadedCheckpoint<T> | undefined {
+  for (const entry of listCheckpoints(root)) {
+    try {
+      return readCheckpoint<T>(entry.dir);
+    } catch (err) {
+      if (!(err instanceof CheckpointError)) throw err;
+      log.warn({ checkpoint: entry.dir, err: err.message }, "skipping a damaged checkpoint");
+    }
+  }
+  return undefined;
+}
+
+/** Removes the checkpoints under `root` beyond the newest `keep`. */
+export function pruneCheckpoints(root: string, keep: number): void {
+  for (const old of listCheckpoints(root).slice(keep)) rmSync(old.dir, { recursive: true, force: true });
 }

@@ -3,6 +3,8 @@
  * trainer core for tests and tools, and the checkpoint format.
  */
 export { CheckpointError, type CheckpointEntry, listCheckpoints, readCheckpoint, verifyCheckpoint, writeCheckpoint } from "./checkpoint.js";
+export { type IterationParams, resolveParams } from "./params.js";
 export { createOptimizerService, type OptimizerServiceConfig, optimizerImplementation } from "./server.js";
-export { type IterationParams, resolveParams, Trainer, type TrainerOptions, type VersionFiles } from "./trainer.js";
+export { Trainer, type TrainerOptions } from "./trainer.js";
 export { inProcessTrainer, startTrainerWorker, type TrainerApi } from "./trainer-api.js";
+export type { VersionFiles } from "./versions.js";

@@ -17,7 +17,8 @@ import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { Code, RpcError } from "../../lib/errors.js";
 import { directoryManifest } from "../../lib/weights/index.js";
 import { type CheckpointEntry, listCheckpoints } from "./checkpoint.js";
-import type { Trainer, VersionFiles } from "./trainer.js";
+import type { Trainer } from "./trainer.js";
+import type { VersionFiles } from "./versions.js";
 
 /** What the Optimizer service needs of a trainer. */
 export interface TrainerApi {
@@ -31,15 +32,29 @@ export interface TrainerApi {
   close(): Promise<void>;
 }
 
+/**
+ * Runs calls one at a time, in order: an engine that steps asynchronously must not see a checkpoint (or the next
+ * request) start in the middle of a step.
+ */
+export function serialized(): <T>(work: () => T | Promise<T>) => Promise<T> {
+  let tail: Promise<unknown> = Promise.resolve();
+  return <T>(work: () => T | Promise<T>) => {
+    const run = tail.then(work);
+    tail = run.catch(() => {});
+    return run;
+  };
+}
+
 /** A trainer in this thread. */
 export function inProcessTrainer(trainer: Trainer): TrainerApi {
+  const serial = serialized();
   return {
-    handle: async (request) => trainer.handle(request),
+    handle: (request) => serial(() => trainer.handleAsync(request)),
     listVersions: async () => trainer.listVersions(),
     versionFiles: async (version) => trainer.versionFiles(version),
-    saveCheckpoint: async () => trainer.saveCheckpoint(),
+    saveCheckpoint: () => serial(() => trainer.saveCheckpoint()),
     listCheckpoints: async () => trainer.listCheckpoints(),
-    close: async () => trainer.dispose(),
+    close: () => serial(() => trainer.dispose()),
   };
 }
 

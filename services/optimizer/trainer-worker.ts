@@ -1,7 +1,8 @@
 /**
  * The optimizer's trainer in a worker thread (started by trainer-api.ts `startTrainerWorker` through
  * trainer-worker.mjs): initialises the tfjs backend, opens the trainer, says hello, then serves requests one at a
- * time, in order. Never imported by the main thread.
+ * time, in order (a step the engine answers asynchronously finishes before the next request starts). Never imported by
+ * the main thread.
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { parentPort, workerData } from "node:worker_threads";
@@ -12,7 +13,7 @@ import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { RpcError } from "../../lib/errors.js";
 import { initBackend } from "../../models/index.js";
 import { Trainer } from "./trainer.js";
-import type { WorkerHello, WorkerReply, WorkerRequest, WorkerVersions } from "./trainer-api.js";
+import { serialized, type WorkerHello, type WorkerReply, type WorkerRequest, type WorkerVersions } from "./trainer-api.js";
 
 const port = parentPort;
 if (!port) throw new Error("trainer-worker.ts runs in a worker thread only");
@@ -34,13 +35,16 @@ try {
   process.exit(1);
 }
 
-port.on("message", (msg: WorkerRequest) => {
+const serial = serialized();
+port.on("message", (msg: WorkerRequest) => serial(() => answer(msg)).then((reply) => port.postMessage(reply)));
+
+async function answer(msg: WorkerRequest): Promise<WorkerReply> {
   let reply: WorkerReply;
   try {
     let value: unknown;
     switch (msg.op) {
       case "handle":
-        value = trainer.handle(fromBinary(TrainRequestSchema, msg.request)).map((e) => toBinary(TelemetryEventSchema, e));
+        value = (await trainer.handleAsync(fromBinary(TrainRequestSchema, msg.request))).map((e) => toBinary(TelemetryEventSchema, e));
         break;
       case "saveCheckpoint": {
         const saved = trainer.saveCheckpoint();
@@ -56,5 +60,5 @@ port.on("message", (msg: WorkerRequest) => {
   } catch (err) {
     reply = { id: msg.id, error: errorOf(err), versions: versions() };
   }
-  port.postMessage(reply);
-});
+  return reply;
+}

@@ -14,7 +14,7 @@ import { FileChunkSchema, type GetWeightsResponse, GetWeightsResponseSchema, Opt
 import { Code, RpcError } from "../../../lib/errors.js";
 import { mount, type RunningServer } from "../../../lib/grpc/serve.js";
 import { unimplemented } from "../../../lib/grpc/unimplemented.js";
-import { directoryManifest, manifestOrder, pullWeights, receiveWeights, unsafeFileName, weightStream } from "../../../lib/weights/index.js";
+import { directoryManifest, directoryManifestSync, manifestOrder, sha256Concat, pullWeights, receiveWeights, unsafeFileName, weightStream } from "../../../lib/weights/index.js";
 import { serveForTest } from "../grpc/harness.js";
 
 const sha = (data: Uint8Array | string) => createHash("sha256").update(data).digest("hex");
@@ -87,12 +87,12 @@ describe("directoryManifest", () => {
     assert.equal(sha256, sha(Buffer.concat(files.map((f) => contents.get(f.name) as Buffer))));
   });
 
-  test("agrees with the optimizer's own manifest (services/optimizer/files.ts): same order, same version hash", async () => {
-    const { manifestOf, sha256Concat } = await import("../../../services/optimizer/files.js");
-    const theirs = manifestOf(source);
+  test("the synchronous flavour (the optimizer's) agrees: same files, same order, same version hash", async () => {
+    const sync = directoryManifestSync(source);
     const ours = await directoryManifest(source);
-    assert.deepEqual(ours.files, theirs);
-    assert.equal(ours.sha256, sha256Concat(theirs.map((f) => join(source, f.name))));
+    assert.deepEqual(ours, sync);
+    assert.equal(ours.sha256, sha256Concat(sync.files.map((f) => join(source, f.name))));
+    assert.deepEqual(directoryManifestSync(source, [], false), { files: sync.files, sha256: "" });
   });
 
   test("manifestOrder and unsafeFileName", () => {
