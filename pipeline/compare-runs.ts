@@ -15,6 +15,7 @@ import { join, resolve } from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
 import { Generator, type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse, PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
+import { writeFileAtomic } from "../lib/atomic.js";
 import type { OptimizerAlgorithm } from "../lib/config/optimizer.js";
 import type { Config } from "../lib/config/schema.js";
 import { type Client, createClient } from "../lib/grpc/client.js";
@@ -30,7 +31,7 @@ import type { IterationResult } from "./loop.js";
 import { createMultiplexer, type Multiplexer } from "./multiplexer.js";
 import { loadPrompts, splitPrompts } from "./prompts.js";
 import { runSelfPlay } from "./run.js";
-import { checkSameSettings, finishedIterations, readRunState, type RunInvocation, unfinishedRun, writeAtomic } from "./run-state.js";
+import { checkSameSettings, finishedIterations, readRunState, type RunInvocation, unfinishedRun } from "./run-state.js";
 import { type SeedSummary, seedSummary } from "./seed-summary.js";
 
 export interface CompareRunsOptions {
@@ -153,8 +154,8 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
     iterations,
     seconds: (Date.now() - started) / 1000,
   };
-  writeAtomic(join(outDir, "comparison.json"), `${JSON.stringify(comparison, null, 2)}\n`);
-  writeAtomic(join(outDir, "comparison.html"), renderComparison(comparison));
+  writeFileAtomic(join(outDir, "comparison.json"), `${JSON.stringify(comparison, null, 2)}\n`);
+  writeFileAtomic(join(outDir, "comparison.html"), renderComparison(comparison));
   return comparison;
 }
 
