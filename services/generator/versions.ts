@@ -26,10 +26,11 @@
  * another checksum stops taking requests at once; its running requests finish first.
  */
 import { create } from "@bufbuild/protobuf";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type PolicyVersion, PolicyVersionSchema } from "../../gen/sppo/v1/common_pb.js";
+import { removeStaleTemps } from "../../lib/atomic.js";
 import type { EngineConfig } from "../../lib/config/engine.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
 import type { ClientConfig } from "../../lib/config/server.js";
@@ -79,14 +80,6 @@ export interface LoadResult {
   policy: PolicyVersion;
   /** Seconds spent pulling and loading (≈ 0 when the version was already held). */
   loadSeconds: number;
-}
-
-/** Removes the `.tmp-*` folders an interrupted pull left in `dir` (lib/weights publishes by renaming them). */
-function removeStaleTemps(dir: string): void {
-  if (!existsSync(dir)) return;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    if (entry.isDirectory() && entry.name.startsWith(".tmp-")) rmSync(join(dir, entry.name), { recursive: true, force: true });
-  }
 }
 
 /** Opens the model directory `dir` as version `info` (its engine per the options). */
