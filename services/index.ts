@@ -31,7 +31,8 @@ export const serviceFactories: Record<ServiceName, (config: Config) => Promise<S
     return { services: [mount(PreferenceOracle, implementation)], close };
   },
   optimizer: async (config) => {
-    const { implementation, close } = await createOptimizerService({ optimizer: config.optimizer });
+    // The server's message limit caps GetWeights chunks.
+    const { implementation, close } = await createOptimizerService({ optimizer: config.optimizer, server: config.server });
     return { services: [mount(Optimizer, implementation)], close };
   },
 };

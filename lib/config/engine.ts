@@ -1,6 +1,6 @@
 import { z } from "zod";
 
-/** onnxruntime session options of the onnx engine (models/onnx/session.ts). */
+/** onnxruntime session options of every onnx policy engine: the generator's and `sppo sample`/`sppo score`'s (models/onnx/session.ts). */
 const onnxEngineConfigSchema = z
   .object({
     /** Threads of one onnxruntime run; 0 lets onnxruntime choose (one per physical core). @default 0 */
@@ -17,9 +17,11 @@ const onnxEngineConfigSchema = z
   })
   .strict();
 
-const ONNX_DEFAULTS = { intraOpThreads: 0, graphOptimizationLevel: "all" as const, executionProviders: ["auto" as const], allowSpinning: false };
-
-/** The tfjs policy engine (models/): which backend, which default model, how large its batches are. */
+/**
+ * The policy engines, read by every part that runs a policy for inference: the generator service (its onnx and tfjs
+ * engines; generator.tfjsBackend and generator.onnxThreads override backend and onnx.intraOpThreads for it) and
+ * `sppo sample` / `sppo score`.
+ */
 export const engineConfigSchema = z
   .object({
     /** tfjs backend: "auto" = native tensorflow (tfjs-node-gpu / tfjs-node) → wasm → cpu. @default "auto" */
@@ -28,8 +30,8 @@ export const engineConfigSchema = z
     modelDir: z.string().min(1).default("assets/policy"),
     /** Rows per forward pass when scoring (padding is masked; larger uses more memory). @default 16 */
     scoreBatchSize: z.number().int().min(1).max(4096).default(16),
-    /** onnxruntime sessions of models/onnx (the default engine of `sppo sample` / `sppo score`). */
-    onnx: onnxEngineConfigSchema.default(ONNX_DEFAULTS),
+    /** onnxruntime sessions of models/onnx (the generator's default engine, and that of `sppo sample` / `sppo score`). */
+    onnx: onnxEngineConfigSchema.prefault({}),
   })
   .strict();
 

@@ -37,7 +37,7 @@ export const generatorConfigSchema = z
     modelDir: z.string().min(1).default("assets/policy"),
     /** Inference engine: "auto" takes onnxruntime when models/onnx provides it, else tfjs. @default "auto" */
     engine: z.enum(GENERATOR_ENGINES).default("auto"),
-    /** tfjs backend of the tfjs engine ("auto": tensorflow → wasm → cpu). @default unset: the `engine` section's backend */
+    /** tfjs backend of this generator's tfjs engine, overriding engine.backend ("auto": tensorflow → wasm → cpu). @default unset: engine.backend */
     tfjsBackend: z.enum(["auto", "tensorflow", "wasm", "cpu"]).optional(),
     /** Sampling defaults for fields a request leaves unset. */
     sampling: samplingSchema.default(SAMPLING_DEFAULTS),
@@ -75,8 +75,8 @@ export const generatorConfigSchema = z
     loadTimeoutMs: z.number().int().positive().default(600_000),
     /** Bytes per chunk asked of GetWeights (the server may cap it). @default 1 MiB */
     chunkBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1 << 20),
-    /** onnxruntime intra-op threads for the onnx engine; 0 lets onnxruntime choose. @default 0 */
-    onnxThreads: z.number().int().min(0).max(256).default(0),
+    /** onnxruntime intra-op threads of this generator's onnx engine, overriding engine.onnx.intraOpThreads; 0 lets onnxruntime choose. @default unset: engine.onnx.intraOpThreads */
+    onnxThreads: z.number().int().min(0).max(256).optional(),
   })
   .strict()
   .superRefine((value, ctx) => {

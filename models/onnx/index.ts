@@ -8,10 +8,9 @@
  * Engine:   `createOrtPolicy(dir | loaded | model | { config, weights }, { intraOpThreads, graphOptimizationLevel,
  *           executionProviders, prepare })` → OrtPolicy: `sample(promptIds, SampleOptions)` → SampleResult[],
  *           `score(pairs, { batchSize, padId })` → Score[], `refresh(source)` → RefreshTiming, `dispose()`.
- * Generator: `loadOnnxEngine(dir, { threads, maxBatch, onnx })` → services/generator's PolicyEngine shape.
+ * Generator: services/generator/onnx-engine.ts wraps an OrtPolicy as the generator's PolicyEngine.
  */
 export type { PolicyGraphKind } from "./blocks.js";
-export { engineOf, loadOnnxEngine, type OnnxEngine, type OnnxEngineOptions } from "./engine.js";
 export { type ExportResult, exportPolicy } from "./export.js";
 export { buildPolicyGraph, cacheShape, POLICY_OPSET, type PolicyGraphOptions, policyStructure, policyWeights, serializePolicy } from "./graph.js";
 export { sampleTextOnnx, scoreTextOnnx } from "./text.js";

@@ -25,6 +25,7 @@
  */
 import { log } from "../../lib/log.js";
 import { type BackendName, ModelFormatError, type SampleOptions, type SampleResult } from "../../models/index.js";
+import type { OrtSessionOptions } from "../../models/onnx/session.js";
 
 /** Sampling options of one engine run (every row of the run shares them). */
 export interface EngineSampleOptions {
@@ -87,12 +88,12 @@ export interface PolicyEngine {
   dispose(): void;
 }
 
-/** Options for loading an engine (each engine takes what applies to it). */
+/** Options for loading an engine (each engine takes what applies to it): the config's engine section, resolved. */
 export interface EngineLoadOptions {
-  /** tfjs backend ("auto": tensorflow → wasm → cpu). */
+  /** tfjs backend ("auto": tensorflow → wasm → cpu): engine.backend, or generator.tfjsBackend when set. */
   tfjsBackend?: BackendName;
-  /** onnxruntime intra-op threads (0: onnxruntime's choice). */
-  threads?: number;
+  /** onnxruntime sessions: engine.onnx, its intraOpThreads replaced by generator.onnxThreads when set. */
+  onnx?: OrtSessionOptions;
   /** Rows per forward pass when scoring. */
   maxBatch?: number;
 }

@@ -10,7 +10,7 @@ import { type EngineLoadOptions, engineSamples, type PolicyEngine, samplerOption
 
 /** Loads the model directory `dir` into an onnxruntime engine (sampling and scoring sessions built up front). */
 export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
-  const policy = await createOrtPolicy(dir, { intraOpThreads: options.threads ?? 0, prepare: ["sample", "score"] });
+  const policy = await createOrtPolicy(dir, { ...options.onnx, prepare: ["sample", "score"] });
   const config = policy.config;
   const scoreBatch = options.maxBatch ?? 32;
   return {

@@ -52,8 +52,8 @@ export function generatorImplementation(generator: PolicyGenerator, config: Pick
 /** What createGeneratorService needs: the generator section, and client settings for pulling weights. */
 export interface GeneratorServiceConfig {
   generator: GeneratorConfig;
-  /** The tfjs engine section (its backend, unless generator.tfjsBackend overrides it). */
-  engine?: Pick<EngineConfig, "backend">;
+  /** The engine section every engine reads: engine.backend and engine.onnx (generator.tfjsBackend/onnxThreads override them). */
+  engine?: Partial<Pick<EngineConfig, "backend" | "onnx">>;
   client?: Partial<ClientConfig>;
 }
 

@@ -39,7 +39,8 @@ import { log } from "../../lib/log.js";
 import { untilAborted } from "../../lib/streams/until-aborted.js";
 import { directoryManifest, pullWeights } from "../../lib/weights/index.js";
 import { ModelFormatError } from "../../models/index.js";
-import { type EngineLoader, loadEngine } from "./engine.js";
+import type { OrtSessionOptions } from "../../models/onnx/session.js";
+import { type EngineLoader, type EngineLoadOptions, loadEngine } from "./engine.js";
 import { checkModelDir, type OpenedModel, openModelDir } from "./model-dir.js";
 import { cancelled, FieldError, invalid, shuttingDown } from "./errors.js";
 
@@ -67,8 +68,8 @@ interface PinnedPull {
 /** The generator's settings: its config section, plus how it calls optimizers. */
 export interface PolicyGeneratorOptions {
   generator: GeneratorConfig;
-  /** The tfjs engine section: its backend applies when generator.tfjsBackend is unset. */
-  engine?: Pick<EngineConfig, "backend">;
+  /** The engine section every engine reads (generator.tfjsBackend and generator.onnxThreads override it when set). */
+  engine?: Partial<Pick<EngineConfig, "backend" | "onnx">>;
   /** Client settings for GetWeights calls (TLS, message limits). */
   client?: Partial<ClientConfig>;
   /** Replaces engine selection (tests, and programs that bring their own engine). */
@@ -82,10 +83,21 @@ export interface LoadResult {
   loadSeconds: number;
 }
 
+/** The engine section as the generator's engines take it: generator.tfjsBackend and generator.onnxThreads win when set. */
+export function engineLoadOptions(options: Pick<PolicyGeneratorOptions, "generator" | "engine">): EngineLoadOptions {
+  const config = options.generator;
+  const onnx: OrtSessionOptions = options.engine?.onnx ?? {};
+  return {
+    tfjsBackend: config.tfjsBackend ?? options.engine?.backend ?? "auto",
+    onnx: { ...onnx, intraOpThreads: config.onnxThreads ?? onnx.intraOpThreads ?? 0 },
+    maxBatch: config.maxBatch,
+  };
+}
+
 /** Opens the model directory `dir` as version `info` (its engine per the options). */
 async function openVersion(options: PolicyGeneratorOptions, dir: string, info: { version: number; iteration: number; sha256: string }, ownsDir: boolean): Promise<PolicyHandle> {
   const config = options.generator;
-  const engineOptions = { tfjsBackend: config.tfjsBackend ?? options.engine?.backend ?? "auto", threads: config.onnxThreads, maxBatch: config.maxBatch };
+  const engineOptions = engineLoadOptions(options);
   const load: EngineLoader = options.engineLoader ?? ((d, o) => loadEngine(config.engine, d, o));
   const opened = await openModelDir(dir, load, engineOptions);
   return {

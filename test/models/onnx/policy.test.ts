@@ -19,7 +19,7 @@ import {
   sampleIds,
   scorePairs,
 } from "../../../models/index.js";
-import { createOrtPolicy, loadOnnxEngine, type OrtPolicy } from "../../../models/onnx/index.js";
+import { createOrtPolicy, type OrtPolicy } from "../../../models/onnx/index.js";
 import { FIXTURES, MIXED_ROWS } from "../helpers.js";
 import { randomWeights } from "./helpers.js";
 
@@ -188,25 +188,5 @@ describe("refresh, options and the engine shape", () => {
     await assert.rejects(createOrtPolicy(join(FIXTURES, "gpt2"), { intraOpThreads: -1 }), /intraOpThreads must be an integer ≥ 0/);
     await assert.rejects(createOrtPolicy(join(FIXTURES, "gpt2"), { graphOptimizationLevel: "max" as "all" }), /graphOptimizationLevel must be one of/);
     await assert.rejects(createOrtPolicy(join(FIXTURES, "missing")), /config\.json: cannot read it/);
-  });
-
-  it("loadOnnxEngine gives the generator's PolicyEngine shape over a model directory", async () => {
-    const engine = await loadOnnxEngine(join(FIXTURES, "llama"), { threads: 1, maxBatch: 2 });
-    assert.equal(engine.name, "onnxruntime");
-    assert.equal(engine.family, "llama");
-    assert.equal(engine.contextLength, 32);
-    assert.equal(engine.vocabSize, 53);
-    const { model } = loadModel(join(FIXTURES, "llama"));
-    assert.equal(engine.parameters, [...model.params.values()].reduce((n, p) => n + p.size, 0));
-    const options = { temperature: 0.7, topP: 0.9, topK: 0, maxNewTokens: 5, seed: 3, padId: 0 };
-    const got = await engine.sample(PROMPTS, options);
-    assert.deepEqual(
-      got.map((r) => r.tokenIds),
-      sampleIds(model, PROMPTS, options).map((r) => r.tokenIds),
-    );
-    const pairs = PROMPTS.map((prompt, b) => ({ prompt, response: got[b].tokenIds }));
-    for (const [b, s] of (await engine.score(pairs, { padId: 0 })).entries()) assert.ok(Math.abs(s.logprob - got[b].logprob) < TOL, `row ${b}`);
-    engine.dispose();
-    model.dispose();
   });
 });

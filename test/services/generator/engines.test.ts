@@ -52,6 +52,14 @@ describe("engines", { skip: !onnx.loader && `onnxruntime is not available here: 
     await withGenerator("auto", async (g) => assert.equal(g.engineName, "onnxruntime"));
   });
 
+  test("onnx and tfjs report the same policy: family, parameter count, checksum", async () => {
+    const onnxPolicy = await withGenerator("onnx", async (g) => g.getPolicy().current);
+    const tfjsPolicy = await withGenerator("tfjs", async (g) => g.getPolicy().current);
+    assert.equal(onnxPolicy.family, "gpt2");
+    assert.ok(onnxPolicy.parameters > 0n);
+    assert.deepEqual(onnxPolicy, tfjsPolicy);
+  });
+
   test("onnx and tfjs give the same seeded tokens and the same log-probs; on each, score = sampled logprob", async () => {
     const viaOnnx = await withGenerator("onnx", run);
     const viaTfjs = await withGenerator("tfjs", run);
