@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../lib/atomic.js";
 import { OPTIMIZER_ALGORITHMS } from "../lib/config/optimizer.js";
-import type { Config } from "../lib/config/schema.js";
+import { type Config, configSchema } from "../lib/config/schema.js";
 import { userError } from "../lib/errors.js";
 import type { IterationResult } from "./loop.js";
 
@@ -40,7 +40,7 @@ const OPERATIONAL = {
 };
 
 /** The oracle settings that decide its judgements (the rest is batching, queues and threads). */
-const ORACLE_JUDGEMENT = new Set(["backend", "modelDir", "syntheticStrength"]);
+const ORACLE_JUDGEMENT = new Set(["backend", "modelDir", "syntheticStrength", "syntheticCycleMargins"]);
 
 /** The pipeline, optimizer and oracle settings a resumed run must share with the run it continues. */
 export function runSettings(config: Config): Record<string, unknown> {
@@ -80,11 +80,14 @@ export function readRunState(outDir: string): RunStateFile {
  */
 export function checkSameSettings(state: RunStateFile, config: Config, outDir: string, what = `--resume ${outDir}`): void {
   const now = runSettings(config);
+  // A setting added after the run started was at its default then.
+  const defaults = runSettings(configSchema.parse({}));
   const changed: string[] = [];
   for (const section of ["pipeline", "optimizer", "oracle"] as const) {
-    const before = (state.settings[section] ?? {}) as Record<string, unknown>;
+    const recorded = (state.settings[section] ?? {}) as Record<string, unknown>;
+    const before = { ...(defaults[section] as Record<string, unknown>), ...recorded };
     const after = now[section] as Record<string, unknown>;
-    for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {
+    for (const key of new Set([...Object.keys(recorded), ...Object.keys(after)])) {
       if (JSON.stringify(before[key]) !== JSON.stringify(after[key])) changed.push(`${section}.${key}: ${JSON.stringify(before[key])} → ${JSON.stringify(after[key])}`);
     }
   }

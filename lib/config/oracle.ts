@@ -60,6 +60,11 @@ export const oracleConfigSchema = z
       .default({ target: "", connectTimeoutMs: 10_000, requestTimeoutMs: 120_000 }),
     /** Strength of the synthetic judges: P(winner ≻ loser) = σ(strength × score difference). @default 2 */
     syntheticStrength: z.number().positive().max(100).default(2),
+    /**
+     * Margins of synthetic-intransitive's three wins: GOOD over NEUTRAL, NEUTRAL over BAD, BAD over GOOD. Equal
+     * margins put the equilibrium at the even mix of the groups; unequal ones move it away from it. @default [1, 1, 1]
+     */
+    syntheticCycleMargins: z.tuple([z.number().positive().max(100), z.number().positive().max(100), z.number().positive().max(100)]).default([1, 1, 1]),
   })
   .strict()
   .superRefine((value, ctx) => {

@@ -41,6 +41,6 @@ export async function createOracle(config: OracleConfig, options: CreateOracleOp
       );
     case "synthetic-adjectives":
     case "synthetic-intransitive":
-      return checkedOracle(new SyntheticOracle(config.backend, config.maxCandidates, config.syntheticStrength));
+      return checkedOracle(new SyntheticOracle(config.backend, config.maxCandidates, config.syntheticStrength, config.syntheticCycleMargins));
   }
 }

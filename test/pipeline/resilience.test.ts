@@ -279,6 +279,13 @@ describe("run directory state", () => {
         err.message.includes("pipeline.seed: 1 → 7") && err.message.includes("optimizer.learningRate: 5e-7 → 0.001") && err.message.includes('oracle.backend: "pairwise-onnx" → "synthetic-adjectives"'),
     );
     checkSameSettings(state, configSchema.parse({ pipeline: { iterations: 2 }, oracle: { maxQueuedRequests: 8, runInWorker: false } }), out);
+    // A run.json written before a setting existed: the run had its default.
+    const older = { ...state, settings: { ...state.settings, oracle: { backend: "pairwise-onnx", modelDir: "assets/oracle", syntheticStrength: 2 } } };
+    checkSameSettings(older, configSchema.parse({ pipeline: { iterations: 2 } }), out);
+    assert.throws(
+      () => checkSameSettings(older, configSchema.parse({ pipeline: { iterations: 2 }, oracle: { syntheticCycleMargins: [1, 2, 1] } }), out),
+      /oracle\.syntheticCycleMargins: \[1,1,1\] → \[1,2,1\]/,
+    );
   });
 });
 

@@ -14,7 +14,7 @@ import {
   sigmoid,
   validateComparison,
 } from "../../../services/oracle/oracle.js";
-import { ABSTAIN_MARGIN, cycleMargin, SyntheticOracle } from "../../../services/oracle/synthetic.js";
+import { ABSTAIN_MARGIN, cycleEquilibrium, cycleMargin, SyntheticOracle } from "../../../services/oracle/synthetic.js";
 import { defaultEta, exploitability, parsePreferenceGame, runExactSppo } from "../../../lib/sppo/nash.js";
 
 const rejectsWith = (code: Code, pattern: RegExp) => (err: unknown) => {
@@ -123,6 +123,30 @@ describe("synthetic judges", () => {
     const run = runExactSppo(game, { iterations: 2000, eta: defaultEta(actions.length, 2000) });
     assert.ok(run.exploitability < 0.02, `exploitability of SPPO's average policy: ${run.exploitability}`);
     assert.ok(run.averagePolicy[abstain] + run.averagePolicy[abstain + 1] < 0.01, `abstaining keeps ${run.averagePolicy[abstain]} + ${run.averagePolicy[abstain + 1]}`);
+  });
+
+  it("synthetic-intransitive with unequal margins: the equilibrium moves off the even mix, abstaining stays out", async () => {
+    const margins = [0.25, 1, 3] as const; // GOOD over NEUTRAL, NEUTRAL over BAD, BAD over GOOD
+    // a = {GOOD: 1, BAD: 1} against b = {NEUTRAL: 1}: GOOD beats NEUTRAL (+0.25), NEUTRAL beats BAD (−1) → −0.75 / 2
+    assert.equal(cycleMargin([1, 0, 1], [0, 1, 0], margins), -0.375);
+    assert.equal(cycleMargin([0, 0, 2], [1, 0, 0], margins), 3);
+    const oracle = checkedOracle(new SyntheticOracle("synthetic-intransitive", 8, 2, margins));
+    const actions = ["the cat is kind.", "the cat is big.", "the cat is rude.", "the cat."];
+    const { matrix } = await oracle.compare("describe the cat.", actions);
+    assert.ok(Math.abs(matrix[0][1] - sigmoid(0.5)) < 1e-12 && Math.abs(matrix[1][2] - sigmoid(2)) < 1e-12 && Math.abs(matrix[2][0] - sigmoid(6)) < 1e-12);
+    assert.match(oracle.describe().model, /margins 0\.25 \/ 1 \/ 3/);
+    // Hand-derived: with a = σ(2·0.25) − ½, b = σ(2·1) − ½, c = σ(2·3) − ½, the mix ∝ (b, c, a) leaves no group an edge.
+    const [a, b, c] = [sigmoid(0.5) - 0.5, sigmoid(2) - 0.5, sigmoid(6) - 0.5];
+    const expected = [b, c, a].map((x) => x / (a + b + c));
+    const equilibrium = cycleEquilibrium(margins, 2);
+    for (let g = 0; g < 3; g++) assert.ok(Math.abs(equilibrium[g] - expected[g]) < 1e-12);
+    const game = parsePreferenceGame({ actions, P: matrix }, "the weighted judge's game");
+    assert.ok(Math.abs(exploitability(game.P, [...equilibrium, 0])) < 1e-12, "the formula's mix is an equilibrium of the judge's game");
+    assert.ok(exploitability(game.P, [1 / 3, 1 / 3, 1 / 3, 0]) > 0.08, "the even mix is not");
+    const run = runExactSppo(game, { iterations: 4000, eta: defaultEta(actions.length, 4000) });
+    assert.ok(run.averagePolicy[3] < 0.01, `abstaining keeps ${run.averagePolicy[3]}`);
+    for (let g = 0; g < 3; g++) assert.ok(Math.abs(run.averagePolicy[g] - equilibrium[g]) < 0.03, `SPPO's average ${run.averagePolicy} against ${equilibrium}`);
+    assert.throws(() => new SyntheticOracle("synthetic-intransitive", 8, 2, [1, 0, 1]), /margins must be positive/);
   });
 
   it("synthetic-adjectives: GOOD − BAD + on-subject, Bradley-Terry", async () => {
