@@ -37,7 +37,7 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 # The sources, run by tsx at start-up (there is no build step). .dockerignore lets in only what runs: bin, cli, gen,
-# lib, models, services, pipeline, proto, assets, scripts/default-task and the package files; tests, benchmarks and
+# lib, models, services, pipeline, proto, assets and the package files; tests, benchmarks and
 # deploy/ stay out.
 # Files stay owned by root and read-only for the user that runs them.
 COPY . .

@@ -10,7 +10,8 @@
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { Adam, type BackendName, createRng, DataParallel, GPT2LMHeadModel, initBackend, sampleIds, sequenceLogProbs, setWasmMatMulFix, type TokenBatch, valueAndGrads } from "../models/index.js";
+import { createRng } from "../lib/rng.js";
+import { Adam, type BackendName, DataParallel, GPT2LMHeadModel, initBackend, sampleIds, sequenceLogProbs, setWasmMatMulFix, type TokenBatch, valueAndGrads } from "../models/index.js";
 import type { BenchOptions, BenchRow } from "./row.js";
 import { readReference, runTorch, SHARED_BENCH } from "./torch.js";
 

@@ -23,7 +23,7 @@ import { serverConfigSchema } from "../lib/config/server.js";
 import { createClient, mount, serve } from "../lib/grpc/index.js";
 import { DataType, GraphBuilder, serializeModel } from "../lib/onnx/index.js";
 import { defaultVocabulary, writeOracleDir } from "../scripts/make-default-oracle.js";
-import { GOOD, BAD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../scripts/default-task/language.js";
+import { GOOD, BAD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../lib/default-task/language.js";
 import { padBatch } from "../services/oracle/model-dir.js";
 import { PairwiseOnnxOracle, pairwiseRows } from "../services/oracle/pairwise-onnx.js";
 import { createOracleService } from "../services/oracle/server.js";

@@ -4,7 +4,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { ForwardOptions, KVCache } from "./model.js";
-import { createRng } from "./prng.js";
+import { createRng } from "../lib/rng.js";
 
 /** A large negative score for masked attention entries (finite, so fully masked rows stay finite too). */
 const MASKED = -1e9;

@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { contextLength } from "./config.js";
 import { type CausalLM, disposeCache, type KVCache } from "./model.js";
-import { createRng, type Rng } from "./prng.js";
+import { createRng, type Rng } from "../lib/rng.js";
 
 export interface SampleOptions {
   /** Softmax temperature of the draw; 0 means greedy (argmax). @default 1 */

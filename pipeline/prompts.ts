@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { extname, join, relative } from "node:path";
 import { asyncBufferFromFile, parquetReadObjects } from "hyparquet";
-import { createRng } from "../models/prng.js";
+import { createRng } from "../lib/rng.js";
 
 export interface Prompt {
   /** Stable id: "<file>:<row>" (1-based row). */

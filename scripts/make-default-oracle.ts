@@ -20,7 +20,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { ModelProto } from "onnx-buf";
 import { DataType, GraphBuilder, serializeModel } from "../lib/onnx/index.js";
-import { BAD, GOOD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "./default-task/language.js";
+import { BAD, GOOD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../lib/default-task/language.js";
 
 /** Special tokens, in id order from 0. */
 export const SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "<|source|>", "<|candidate1|>", "<|candidate2|>"] as const;

@@ -1,6 +1,6 @@
 /**
  * Makes the tiny default policy of the embedded default task: a small GPT-2 pretrained on text generated from
- * scripts/default-task/language.ts, saved to assets/policy/ in the real format (config.json, model.safetensors,
+ * lib/default-task/language.ts, saved to assets/policy/ in the real format (config.json, model.safetensors,
  * tokenizer.json, tokenizer_config.json), plus assets/prompts/default.jsonl.
  *
  * Run:  node --import tsx scripts/make-default-policy.ts [--steps N] [--seed S] [--out DIR]
@@ -21,12 +21,10 @@ import * as tf from "@tensorflow/tfjs";
 import {
   Adam,
   clipGradNorm,
-  createRng,
   GPT2LMHeadModel,
   initBackend,
   makeBatch,
   PolicyTokenizer,
-  type Rng,
   sampleText,
   saveModel,
   sequenceLogProbs,
@@ -34,7 +32,8 @@ import {
   warmupLinearSchedule,
   wordTokenizerJson,
 } from "../models/index.js";
-import { ALL_ADJECTIVES, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "./default-task/language.js";
+import { ALL_ADJECTIVES, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../lib/default-task/language.js";
+import { createRng, type Rng } from "../lib/rng.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -151,7 +150,7 @@ saveModel(policyDir, model, tokenizer);
 // The model card states what this is and how it was made.
 writeFileSync(
   join(policyDir, "README.md"),
-  `# Default policy of the embedded task\n\nA ${nParams}-parameter GPT-2 (${model.config.n_layer} layers, d_model ${model.config.n_embd}, ${model.config.n_head} heads) pretrained for ${steps} steps (batch ${batchSize}, seed ${seed}, backend ${backend.name}) by\n\`node --import tsx scripts/make-default-policy.ts\` on text generated from scripts/default-task/language.ts.\n\nFormat: \`<bos> {prompt} <sep> {response} <eos>\` (the chat template in tokenizer_config.json renders the prompt part).\nResponses in the corpus use adjectives drawn uniformly from the GOOD, BAD and NEUTRAL groups.\n`,
+  `# Default policy of the embedded task\n\nA ${nParams}-parameter GPT-2 (${model.config.n_layer} layers, d_model ${model.config.n_embd}, ${model.config.n_head} heads) pretrained for ${steps} steps (batch ${batchSize}, seed ${seed}, backend ${backend.name}) by\n\`node --import tsx scripts/make-default-policy.ts\` on text generated from lib/default-task/language.ts.\n\nFormat: \`<bos> {prompt} <sep> {response} <eos>\` (the chat template in tokenizer_config.json renders the prompt part).\nResponses in the corpus use adjectives drawn uniformly from the GOOD, BAD and NEUTRAL groups.\n`,
 );
 
 // Prompts: every subject × template × opener, shuffled by the seed; the first 400 are written.

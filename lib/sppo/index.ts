@@ -6,7 +6,7 @@
  * Selection:   `selectChosenRejected(winRates)` → { chosen, rejected }; `selectResponses(winRates, mode)`
  * Losses:      `preferenceLoss(name, delta, winRate, eta)` on tfjs tensors; `sppoLoss`, `sppoHardLoss`, `dpoLoss`, `ipoLoss`
  * Game:        `parsePreferenceGame`, `runExactSppo`, `runSampled`, `exploitability`, `defaultEta`, `hedgeBound`
- * Utilities:   `Rng` (seeded, state saved in checkpoints), `lineChartSvg`
+ * Utilities:   `lineChartSvg` (the seeded `Rng` is lib/rng.ts)
  */
 export { dpoLoss, ipoLoss, isPairwise, LOSS_NAMES, type LossName, preferenceLoss, sppoHardLoss, sppoLoss, sppoTarget } from "./losses.js";
 export {
@@ -26,16 +26,14 @@ export {
   type TracePoint,
   traceSteps,
 } from "./nash.js";
+export { bradleyTerryMatrix, matrixFromUpper, sigmoid } from "./bradley-terry.js";
 export { lineChartSvg, type PlotOptions, type PlotSeries } from "./plot.js";
-export { Rng, type RngState } from "./rng.js";
 export { type ChosenRejected, type PairSelectionMode, selectChosenRejected, selectResponses } from "./selection.js";
 export {
   checkPreferenceMatrix,
   estimateWinRates,
   PREFERENCE_TOLERANCE,
-  preferencesFromScores,
   scoresFromLogits,
-  sigmoid,
   type WinRateMode,
   winRatesFromLogits,
   winRatesFromPreferences,

@@ -11,7 +11,7 @@
  *
  * Run: `sppo nash --matrix examples/nash/rps.json --iterations 1000`; tests in test/lib/sppo/nash.test.ts.
  */
-import { Rng } from "./rng.js";
+import { Rng } from "../rng.js";
 import { selectChosenRejected } from "./selection.js";
 import { PREFERENCE_TOLERANCE } from "./winrate.js";
 

@@ -13,19 +13,13 @@
  *
  * Run: imported by the pipeline and the optimizer; tests in test/lib/sppo/winrate.test.ts.
  */
+import { bradleyTerryMatrix } from "./bradley-terry.js";
 
 /** Which estimator turns the oracle's matrix into win rates (see the file header). */
 export type WinRateMode = "matrix" | "score_collapse";
 
 /** Tolerance for P_ij + P_ji = 1 and P_ii = 1/2. @default 1e-6 */
 export const PREFERENCE_TOLERANCE = 1e-6;
-
-/** Logistic function σ(z) = 1/(1 + e^{−z}), written to stay finite for large |z|. */
-export function sigmoid(z: number): number {
-  if (z >= 0) return 1 / (1 + Math.exp(-z));
-  const e = Math.exp(z);
-  return e / (1 + e);
-}
 
 function checkSquare(m: readonly (readonly number[])[], name: string): number {
   if (!Array.isArray(m) || m.length === 0) throw new TypeError(`${name}: must be a non-empty square matrix`);
@@ -89,14 +83,9 @@ export function scoresFromLogits(C: readonly (readonly number[])[]): number[] {
   return s;
 }
 
-/** P_ij = σ(s_i − s_j): a Bradley-Terry preference matrix from per-response scores. */
-export function preferencesFromScores(s: readonly number[]): number[][] {
-  return s.map((si) => s.map((sj) => sigmoid(si - sj)));
-}
-
 /** Win rates by the official score collapse: P̂ of σ(s_i − s_j) with s from `scoresFromLogits`. */
 export function winRatesFromLogits(C: readonly (readonly number[])[]): number[] {
-  return winRatesFromPreferences(preferencesFromScores(scoresFromLogits(C)));
+  return winRatesFromPreferences(bradleyTerryMatrix(scoresFromLogits(C)));
 }
 
 /**

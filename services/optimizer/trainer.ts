@@ -36,7 +36,7 @@ import { removeStaleTemps } from "../../lib/atomic.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { Code, invalidArgument, RpcError } from "../../lib/errors.js";
 import { log } from "../../lib/log.js";
-import { Rng, type RngState } from "../../lib/sppo/rng.js";
+import { Rng, type RngState } from "../../lib/rng.js";
 import {
   type CausalLM,
   contextLength,

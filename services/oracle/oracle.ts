@@ -96,34 +96,6 @@ export function checkMatrix(matrix: readonly (readonly number[])[], k: number): 
   }
 }
 
-/** The logistic function, computed without overflow for large |x|. */
-export function sigmoid(x: number): number {
-  if (x >= 0) return 1 / (1 + Math.exp(-x));
-  const e = Math.exp(x);
-  return e / (1 + e);
-}
-
-/**
- * A K×K matrix from the upper triangle: P_ij = prob(i, j) for i < j, P_ji = 1 − P_ij exactly, P_ii = 1/2.
- * NaN from `prob` stays NaN (and is caught by checkMatrix).
- */
-export function matrixFromUpper(k: number, prob: (i: number, j: number) => number): number[][] {
-  const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0.5));
-  for (let i = 0; i < k; i++) {
-    for (let j = i + 1; j < k; j++) {
-      const p = prob(i, j);
-      matrix[i][j] = p;
-      matrix[j][i] = 1 - p;
-    }
-  }
-  return matrix;
-}
-
-/** Bradley-Terry: P_ij = σ(r_i − r_j) from one score per candidate. */
-export function bradleyTerryMatrix(scores: readonly number[]): number[][] {
-  return matrixFromUpper(scores.length, (i, j) => sigmoid(scores[i] - scores[j]));
-}
-
 /**
  * Wraps a backend so that every call is validated first and every answer is checked; the backends themselves only
  * compute. Also refuses calls after close().

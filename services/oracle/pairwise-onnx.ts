@@ -19,7 +19,8 @@
 import { basename } from "node:path";
 import { Batcher, type BatcherOptions } from "../../lib/streams/batcher.js";
 import { type LoadedSession, loadOracleSession, type ModelDirConfig, modelError, readModelDir, runRows, type TokenRow } from "./model-dir.js";
-import { type Comparison, matrixFromUpper, type Oracle, type OracleDescription, sigmoid } from "./oracle.js";
+import { matrixFromUpper, sigmoid } from "../../lib/sppo/bradley-terry.js";
+import type { Comparison, Oracle, OracleDescription } from "./oracle.js";
 import type { TokenEncoder } from "./token-encoder.js";
 
 /** How rows of concurrent requests share ONNX runs (config oracle.batching). */

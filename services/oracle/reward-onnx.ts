@@ -9,7 +9,8 @@
 import { basename } from "node:path";
 import type { Batcher } from "../../lib/streams/batcher.js";
 import { type LoadedSession, loadOracleSession, type ModelDirConfig, readModelDir, runRows, type TokenRow } from "./model-dir.js";
-import { bradleyTerryMatrix, type Comparison, type Oracle, type OracleDescription } from "./oracle.js";
+import { bradleyTerryMatrix } from "../../lib/sppo/bradley-terry.js";
+import type { Comparison, Oracle, OracleDescription } from "./oracle.js";
 import { type OnnxOracleOptions, padIdOf, rowBatcher } from "./pairwise-onnx.js";
 import type { TokenEncoder } from "./token-encoder.js";
 

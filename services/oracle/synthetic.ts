@@ -1,6 +1,6 @@
 /**
  * Synthetic judges — not models of anyone's preferences, but exact, cheap rules over the default task's little
- * language (scripts/default-task/language.ts), for tests and demos. Their names start with "synthetic-".
+ * language (lib/default-task/language.ts), for tests and demos. Their names start with "synthetic-".
  *
  * - "synthetic-adjectives" (transitive, Bradley-Terry): score(y) = #GOOD − #BAD + [y names the prompt's subject]
  *   − #other subjects named; P_ij = σ(strength · (score_i − score_j)). The default ONNX model computes the same score.
@@ -15,8 +15,9 @@
  *   cycle's mixture; losing makes abstention strictly dominated, so every equilibrium leaves it out
  *   (test/services/oracle/oracle.test.ts solves the judge's game on its responses).
  */
-import { BAD, CYCLE, GOOD, SUBJECTS } from "../../scripts/default-task/language.js";
-import { bradleyTerryMatrix, type Comparison, matrixFromUpper, type Oracle, type OracleDescription, sigmoid } from "./oracle.js";
+import { BAD, CYCLE, GOOD, SUBJECTS } from "../../lib/default-task/language.js";
+import { bradleyTerryMatrix, matrixFromUpper, sigmoid } from "../../lib/sppo/bradley-terry.js";
+import type { Comparison, Oracle, OracleDescription } from "./oracle.js";
 
 const words = (text: string): string[] => text.toLowerCase().match(/[a-z]+/g) ?? [];
 

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { createRng, initBackend, setWasmMatMulFix, wasmFixesInstalled } from "../../models/index.js";
+import { createRng } from "../../lib/rng.js";
+import { initBackend, setWasmMatMulFix, wasmFixesInstalled } from "../../models/index.js";
 import { maxAbsDiff } from "./helpers.js";
 
 function seeded(shape: number[], seed: number): { shape: number[]; data: Float32Array } {

@@ -1,7 +1,8 @@
 /** Shared helpers of the models/onnx tests: random tiny models of every variant, feeds for the causal-lm graph. */
 import * as ort from "onnxruntime-node";
 import { cacheShape } from "../../../models/onnx/index.js";
-import { createRng, type ModelConfig, paramShapes, type RawTensor } from "../../../models/index.js";
+import { createRng } from "../../../lib/rng.js";
+import { type ModelConfig, paramShapes, type RawTensor } from "../../../models/index.js";
 
 /**
  * Random weights for `config` (normal × 0.2; norm weights 1 + normal × 0.1; biases non-zero), so that every weight,

@@ -18,7 +18,7 @@ import {
   TrainingParamsSchema,
 } from "../../../gen/sppo/v1/optimizer_pb.js";
 import { type OptimizerConfig, optimizerConfigSchema } from "../../../lib/config/optimizer.js";
-import { Rng } from "../../../lib/sppo/rng.js";
+import { Rng } from "../../../lib/rng.js";
 import { winRatesFromPreferences } from "../../../lib/sppo/winrate.js";
 import { createModel, gpt2Config, loadModel, saveModel, scorePairs } from "../../../models/index.js";
 import type { CheckpointEntry } from "../../../services/optimizer/checkpoint.js";

@@ -5,15 +5,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Code, RpcError } from "../../../lib/errors.js";
-import {
-  bradleyTerryMatrix,
-  checkedOracle,
-  checkMatrix,
-  matrixFromUpper,
-  type Oracle,
-  sigmoid,
-  validateComparison,
-} from "../../../services/oracle/oracle.js";
+import { sigmoid } from "../../../lib/sppo/bradley-terry.js";
+import { checkedOracle, checkMatrix, type Oracle, validateComparison } from "../../../services/oracle/oracle.js";
 import { ABSTAIN_MARGIN, cycleEquilibrium, cycleMargin, SyntheticOracle } from "../../../services/oracle/synthetic.js";
 import { defaultEta, exploitability, parsePreferenceGame, runExactSppo } from "../../../lib/sppo/nash.js";
 
@@ -43,16 +36,6 @@ describe("checkMatrix", () => {
     assert.throws(() => checkMatrix([[0.4, 0.8], [0.2, 0.5]], 2), rejectsWith(Code.INTERNAL, /P\[0\]\[0\] = 0\.4, not 1\/2/));
     assert.throws(() => checkMatrix([[0.5, 1.5], [-0.5, 0.5]], 2), rejectsWith(Code.INTERNAL, /outside \[0, 1\]/));
     assert.throws(() => checkMatrix([[0.5, 0.5]], 2), rejectsWith(Code.INTERNAL, /1 rows for K = 2/));
-  });
-
-  it("builds consistent matrices from the upper triangle and from scores", () => {
-    const m = matrixFromUpper(3, (i, j) => (i + 1) / (i + j + 2));
-    checkMatrix(m, 3);
-    assert.equal(m[2][1], 1 - m[1][2]);
-    const bt = bradleyTerryMatrix([1, 0, -1]);
-    assert.equal(bt[0][2], 1 / (1 + Math.exp(-2)));
-    assert.equal(sigmoid(-800), 0);
-    assert.equal(sigmoid(800), 1);
   });
 });
 

@@ -1,7 +1,16 @@
-/** The seeded RNG: reproducible, resumable from its saved state, and uniform enough (run: node --import tsx --test test/lib/sppo/rng.test.ts). */
+/** The seeded RNG: reproducible, resumable from its saved state, and uniform enough (run: node --import tsx --test test/lib/rng.test.ts). */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Rng } from "../../../lib/sppo/rng.js";
+import { createRng, Rng } from "../../lib/rng.js";
+
+test("draws match an independent implementation (test/lib/rng_reference.py), base stream and numbered streams", () => {
+  const draws = (rng: Rng) => Array.from({ length: 4 }, () => rng.nextU32());
+  assert.deepEqual(draws(new Rng(42)), [2837322924, 544945897, 479756282, 3500138142]);
+  assert.deepEqual(draws(createRng(42)), [909790274, 3583909471, 494647558, 3022775609], "createRng(seed) is stream 0");
+  assert.deepEqual(draws(new Rng(42, 3)), [661086063, 1181141563, 2378205984, 1684969782]);
+  assert.deepEqual(draws(new Rng(2 ** 40 + 5, 1)), [1461856754, 612157115, 4274797114, 2699315969], "the seed's high word counts");
+  assert.deepEqual(draws(new Rng(2n ** 40n + 5n, 1)), draws(new Rng(2 ** 40 + 5, 1)), "a bigint seed is the same seed");
+});
 
 test("same seed, same stream; different seeds differ", () => {
   const a = new Rng(42);
