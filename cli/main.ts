@@ -3,7 +3,7 @@
  * exports `register(program)`; only commands that work are registered, so `--help` lists exactly what runs.
  */
 import { Command } from "commander";
-import { ConfigError } from "../lib/config/load.js";
+import { RpcError } from "../lib/errors.js";
 import * as compare from "./commands/compare.js";
 import * as compareRuns from "./commands/compare-runs.js";
 import * as exportCommand from "./commands/export.js";
@@ -23,8 +23,8 @@ for (const command of [run, compareRuns, watch, serve, nash, sample, score, comp
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  // Expected failures (bad config, bad input) print one clear line; anything else keeps its stack.
-  if (err instanceof ConfigError || (err as { userFacing?: boolean }).userFacing) {
+  // Expected failures (bad config, bad input, a service's refusal) print one clear line; a bug keeps its stack.
+  if (RpcError.from(err).userFacing) {
     process.stderr.write(`sppo: ${(err as Error).message}\n`);
   } else {
     process.stderr.write(`sppo: ${(err as Error)?.stack ?? String(err)}\n`);

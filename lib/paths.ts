@@ -5,20 +5,7 @@
  */
 import { realpathSync } from "node:fs";
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
-
-/** A file name refused by `confinedPath`; callers turn it into their own error (RpcError, CheckpointError, ...). */
-export class UnsafePathError extends Error {
-  override name = "UnsafePathError";
-  constructor(
-    message: string,
-    /** The directory the name had to stay in. */
-    readonly root: string,
-    /** The name as given. */
-    readonly file: string,
-  ) {
-    super(message);
-  }
-}
+import { kindError } from "./errors.js";
 
 /** Whether `path` is `root` itself or below it (both absolute and normalised). */
 function within(root: string, path: string): boolean {
@@ -41,7 +28,7 @@ function realAncestor(root: string, path: string): string | undefined {
 }
 
 /**
- * The absolute path of `name` under `root`, for a `name` that came from outside. Throws UnsafePathError, naming
+ * The absolute path of `name` under `root`, for a `name` that came from outside. Throws an RpcError of kind "unsafe-path" (DATA_LOSS) on field
  * `what` (e.g. "manifest.files[2].name"), the name and the root, when `name` is empty, contains NUL, is absolute,
  * leads outside `root` lexically (`../x`, `a/../../x`) or names `root` itself, or when an existing path along the way
  * is a symbolic link that resolves outside `root` (the real path of the deepest existing ancestor is checked, so a
@@ -52,7 +39,7 @@ function realAncestor(root: string, path: string): string | undefined {
 export function confinedPath(root: string, name: string, what: string): string {
   const base = resolve(root);
   const refuse = (why: string): never => {
-    throw new UnsafePathError(`${what}: ${JSON.stringify(name)} ${why} (a file name must stay inside ${base})`, base, name);
+    throw kindError("unsafe-path", `${what}: ${JSON.stringify(name)} ${why} (a file name must stay inside ${base})`, { field: what });
   };
   if (name.length === 0) refuse("is empty");
   if (name.includes("\0")) refuse("contains a NUL byte");

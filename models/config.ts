@@ -3,7 +3,7 @@
  * and the other way round. `normalizeConfig` is the one boundary where foreign names (`n_ctx`, Mistral/Qwen2
  * model types, list-valued `eos_token_id`, ...) are translated; everything after it sees these two shapes only.
  */
-import { ModelFormatError } from "./safetensors.js";
+import { kindError } from "../lib/errors.js";
 
 /** GPT-2: learned positions, pre-LayerNorm blocks, fused Conv1D attention, GELU MLP, tied LM head. */
 export interface GPT2Config {
@@ -80,7 +80,7 @@ function num(raw: Raw, names: string[], fallback: number | undefined, where: str
     const v = raw[n];
     if (typeof v === "number") return v;
   }
-  if (fallback === undefined) throw new ModelFormatError(`${where}: field ${names[0]} is required`);
+  if (fallback === undefined) throw kindError("model-format", `${where}: field ${names[0]} is required`);
   return fallback;
 }
 
@@ -111,7 +111,7 @@ export function normalizeConfig(raw: Raw, where = "config.json"): ModelConfig {
     const n_embd = num(raw, ["n_embd", "hidden_size"], 768, where);
     const act = String(raw.activation_function ?? "gelu_new");
     if (act !== "gelu_new" && act !== "gelu" && act !== "relu" && act !== "gelu_pytorch_tanh") {
-      throw new ModelFormatError(`${where}: activation_function ${act} is not supported`);
+      throw kindError("model-format", `${where}: activation_function ${act} is not supported`);
     }
     config = {
       model_type: "gpt2",
@@ -128,7 +128,7 @@ export function normalizeConfig(raw: Raw, where = "config.json"): ModelConfig {
       eos_token_id: tokenId(raw.eos_token_id ?? 50256),
       pad_token_id: tokenId(raw.pad_token_id),
     };
-    if (config.n_embd % config.n_head !== 0) throw new ModelFormatError(`${where}: n_embd ${config.n_embd} is not divisible by n_head ${config.n_head}`);
+    if (config.n_embd % config.n_head !== 0) throw kindError("model-format", `${where}: n_embd ${config.n_embd} is not divisible by n_head ${config.n_head}`);
   } else if (type === "llama" || type === "mistral" || type === "qwen2") {
     const hidden = num(raw, ["hidden_size"], 4096, where);
     const heads = num(raw, ["num_attention_heads"], 32, where);
@@ -151,13 +151,13 @@ export function normalizeConfig(raw: Raw, where = "config.json"): ModelConfig {
       eos_token_id: tokenId(raw.eos_token_id ?? 2),
       pad_token_id: tokenId(raw.pad_token_id),
     };
-    if (raw.rope_scaling != null) throw new ModelFormatError(`${where}: rope_scaling is not supported`);
+    if (raw.rope_scaling != null) throw kindError("model-format", `${where}: rope_scaling is not supported`);
     if (config.num_attention_heads % config.num_key_value_heads !== 0) {
-      throw new ModelFormatError(`${where}: num_attention_heads ${heads} is not divisible by num_key_value_heads ${config.num_key_value_heads}`);
+      throw kindError("model-format", `${where}: num_attention_heads ${heads} is not divisible by num_key_value_heads ${config.num_key_value_heads}`);
     }
-    if (config.head_dim % 2 !== 0) throw new ModelFormatError(`${where}: head_dim ${config.head_dim} must be even for rotary positions`);
+    if (config.head_dim % 2 !== 0) throw kindError("model-format", `${where}: head_dim ${config.head_dim} must be even for rotary positions`);
   } else {
-    throw new ModelFormatError(`${where}: model_type "${type}" is not supported (gpt2, llama, mistral, qwen2 are)`);
+    throw kindError("model-format", `${where}: model_type "${type}" is not supported (gpt2, llama, mistral, qwen2 are)`);
   }
   return config;
 }

@@ -31,7 +31,7 @@ export { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
 export { type CausalLM, disposeCache, type ForwardOptions, type ForwardOutput, type KVCache } from "./model.js";
 export { DataParallel, type DataParallelOptions } from "./parallel.js";
 export { dataParallelStep } from "./parallel-step.js";
-export { ModelFormatError, parseSafetensors, type RawTensor, readSafetensors, serializeSafetensors, writeSafetensors } from "./safetensors.js";
+export { parseSafetensors, type RawTensor, readSafetensors, serializeSafetensors, writeSafetensors } from "./safetensors.js";
 export { drawToken, type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
 export { type Score, scorePairs, sequenceLogProbs } from "./score.js";
 export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js";

@@ -1,7 +1,7 @@
 /**
  * Loading and saving a model directory in the Hugging Face layout: `config.json`, `model.safetensors`,
  * `tokenizer.json` and (optional) `tokenizer_config.json`. Loading is a copy by name with a shape check per tensor;
- * every problem is a ModelFormatError naming the file and tensor. Nothing from the directory is executed: weights are
+ * every problem is an RpcError of kind "model-format" (lib/errors.ts) naming the file and tensor. Nothing from the directory is executed: weights are
  * read only from safetensors (a header and raw numbers), pickle-based PyTorch files are refused (`modelWeightsPath`), JSON
  * is parsed as data, and chat templates are interpreted by @huggingface/jinja (models/tokenizer.ts).
  */
@@ -12,8 +12,9 @@ import { configToJson, type ModelConfig, normalizeConfig } from "./config.js";
 import { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";
 import { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
 import type { CausalLM } from "./model.js";
-import { ModelFormatError, type RawTensor, readSafetensors, writeSafetensors } from "./safetensors.js";
+import { type RawTensor, readSafetensors, writeSafetensors } from "./safetensors.js";
 import { PolicyTokenizer } from "./tokenizer.js";
+import { kindError, RpcError } from "../lib/errors.js";
 
 /** A loaded model directory. */
 export interface LoadedModel {
@@ -59,14 +60,14 @@ export function modelFromTensors(config: ModelConfig, tensors: Map<string, RawTe
   try {
     for (const [name, shape] of expected) {
       const [found, t] = lookup(name);
-      if (!t) throw new ModelFormatError(`${file}: tensor ${name} is missing (the config needs it for ${config.model_type})`);
-      if (t.shape.join() !== shape.join()) throw new ModelFormatError(`${file}: tensor ${name} has shape [${t.shape}], config.json implies [${shape}]`);
-      if (!(t.data instanceof Float32Array)) throw new ModelFormatError(`${file}: tensor ${name} has an integer dtype, expected a float`);
+      if (!t) throw kindError("model-format", `${file}: tensor ${name} is missing (the config needs it for ${config.model_type})`);
+      if (t.shape.join() !== shape.join()) throw kindError("model-format", `${file}: tensor ${name} has shape [${t.shape}], config.json implies [${shape}]`);
+      if (!(t.data instanceof Float32Array)) throw kindError("model-format", `${file}: tensor ${name} has an integer dtype, expected a float`);
       used.add(found);
       params.set(name, tf.tidy(() => tf.variable(tf.tensor(t.data, shape, "float32"), true)));
     }
     for (const name of tensors.keys()) {
-      if (!used.has(name) && !ignorable(name, config)) throw new ModelFormatError(`${file}: tensor ${name} is not a parameter of this ${config.model_type} config`);
+      if (!used.has(name) && !ignorable(name, config)) throw kindError("model-format", `${file}: tensor ${name} is not a parameter of this ${config.model_type} config`);
     }
   } catch (err) {
     for (const p of params.values()) p.dispose();
@@ -75,18 +76,18 @@ export function modelFromTensors(config: ModelConfig, tensors: Map<string, RawTe
   return createModel(config, params);
 }
 
-/** Reads a JSON file of a model directory; a missing or broken file is a ModelFormatError naming it. */
+/** Reads a JSON file of a model directory; a missing or broken file is a "model-format" error naming it. */
 export function readModelJson(path: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new ModelFormatError(`${path}: cannot read it (${(err as Error).message})`);
+    throw kindError("model-format", `${path}: cannot read it (${(err as Error).message})`);
   }
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ModelFormatError(`${path}: not valid JSON (${(err as Error).message})`);
+    throw kindError("model-format", `${path}: not valid JSON (${(err as Error).message})`);
   }
 }
 
@@ -94,7 +95,7 @@ export function readModelJson(path: string): Record<string, unknown> {
 const PICKLE_FILE = /^pytorch_model.*\.bin$|\.(pt|pth|ckpt|pkl|pickle)$/;
 
 /**
- * The path of the directory's `model.safetensors`, or a ModelFormatError saying what is there instead. Pickle-based
+ * The path of the directory's `model.safetensors`, or a "model-format" error saying what is there instead. Pickle-based
  * weights (pytorch_model.bin, *.pt, *.pth, *.ckpt, *.pkl) are never loaded, even as a fallback: unpickling runs
  * whatever code the file names, so one downloaded checkpoint could run anything with this process's rights. They are
  * only named in the error, with how to convert them. Beside a model.safetensors they are ignored.
@@ -110,7 +111,7 @@ export function modelWeightsPath(dir: string): string {
   }
   const pickles = names.filter((n) => PICKLE_FILE.test(n));
   if (pickles.length > 0) {
-    throw new ModelFormatError(
+    throw kindError("model-format", 
       `${path}: missing; the directory has ${pickles.join(", ")}, which ${pickles.length === 1 ? "is a pickle-based file" : "are pickle-based files"}. ` +
         "Pickle files can execute arbitrary code when loaded, so they are never loaded. Convert the weights to safetensors " +
         "(in Python, where you trust the file: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)) " +
@@ -118,9 +119,9 @@ export function modelWeightsPath(dir: string): string {
     );
   }
   if (names.includes("model.safetensors.index.json")) {
-    throw new ModelFormatError(`${path}: missing; the directory holds sharded safetensors (model.safetensors.index.json), which are not supported: merge the shards into one model.safetensors`);
+    throw kindError("model-format", `${path}: missing; the directory holds sharded safetensors (model.safetensors.index.json), which are not supported: merge the shards into one model.safetensors`);
   }
-  throw new ModelFormatError(`${path}: missing; a model directory needs its weights as model.safetensors beside config.json`);
+  throw kindError("model-format", `${path}: missing; a model directory needs its weights as model.safetensors beside config.json`);
 }
 
 /** Loads a model directory. The tokenizer is optional (a directory of weights alone loads as ids-only). */
@@ -137,8 +138,8 @@ export function loadModel(dir: string): LoadedModel {
       tokenizer = new PolicyTokenizer(readModelJson(tokPath), existsSync(cfgPath) ? readModelJson(cfgPath) : {});
     } catch (err) {
       model.dispose();
-      if (err instanceof ModelFormatError) throw err;
-      throw new ModelFormatError(`${tokPath}: cannot build the tokenizer (${(err as Error).message})`);
+      if (RpcError.is(err, "model-format")) throw err;
+      throw kindError("model-format", `${tokPath}: cannot build the tokenizer (${(err as Error).message})`);
     }
   }
   return { model, tokenizer, dir };

@@ -8,18 +8,12 @@
  * Every error names the file and, where there is one, the tensor.
  */
 import { readFileSync, writeFileSync } from "node:fs";
+import { kindError } from "../lib/errors.js";
 
 /** A tensor as plain data, in row-major order. */
 export interface RawTensor {
   shape: number[];
   data: Float32Array | Int32Array;
-}
-
-/** A malformed, truncated or mismatched model file. Its message names the file and the tensor. */
-export class ModelFormatError extends Error {
-  override name = "ModelFormatError";
-  /** cli/main.ts prints user-facing errors as one line. */
-  readonly userFacing = true;
 }
 
 const BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -76,17 +70,17 @@ function decode(dtype: string, bytes: Uint8Array, count: number): Float32Array |
 
 /** Parses a safetensors buffer. `file` is used in error messages only. */
 export function parseSafetensors(buf: Uint8Array, file = "<buffer>"): Map<string, RawTensor> {
-  if (buf.byteLength < 8) throw new ModelFormatError(`${file}: truncated: ${buf.byteLength} bytes, shorter than the 8-byte header length`);
+  if (buf.byteLength < 8) throw kindError("model-format", `${file}: truncated: ${buf.byteLength} bytes, shorter than the 8-byte header length`);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const headerLen = Number(view.getBigUint64(0, true));
   if (8 + headerLen > buf.byteLength) {
-    throw new ModelFormatError(`${file}: truncated: header says ${headerLen} bytes of JSON but the file has ${buf.byteLength - 8} after the length`);
+    throw kindError("model-format", `${file}: truncated: header says ${headerLen} bytes of JSON but the file has ${buf.byteLength - 8} after the length`);
   }
   let header: Record<string, unknown>;
   try {
     header = JSON.parse(new TextDecoder().decode(buf.subarray(8, 8 + headerLen)));
   } catch (err) {
-    throw new ModelFormatError(`${file}: header is not valid JSON (${(err as Error).message})`);
+    throw kindError("model-format", `${file}: header is not valid JSON (${(err as Error).message})`);
   }
   const dataStart = 8 + headerLen;
   const dataLen = buf.byteLength - dataStart;
@@ -95,17 +89,17 @@ export function parseSafetensors(buf: Uint8Array, file = "<buffer>"): Map<string
     if (name === "__metadata__") continue;
     const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
     if (typeof dtype !== "string" || !Array.isArray(shape) || !Array.isArray(offsets) || offsets.length !== 2) {
-      throw new ModelFormatError(`${file}: tensor ${name}: header entry needs dtype, shape and data_offsets`);
+      throw kindError("model-format", `${file}: tensor ${name}: header entry needs dtype, shape and data_offsets`);
     }
-    if (!(dtype in BYTES)) throw new ModelFormatError(`${file}: tensor ${name}: unknown dtype ${dtype}`);
-    if (!READABLE.has(dtype)) throw new ModelFormatError(`${file}: tensor ${name}: dtype ${dtype} is not supported (F32, F16, BF16, F64, I32, I64 are)`);
+    if (!(dtype in BYTES)) throw kindError("model-format", `${file}: tensor ${name}: unknown dtype ${dtype}`);
+    if (!READABLE.has(dtype)) throw kindError("model-format", `${file}: tensor ${name}: dtype ${dtype} is not supported (F32, F16, BF16, F64, I32, I64 are)`);
     const count = shape.reduce((p, d) => p * d, 1);
     const [begin, end] = offsets;
     if (end - begin !== count * BYTES[dtype]) {
-      throw new ModelFormatError(`${file}: tensor ${name}: ${end - begin} bytes for shape [${shape}] of ${dtype}, expected ${count * BYTES[dtype]}`);
+      throw kindError("model-format", `${file}: tensor ${name}: ${end - begin} bytes for shape [${shape}] of ${dtype}, expected ${count * BYTES[dtype]}`);
     }
     if (begin < 0 || end > dataLen) {
-      throw new ModelFormatError(`${file}: truncated: tensor ${name} needs bytes ${begin}..${end} of the data section but it has ${dataLen}`);
+      throw kindError("model-format", `${file}: truncated: tensor ${name} needs bytes ${begin}..${end} of the data section but it has ${dataLen}`);
     }
     out.set(name, { shape: [...shape], data: decode(dtype, buf.subarray(dataStart + begin, dataStart + end), count) });
   }
@@ -118,7 +112,7 @@ export function readSafetensors(path: string): Map<string, RawTensor> {
   try {
     buf = readFileSync(path);
   } catch (err) {
-    throw new ModelFormatError(`${path}: cannot read it (${(err as Error).message})`);
+    throw kindError("model-format", `${path}: cannot read it (${(err as Error).message})`);
   }
   return parseSafetensors(buf, path);
 }
@@ -131,7 +125,7 @@ export function serializeSafetensors(tensors: Map<string, RawTensor>, metadata: 
   for (const name of names) {
     const t = tensors.get(name)!;
     const count = t.shape.reduce((p, d) => p * d, 1);
-    if (count !== t.data.length) throw new ModelFormatError(`tensor ${name}: shape [${t.shape}] holds ${count} values, data has ${t.data.length}`);
+    if (count !== t.data.length) throw kindError("model-format", `tensor ${name}: shape [${t.shape}] holds ${count} values, data has ${t.data.length}`);
     header[name] = { dtype: t.data instanceof Int32Array ? "I32" : "F32", shape: t.shape, data_offsets: [offset, offset + count * 4] };
     offset += count * 4;
   }

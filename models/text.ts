@@ -4,10 +4,10 @@
  */
 import type { LoadedModel } from "./io.js";
 import type { CausalLM } from "./model.js";
-import { ModelFormatError } from "./safetensors.js";
 import { type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
 import { type Score, scorePairs } from "./score.js";
 import type { PolicyTokenizer } from "./tokenizer.js";
+import { kindError } from "../lib/errors.js";
 
 /** Prompt text → the ids the model continues. */
 export function encodePrompt(tokenizer: PolicyTokenizer, prompt: string): number[] {
@@ -23,7 +23,7 @@ export interface TextSample extends SampleResult {
 }
 
 function requireTokenizer(loaded: LoadedModel): PolicyTokenizer {
-  if (!loaded.tokenizer) throw new ModelFormatError(`${loaded.dir}: no tokenizer.json, so text prompts cannot be encoded`);
+  if (!loaded.tokenizer) throw kindError("model-format", `${loaded.dir}: no tokenizer.json, so text prompts cannot be encoded`);
   return loaded.tokenizer;
 }
 

@@ -20,7 +20,7 @@ import type { OptimizerAlgorithm } from "../lib/config/optimizer.js";
 import type { Config } from "../lib/config/schema.js";
 import { type Client, createClient } from "../lib/grpc/client.js";
 import { type RunningServer, serve } from "../lib/grpc/serve.js";
-import { userError } from "../lib/errors.js";
+import { Code, RpcError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { directoryManifest } from "../lib/weights/index.js";
 import { type ServiceInstance, serviceFactories } from "../services/index.js";
@@ -93,8 +93,8 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
   const started = Date.now();
   const { config, seeds, algorithms, iterations } = options;
   const outDir = resolve(options.outDir);
-  if (algorithms.length === 0) throw userError("compare-runs: no algorithms to compare");
-  if (new Set(algorithms).size !== algorithms.length) throw userError(`compare-runs: an algorithm is named twice (${algorithms.join(", ")})`);
+  if (algorithms.length === 0) throw new RpcError(Code.INVALID_ARGUMENT, "compare-runs: no algorithms to compare");
+  if (new Set(algorithms).size !== algorithms.length) throw new RpcError(Code.INVALID_ARGUMENT, `compare-runs: an algorithm is named twice (${algorithms.join(", ")})`);
   const plan = Array.from({ length: seeds }, (_, index) =>
     algorithms.map((algorithm) => ({ index, algorithm, config: seedConfig(config, algorithm, index, iterations), dir: join(outDir, `seed-${config.pipeline.seed + index}`, algorithm) })),
   );
@@ -104,7 +104,7 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
     if (options.continue) {
       checkSameSettings(readRunState(run.dir), run.config, run.dir, `--continue: ${run.dir}`);
     } else if (unfinishedRun(run.dir)) {
-      throw userError(`${run.dir} holds an unfinished run of this comparison: add --continue to continue it, or choose another --out`);
+      throw new RpcError(Code.FAILED_PRECONDITION, `${run.dir} holds an unfinished run of this comparison: add --continue to continue it, or choose another --out`);
     }
   }
 
@@ -187,7 +187,7 @@ async function judgeSeed(
   for (const run of runs) {
     const dir = join(run.dir, "policies", `v${run.last.policyVersion}`);
     const { sha256 } = await directoryManifest(dir);
-    if (sha256 !== run.last.policySha256) throw userError(`${dir}: not the policy the run published (sha256 ${sha256}, summary.json says ${run.last.policySha256})`);
+    if (sha256 !== run.last.policySha256) throw new RpcError(Code.DATA_LOSS, `${dir}: not the policy the run published (sha256 ${sha256}, summary.json says ${run.last.policySha256})`);
     policyDirs.push(dir);
   }
   const probes = pipeline.probes.length > 0;

@@ -7,7 +7,8 @@ import { create } from "@bufbuild/protobuf";
 import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
-import { Code, RpcError } from "../lib/errors.js";
+import { RpcError } from "../lib/errors.js";
+import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
 import type { Multiplexer } from "./multiplexer.js";
 import type { Prompt } from "./prompts.js";
@@ -81,7 +82,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
           matrix = toMatrix(response, Math.max(versions.length, 2), `oracle answer for evaluation prompt ${prompt.id}`);
         } catch (err) {
           // The oracle refused this comparison (e.g. an empty response): it is counted, not guessed.
-          if (err instanceof RpcError && (err.code === Code.INVALID_ARGUMENT || err.code === Code.OUT_OF_RANGE)) {
+          if (err instanceof RpcError && isItemRefusal(err.code)) {
             skipped++;
             continue;
           }

@@ -21,7 +21,8 @@ import { type CompareRequest, CompareRequestSchema, type CompareResponse, type P
 import { RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
 import type { PipelineConfig } from "../lib/config/pipeline.js";
 import type { Client } from "../lib/grpc/client.js";
-import { Code, RpcError } from "../lib/errors.js";
+import { RpcError } from "../lib/errors.js";
+import { isRetryable } from "../lib/grpc/codes.js";
 import { log } from "../lib/log.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
 import { compareCandidates } from "./compare-candidates.js";
@@ -110,7 +111,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       try {
         return await clients.generator.loadPolicy({ version, source: clients.optimizerTarget, sha256 }, { deadlineMs: 120_000 });
       } catch (err) {
-        if (!(err instanceof RpcError && err.code === Code.UNAVAILABLE) || attempt >= 5) throw err;
+        if (!(err instanceof RpcError && isRetryable(err.code)) || attempt >= 5) throw err;
         await generatorReady(config.reconnectTimeoutMs);
       }
     }

@@ -15,6 +15,7 @@
  * - Any other `error` in a response rejects that request with its status; the stream goes on.
  */
 import { Code, RpcError } from "../lib/errors.js";
+import { isOverload, isTransportFailure } from "../lib/grpc/codes.js";
 import { log } from "../lib/log.js";
 import { AsyncQueue } from "../lib/streams/async-queue.js";
 
@@ -58,8 +59,6 @@ export interface MultiplexerOptions<Req = unknown> {
   maxMessageBytes?: number;
 }
 
-/** Stream failures worth a re-send: the transport broke, not the request. */
-const RESENDABLE = new Set<Code>([Code.UNAVAILABLE, Code.INTERNAL, Code.UNKNOWN, Code.CANCELLED]);
 
 interface Pending<Req, Res> {
   message: Req;
@@ -113,7 +112,7 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
         for await (const response of open(requests)) {
           const entry = pending.get(response.requestId);
           if (!entry) continue; // answered already (a re-send raced the original)
-          if (response.error?.code === Code.RESOURCE_EXHAUSTED && entry.overloads < maxOverloadRetries && !closed) {
+          if (response.error && isOverload(response.error.code) && entry.overloads < maxOverloadRetries && !closed) {
             // The service is full: ask again later, with exponential back-off.
             const delayMs = overloadBackoffMs * 2 ** entry.overloads++;
             setTimeout(() => {
@@ -122,10 +121,8 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
             continue;
           }
           pending.delete(response.requestId);
-          if (response.error && response.error.code !== Code.OK) {
-            const field = response.error.field ? ` (field ${response.error.field})` : "";
-            entry.reject(new RpcError(response.error.code as Code, `${options.name}: request ${response.requestId}${field}: ${response.error.message}`));
-          } else entry.resolve(response);
+          if (response.error && response.error.code !== Code.OK) entry.reject(RpcError.fromStatus(response.error, `${options.name}: request ${response.requestId}`));
+          else entry.resolve(response);
         }
         if (slots[slot] === requests) slots[slot] = undefined;
         // A stream that ended with requests unanswered broke its contract: re-send them.
@@ -150,7 +147,8 @@ export function createMultiplexer<Req extends Identified, Res extends WithError>
       entry.reject(error);
     };
     const retry = orphans.filter((entry) => {
-      if (!RESENDABLE.has(rpc.code) || entry.sends > maxResends || closed) {
+      // Only a broken transport is worth a re-send, not a refusal of the request.
+      if (!isTransportFailure(rpc.code) || entry.sends > maxResends || closed) {
         give(entry, rpc);
         return false;
       }

@@ -7,6 +7,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { extname, join, relative } from "node:path";
 import { asyncBufferFromFile, parquetReadObjects } from "hyparquet";
 import { createRng } from "../lib/rng.js";
+import { kindError } from "../lib/errors.js";
 
 export interface Prompt {
   /** Stable id: "<file>:<row>" (1-based row). */
@@ -14,16 +15,10 @@ export interface Prompt {
   prompt: string;
 }
 
-/** A prompt file or row that cannot be used; the message names the file and line/row. */
-export class PromptDataError extends Error {
-  override name = "PromptDataError";
-  readonly userFacing = true;
-}
-
 function checkText(text: unknown, where: string): string {
-  if (typeof text !== "string") throw new PromptDataError(`${where}: "prompt" must be a string, got ${text === null ? "null" : typeof text}`);
-  if (text.trim().length === 0) throw new PromptDataError(`${where}: "prompt" is empty`);
-  if (text.includes("\uFFFD")) throw new PromptDataError(`${where}: the prompt is not valid UTF-8 (it decodes with replacement characters)`);
+  if (typeof text !== "string") throw kindError("prompt-data", `${where}: "prompt" must be a string, got ${text === null ? "null" : typeof text}`);
+  if (text.trim().length === 0) throw kindError("prompt-data", `${where}: "prompt" is empty`);
+  if (text.includes("\uFFFD")) throw kindError("prompt-data", `${where}: the prompt is not valid UTF-8 (it decodes with replacement characters)`);
   return text;
 }
 
@@ -43,7 +38,7 @@ function readJsonl(path: string): Prompt[] {
         return true;
       }
     });
-    throw new PromptDataError(`${path}:${bad + 1}: not valid UTF-8`);
+    throw kindError("prompt-data", `${path}:${bad + 1}: not valid UTF-8`);
   }
   const prompts: Prompt[] = [];
   text.split("\n").forEach((line, index) => {
@@ -53,9 +48,9 @@ function readJsonl(path: string): Prompt[] {
     try {
       row = JSON.parse(line);
     } catch (err) {
-      throw new PromptDataError(`${where}: not valid JSON: ${(err as Error).message}`);
+      throw kindError("prompt-data", `${where}: not valid JSON: ${(err as Error).message}`);
     }
-    if (typeof row !== "object" || row === null || !("prompt" in row)) throw new PromptDataError(`${where}: expected an object with a "prompt" field`);
+    if (typeof row !== "object" || row === null || !("prompt" in row)) throw kindError("prompt-data", `${where}: expected an object with a "prompt" field`);
     prompts.push({ id: `${path}:${index + 1}`, prompt: checkText((row as { prompt: unknown }).prompt, where) });
   });
   return prompts;
@@ -73,7 +68,7 @@ async function readParquet(path: string, name = path): Promise<Prompt[]> {
   try {
     rows = (await parquetReadObjects({ file, columns: ["prompt"] })) as Record<string, unknown>[];
   } catch (err) {
-    throw new PromptDataError(`${name}: cannot read the "prompt" column of this Parquet file: ${(err as Error).message}`);
+    throw kindError("prompt-data", `${name}: cannot read the "prompt" column of this Parquet file: ${(err as Error).message}`);
   }
   return rows.map((row, i) => ({ id: `${name}:${i + 1}`, prompt: checkText(row.prompt, `${name}: row ${i + 1}`) }));
 }
@@ -88,13 +83,13 @@ function parquetFilesUnder(dir: string): string[] {
     .sort();
 }
 
-/** Reads a prompt set; throws PromptDataError naming the file and line for bad data, and for an empty set. */
+/** Reads a prompt set; throws a "prompt-data" RpcError naming the file and line for bad data, and for an empty set. */
 export async function loadPrompts(path: string): Promise<Prompt[]> {
   let stat: ReturnType<typeof statSync>;
   try {
     stat = statSync(path);
   } catch {
-    throw new PromptDataError(`${path}: no such prompt file or dataset directory`);
+    throw kindError("prompt-data", `${path}: no such prompt file or dataset directory`);
   }
   let prompts: Prompt[];
   if (stat.isDirectory()) {
@@ -102,7 +97,7 @@ export async function loadPrompts(path: string): Promise<Prompt[]> {
     const all = parquetFilesUnder(path);
     const train = all.filter((f) => /(^|\/)train[^/]*\.parquet$|(^|\/)train[^/]*\//.test(relative(path, f)));
     const files = train.length > 0 ? train : all;
-    if (files.length === 0) throw new PromptDataError(`${path}: a dataset directory with no .parquet files`);
+    if (files.length === 0) throw kindError("prompt-data", `${path}: a dataset directory with no .parquet files`);
     prompts = [];
     for (const file of files) prompts.push(...(await readParquet(file, relative(path, file))));
   } else if (extname(path) === ".parquet") {
@@ -110,7 +105,7 @@ export async function loadPrompts(path: string): Promise<Prompt[]> {
   } else {
     prompts = readJsonl(path);
   }
-  if (prompts.length === 0) throw new PromptDataError(`${path}: the prompt set is empty`);
+  if (prompts.length === 0) throw kindError("prompt-data", `${path}: the prompt set is empty`);
   return prompts;
 }
 
@@ -133,12 +128,12 @@ export function splitPrompts(prompts: readonly Prompt[], options: { iterations: 
     const j = Math.floor(rng.next() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
-  if (order.length <= evalCount) throw new PromptDataError(`the prompt set has ${order.length} prompts: not enough for ${evalCount} held-out evaluation prompts and training`);
+  if (order.length <= evalCount) throw kindError("prompt-data", `the prompt set has ${order.length} prompts: not enough for ${evalCount} held-out evaluation prompts and training`);
   const evaluation = order.slice(0, evalCount);
   const training = order.slice(evalCount);
   const size = perIteration > 0 ? perIteration : Math.floor(training.length / iterations);
   if (size < 1 || size * iterations > training.length) {
-    throw new PromptDataError(`${training.length} training prompts cannot make ${iterations} disjoint splits of ${perIteration > 0 ? perIteration : "≥ 1"} prompts`);
+    throw kindError("prompt-data", `${training.length} training prompts cannot make ${iterations} disjoint splits of ${perIteration > 0 ? perIteration : "≥ 1"} prompts`);
   }
   return { iterations: Array.from({ length: iterations }, (_, t) => training.slice(t * size, (t + 1) * size)), evaluation };
 }

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { writeFileAtomic } from "../lib/atomic.js";
 import { OPTIMIZER_ALGORITHMS } from "../lib/config/optimizer.js";
 import { type Config, configSchema } from "../lib/config/schema.js";
-import { userError } from "../lib/errors.js";
+import { Code, RpcError } from "../lib/errors.js";
 import type { IterationResult } from "./loop.js";
 
 /** How `sppo run` was invoked: enough to load the same configuration again. */
@@ -61,15 +61,15 @@ export function writeRunState(outDir: string, invocation: RunInvocation, config:
 /** Reads DIR/run.json; the error says what is missing or damaged. */
 export function readRunState(outDir: string): RunStateFile {
   const path = join(outDir, "run.json");
-  if (!existsSync(path)) throw userError(`--resume ${outDir}: no run.json there, so no run to continue (start one with \`sppo run --out ${outDir}\`)`);
+  if (!existsSync(path)) throw new RpcError(Code.NOT_FOUND, `--resume ${outDir}: no run.json there, so no run to continue (start one with \`sppo run --out ${outDir}\`)`);
   let state: RunStateFile;
   try {
     state = JSON.parse(readFileSync(path, "utf8")) as RunStateFile;
   } catch (err) {
-    throw userError(`${path}: not valid JSON (${(err as Error).message})`);
+    throw new RpcError(Code.DATA_LOSS, `${path}: not valid JSON (${(err as Error).message})`);
   }
   if (state.format !== 1 || typeof state.invocation?.config !== "string" || typeof state.settings !== "object") {
-    throw userError(`${path}: not a run state this version of sppo writes (format ${String(state.format)})`);
+    throw new RpcError(Code.FAILED_PRECONDITION, `${path}: not a run state this version of sppo writes (format ${String(state.format)})`);
   }
   return state;
 }
@@ -92,7 +92,7 @@ export function checkSameSettings(state: RunStateFile, config: Config, outDir: s
     }
   }
   if (changed.length > 0) {
-    throw userError(`${what}: the configuration changed since the run started, so its results would mix two runs:\n  ${changed.join("\n  ")}`);
+    throw new RpcError(Code.FAILED_PRECONDITION, `${what}: the configuration changed since the run started, so its results would mix two runs:\n  ${changed.join("\n  ")}`);
   }
 }
 
@@ -104,7 +104,7 @@ export function finishedIterations(outDir: string): IterationResult[] {
     const summary = JSON.parse(readFileSync(path, "utf8")) as { iterations?: IterationResult[] };
     return summary.iterations ?? [];
   } catch (err) {
-    throw userError(`${path}: not valid JSON (${(err as Error).message}); it records the finished iterations`);
+    throw new RpcError(Code.DATA_LOSS, `${path}: not valid JSON (${(err as Error).message}); it records the finished iterations`);
   }
 }
 
@@ -129,7 +129,8 @@ export function prepareFreshOutDir(outDir: string): void {
   }
   const unfinished = unfinishedRun(outDir);
   if (unfinished) {
-    throw userError(
+    throw new RpcError(
+      Code.FAILED_PRECONDITION,
       `${outDir} holds an unfinished run (${unfinished.done} of ${unfinished.planned} iterations done): continue it with \`sppo run --resume ${outDir}\`, or choose another --out (or remove it)`,
     );
   }

@@ -15,7 +15,7 @@ import type { Config } from "../lib/config/schema.js";
 import { createClient } from "../lib/grpc/client.js";
 import { createInProcessClient } from "../lib/grpc/in-process.js";
 import { mount, type RunningServer, serve } from "../lib/grpc/serve.js";
-import { userError } from "../lib/errors.js";
+import { kindError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
 import { type IterationResult, runLoop } from "./loop.js";
@@ -68,7 +68,7 @@ const algorithms: Record<Config["optimizer"]["algorithm"], Algorithm> = {
 export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
   const others = options.config.pipeline.compareAlgorithms.filter((a) => a !== options.config.optimizer.algorithm);
   if (others.length > 0 && options.targets) {
-    throw userError("pipeline.compareAlgorithms needs the embedded services: remote services keep their trained state");
+    throw kindError("config", "pipeline.compareAlgorithms needs the embedded services: remote services keep their trained state");
   }
   const main = await runOne(options);
   if (others.length === 0) return main;

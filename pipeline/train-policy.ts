@@ -4,6 +4,7 @@ import type { TrainRequest, TrainResponse } from "../gen/sppo/v1/optimizer_pb.js
 import { type IterationStart, type TrainingExample, TrainingExampleSchema, TrainRequestSchema } from "../gen/sppo/v1/optimizer_pb.js";
 import type { TelemetryEvent } from "../gen/sppo/v1/telemetry_pb.js";
 import { Code, RpcError } from "../lib/errors.js";
+import { isConflict, isTransportFailure } from "../lib/grpc/codes.js";
 import { log } from "../lib/log.js";
 import { BoundedQueue } from "../lib/streams/bounded-queue.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
@@ -32,9 +33,6 @@ export interface TrainPolicyConfig {
   maxReconnects?: number;
 }
 
-/** Train-stream failures worth opening the stream again: the optimizer or the connection went away (or the old
- * stream is still being wound down: ABORTED), not a refusal of what was sent. */
-const REOPENABLE = new Set<Code>([Code.UNAVAILABLE, Code.CANCELLED, Code.INTERNAL, Code.UNKNOWN, Code.ABORTED]);
 
 /** The K training examples of one scored set. */
 export function trainingExamples(set: ScoredSet, iteration: number): TrainingExample[] {
@@ -120,7 +118,10 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
           } catch (err) {
             current.fail(err);
             const rpc = RpcError.from(err);
-            if (stopped || !config.ready || !REOPENABLE.has(rpc.code) || attempt >= maxReconnects) throw err;
+            // Worth opening the stream again: the optimizer or the connection went away, or the old stream is still being
+            // wound down (a conflict) — not a refusal of what was sent.
+            const reopenable = isTransportFailure(rpc.code) || isConflict(rpc.code);
+            if (stopped || !config.ready || !reopenable || attempt >= maxReconnects) throw err;
             log.warn({ iteration, attempt: attempt + 1, err: rpc.message }, "optimizer stream broke: opening it again once the optimizer is back, replaying the iteration");
             await config.ready(reconnectTimeoutMs);
           }

@@ -22,7 +22,8 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Generator } from "../gen/sppo/v1/generator_pb.js";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
-import { Code, RpcError } from "../lib/errors.js";
+import { Code, kindError, RpcError } from "../lib/errors.js";
+import { isOverload } from "../lib/grpc/codes.js";
 import { createClient } from "../lib/grpc/client.js";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -44,9 +45,6 @@ Options:
   --backoff-ms B   a refused client sends nothing for B ms (default 20)
   --help           this text
 `;
-
-/** A wrong command line: printed without a stack, exit code 2. */
-class UsageError extends Error {}
 
 const GRACE_MS = 30_000;
 
@@ -84,19 +82,19 @@ function options(argv: string[]): Options | "help" {
   try {
     parsed = parseOptions(argv);
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw kindError("usage", (err as Error).message, { cause: err });
   }
   const { values } = parsed;
   if (values.help) return "help";
   const int = (name: string, raw: string | undefined, min: number) => {
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name}: an integer ≥ ${min} is needed, got ${raw}`);
+    if (!Number.isInteger(n) || n < min) throw kindError("usage", `--${name}: an integer ≥ ${min} is needed, got ${raw}`);
     return n;
   };
   const seconds = Number(values.seconds);
-  if (!(seconds > 0 && seconds <= 3600)) throw new UsageError(`--seconds: a number in (0, 3600] is needed, got ${values.seconds}`);
+  if (!(seconds > 0 && seconds <= 3600)) throw kindError("usage", `--seconds: a number in (0, 3600] is needed, got ${values.seconds}`);
   const target = values.target;
-  if (target !== "oracle" && target !== "generator" && target !== "both") throw new UsageError(`--target: oracle, generator or both, got ${target}`);
+  if (target !== "oracle" && target !== "generator" && target !== "both") throw kindError("usage", `--target: oracle, generator or both, got ${target}`);
   return {
     clients: int("clients", values.clients, 1),
     requests: int("requests", values.requests, 1),
@@ -268,7 +266,7 @@ async function runClient(target: Target, port: number, client: number, opts: Opt
     if (!answer.error) {
       tally.ok++;
       tally.okLatencies.push(latency);
-    } else if (answer.error.code === Code.RESOURCE_EXHAUSTED) {
+    } else if (isOverload(answer.error.code)) {
       tally.refused++;
       pausedUntil = now + opts.backoffMs;
     }
@@ -404,7 +402,8 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof UsageError) process.stderr.write(`load-test: ${err.message}\n${USAGE}`);
+    // A wrong command line: printed without a stack, with the usage, exit code 2.
+    if (RpcError.is(err, "usage")) process.stderr.write(`load-test: ${err.message}\n${USAGE}`);
     else process.stderr.write(`load-test: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(2);
   },

@@ -10,7 +10,7 @@ import { existsSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { loadConfig } from "../../lib/config/load.js";
 import { ORACLE_BACKENDS, type OracleConfig } from "../../lib/config/oracle.js";
-import { RpcError, userError } from "../../lib/errors.js";
+import { Code, RpcError } from "../../lib/errors.js";
 import { createOracle } from "../../services/oracle/create-oracle.js";
 import { readModelDirConfig } from "../../services/oracle/model-dir.js";
 
@@ -23,7 +23,7 @@ export function resolveOracleConfig(spec: string | undefined): OracleConfig {
   if ((ORACLE_BACKENDS as readonly string[]).includes(spec) && spec.startsWith("synthetic-")) {
     return { ...base, backend: spec as OracleConfig["backend"] };
   }
-  if (!existsSync(spec)) throw userError(`--oracle ${spec}: no such directory or file (nor a synthetic judge's name, nor grpc://HOST:PORT)`);
+  if (!existsSync(spec)) throw new RpcError(Code.NOT_FOUND, `--oracle ${spec}: no such directory or file (nor a synthetic judge's name, nor grpc://HOST:PORT)`);
   if (statSync(spec).isDirectory()) {
     const kind = readModelDirConfig(spec).kind;
     return { ...base, backend: kind === "reward" ? "reward-onnx" : "pairwise-onnx", modelDir: spec };
@@ -59,7 +59,7 @@ export async function compareOutput(flags: CompareFlags): Promise<string> {
     }
     return `${lines.join("\n")}\n`;
   } catch (err) {
-    if (err instanceof RpcError) throw userError(`compare: ${err.message}`);
+    if (err instanceof RpcError) throw new RpcError(err.code, `compare: ${err.message}`, { cause: err, field: err.field });
     throw err;
   } finally {
     await oracle.close();

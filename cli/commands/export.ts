@@ -8,7 +8,7 @@
 import { resolve } from "node:path";
 import { type Command, Option } from "commander";
 import { exportPolicy } from "../../models/onnx/index.js";
-import { ModelFormatError } from "../../models/safetensors.js";
+import { Code, RpcError } from "../../lib/errors.js";
 
 interface ExportFlags {
   model: string;
@@ -35,8 +35,8 @@ export function register(program: Command): void {
       try {
         result = exportPolicy(resolve(flags.model), resolve(flags.out), { kind: flags.kind });
       } catch (err) {
-        if (err instanceof ModelFormatError || err instanceof TypeError) throw Object.assign(err, { userFacing: true });
-        throw err;
+        // A bad option (TypeError naming it) is the user's to fix, like a bad model directory.
+        throw err instanceof TypeError ? RpcError.from(err, Code.INVALID_ARGUMENT) : err;
       }
       const ms = Math.round(performance.now() - started);
       if (flags.json) {

@@ -15,7 +15,6 @@ import { basename, extname, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import {
   defaultEta,
-  GameFileError,
   hedgeBound,
   type NashRun,
   parsePreferenceGame,
@@ -24,6 +23,7 @@ import {
   type SampledAlgorithm,
 } from "../../lib/sppo/nash.js";
 import { lineChartSvg, type PlotSeries } from "../../lib/sppo/plot.js";
+import { kindError } from "../../lib/errors.js";
 
 export interface NashOptions {
   matrix: string;
@@ -69,7 +69,7 @@ export function runNash(options: NashOptions): { report: Record<string, unknown>
   try {
     data = JSON.parse(readFileSync(options.matrix, "utf8"));
   } catch (err) {
-    throw new GameFileError(`${options.matrix}: cannot read it as JSON (${(err as Error).message})`);
+    throw kindError("game-file", `${options.matrix}: cannot read it as JSON (${(err as Error).message})`);
   }
   const game = parsePreferenceGame(data, options.matrix);
   const T = options.iterations;

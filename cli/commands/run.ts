@@ -7,7 +7,7 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
-import { userError } from "../../lib/errors.js";
+import { Code, RpcError } from "../../lib/errors.js";
 import { loadConfig } from "../../lib/config/load.js";
 import { runSelfPlay } from "../../pipeline/run.js";
 import { checkSameSettings, type RunInvocation, readRunState, unfinishedRun } from "../../pipeline/run-state.js";
@@ -49,12 +49,12 @@ export function register(program: Command): void {
     .action(async (flags: RunFlags) => {
       const given = [flags.generator, flags.oracle, flags.optimizer].filter(Boolean).length;
       if (given !== 0 && given !== 3) {
-        throw userError("give all three of --generator, --oracle and --optimizer, or none to start them here");
+        throw new RpcError(Code.INVALID_ARGUMENT, "give all three of --generator, --oracle and --optimizer, or none to start them here");
       }
       const targets = given === 3 ? { generator: flags.generator!, oracle: flags.oracle!, optimizer: flags.optimizer! } : undefined;
       if (flags.resume !== undefined) {
         if (flags.config !== undefined || flags.iterations !== undefined) {
-          throw userError("--resume continues a run with the config it started with: leave out --config and --iterations");
+          throw new RpcError(Code.INVALID_ARGUMENT, "--resume continues a run with the config it started with: leave out --config and --iterations");
         }
         const state = readRunState(flags.resume);
         const invocation: RunInvocation = { ...state.invocation, ...(targets ? { targets } : {}) };

@@ -12,11 +12,7 @@ import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { type Config, configSchema } from "./schema.js";
-
-/** A configuration that could not be read or does not fit the schema. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
+import { kindError } from "../errors.js";
 
 type Tree = { [key: string]: unknown };
 
@@ -40,16 +36,16 @@ export function readConfigFile(path: string): Tree {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new ConfigError(`config file ${path}: cannot read it (${(err as Error).message})`);
+    throw kindError("config", `config file ${path}: cannot read it (${(err as Error).message})`);
   }
   let data: unknown;
   try {
     data = extname(path).toLowerCase() === ".json" ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw new ConfigError(`config file ${path}: not valid ${extname(path) === ".json" ? "JSON" : "YAML"}: ${(err as Error).message}`);
+    throw kindError("config", `config file ${path}: not valid ${extname(path) === ".json" ? "JSON" : "YAML"}: ${(err as Error).message}`);
   }
   if (data === null || data === undefined) return {};
-  if (!isTree(data)) throw new ConfigError(`config file ${path}: the top level must be a mapping of sections`);
+  if (!isTree(data)) throw kindError("config", `config file ${path}: the top level must be a mapping of sections`);
   return data;
 }
 
@@ -92,21 +88,21 @@ export interface LoadConfigOptions {
   overrides?: Tree;
 }
 
-/** Builds the validated configuration; throws ConfigError naming the source, field and reason. */
+/** Builds the validated configuration; throws a "config" RpcError naming the source, field and reason. */
 export function loadConfig(options: LoadConfigOptions = {}): Config {
   const fromFile = options.file ? readConfigFile(options.file) : {};
   if (options.file) {
     // Validate the file alone first so that its errors name the file.
     const fileCheck = configSchema.safeParse(fromFile);
-    if (!fileCheck.success) throw new ConfigError(describeIssues(fileCheck.error.issues, `config file ${options.file}`));
+    if (!fileCheck.success) throw kindError("config", describeIssues(fileCheck.error.issues, `config file ${options.file}`));
   }
   const fromEnv = configFromEnv(options.env ?? process.env);
   if (Object.keys(fromEnv).length > 0) {
     const envCheck = configSchema.safeParse(mergeConfig(fromFile, fromEnv));
-    if (!envCheck.success) throw new ConfigError(describeIssues(envCheck.error.issues, "environment (SPPO_* variables)"));
+    if (!envCheck.success) throw kindError("config", describeIssues(envCheck.error.issues, "environment (SPPO_* variables)"));
   }
   const merged = mergeConfig(mergeConfig(fromFile, fromEnv), options.overrides ?? {});
   const result = configSchema.safeParse(merged);
-  if (!result.success) throw new ConfigError(describeIssues(result.error.issues, "command-line flags"));
+  if (!result.success) throw kindError("config", describeIssues(result.error.issues, "command-line flags"));
   return result.data;
 }

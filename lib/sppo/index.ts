@@ -12,7 +12,6 @@ export { dpoLoss, ipoLoss, isPairwise, LOSS_NAMES, type LossName, preferenceLoss
 export {
   defaultEta,
   exploitability,
-  GameFileError,
   hedgeBound,
   type NashRun,
   type PreferenceGame,

@@ -14,6 +14,7 @@
 import { Rng } from "../rng.js";
 import { selectChosenRejected } from "./selection.js";
 import { PREFERENCE_TOLERANCE } from "./winrate.js";
+import { kindError } from "../errors.js";
 
 /** A finite preference game as read from `{"actions": [...], "P": [[...]], "initial_policy"?: [...]}`. */
 export interface PreferenceGame {
@@ -24,19 +25,13 @@ export interface PreferenceGame {
   initialPolicy: number[];
 }
 
-/** A clear, user-facing error about the game file (the CLI prints its message alone). */
-export class GameFileError extends Error {
-  override name = "GameFileError";
-  readonly userFacing = true;
-}
-
 /**
  * Validates and converts parsed JSON into a game. Errors name the entry and its actions, e.g.
  * `rps.json: P[0][1] + P[1][0] (rock vs paper) must be 1, got 0.7 + 0.4 = 1.1`.
  */
 export function parsePreferenceGame(data: unknown, source = "matrix"): PreferenceGame {
   const fail = (msg: string): never => {
-    throw new GameFileError(`${source}: ${msg}`);
+    throw kindError("game-file", `${source}: ${msg}`);
   };
   if (typeof data !== "object" || data === null || Array.isArray(data)) fail('expected an object {"actions": [...], "P": [[...]]}');
   const obj = data as Record<string, unknown>;

@@ -80,7 +80,7 @@ export async function sha256OfFile(path: string): Promise<string> {
 
 /**
  * Hex SHA-256 of the files of `dir` named by `files`, concatenated in order: the version's checksum. A name that
- * leads outside `dir` throws UnsafePathError (lib/paths.ts) before anything is read.
+ * leads outside `dir` throws an "unsafe-path" RpcError (lib/paths.ts) before anything is read.
  */
 export async function versionSha256(dir: string, files: readonly Pick<WeightFile, "name">[]): Promise<string> {
   const paths = files.map((f, i) => confinedPath(dir, f.name, `files[${i}].name`));

@@ -21,7 +21,7 @@ import { type GetWeightsResponse, Optimizer } from "../../gen/sppo/v1/optimizer_
 import { writeDirAtomicAsync } from "../atomic.js";
 import { Code, RpcError } from "../errors.js";
 import { type ClientOptions, createClient } from "../grpc/client.js";
-import { confinedPath, UnsafePathError } from "../paths.js";
+import { confinedPath } from "../paths.js";
 import { hashInto, unsafeFileName, type WeightFile } from "./manifest.js";
 
 export interface ReceiveOptions {
@@ -103,7 +103,7 @@ export async function receiveWeights(
             try {
               path = confinedPath(tmp, f.name, `manifest.files[${i}].name`);
             } catch (err) {
-              if (err instanceof UnsafePathError) throw dataLoss(err.message);
+              if (RpcError.is(err, "unsafe-path")) throw dataLoss(err.message);
               throw err;
             }
             if (names.has(f.name)) throw dataLoss(`manifest.files[${i}].name: "${f.name}" is listed twice`);

@@ -22,7 +22,7 @@ import {
   PolicyManifestSchema,
 } from "../../gen/sppo/v1/optimizer_pb.js";
 import { Code, RpcError } from "../errors.js";
-import { confinedPath, UnsafePathError } from "../paths.js";
+import { confinedPath } from "../paths.js";
 import { directoryManifest, type WeightFile } from "./manifest.js";
 
 /** Chunk size when the request leaves chunk_bytes at 0. */
@@ -75,7 +75,7 @@ export async function* weightStream(
   try {
     paths = files.map((f, i) => confinedPath(dir, f.name, `files[${i}].name`));
   } catch (err) {
-    if (err instanceof UnsafePathError) throw new RpcError(Code.DATA_LOSS, `weightStream: ${err.message}`);
+    if (RpcError.is(err, "unsafe-path")) throw new RpcError(Code.DATA_LOSS, `weightStream: ${err.message}`, { cause: err });
     throw err;
   }
   const size = chunkSize(options.chunkBytes, options.maxChunkBytes);

@@ -354,7 +354,7 @@ export class OrtPolicy {
 /**
  * An onnxruntime policy from a model directory (config.json + model.safetensors [+ tokenizer.json], read without
  * tfjs), a loaded tfjs model (its current weights) or raw weights by HF name. Builds the sessions `prepare` names.
- * Throws ModelFormatError for a bad directory and TypeError for bad options or weights.
+ * Throws a "model-format" RpcError for a bad directory and TypeError for bad options or weights.
  */
 export function createOrtPolicy(source: PolicySource, options: OrtPolicyOptions = {}): Promise<OrtPolicy> {
   return OrtPolicy.create(source, options);

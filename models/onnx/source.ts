@@ -8,8 +8,9 @@ import { type ModelConfig, normalizeConfig } from "../config.js";
 import type { LoadedModel } from "../io.js";
 import { modelTensors, modelWeightsPath, paramShapes, readModelJson } from "../io.js";
 import type { CausalLM } from "../model.js";
-import { ModelFormatError, type RawTensor, readSafetensors } from "../safetensors.js";
+import { type RawTensor, readSafetensors } from "../safetensors.js";
 import { PolicyTokenizer } from "../tokenizer.js";
+import { kindError, RpcError } from "../../lib/errors.js";
 
 /** A config and its weights by HF name. */
 export interface PolicyWeights {
@@ -29,9 +30,9 @@ export function pickParams(config: ModelConfig, tensors: ReadonlyMap<string, Raw
   for (const [name, shape] of paramShapes(config)) {
     const short = name.startsWith("transformer.") ? name.slice("transformer.".length) : undefined;
     const t = tensors.get(name) ?? (short ? tensors.get(short) : undefined);
-    if (!t) throw new ModelFormatError(`${file}: tensor ${name} is missing (the config needs it for ${config.model_type})`);
-    if (t.shape.join() !== shape.join()) throw new ModelFormatError(`${file}: tensor ${name} has shape [${t.shape}], config.json implies [${shape}]`);
-    if (!(t.data instanceof Float32Array)) throw new ModelFormatError(`${file}: tensor ${name} has an integer dtype, expected a float`);
+    if (!t) throw kindError("model-format", `${file}: tensor ${name} is missing (the config needs it for ${config.model_type})`);
+    if (t.shape.join() !== shape.join()) throw kindError("model-format", `${file}: tensor ${name} has shape [${t.shape}], config.json implies [${shape}]`);
+    if (!(t.data instanceof Float32Array)) throw kindError("model-format", `${file}: tensor ${name} has an integer dtype, expected a float`);
     out.set(name, t);
   }
   return out;
@@ -49,8 +50,8 @@ export function readPolicyDir(dir: string): PolicyWeights & { tokenizer?: Policy
   try {
     return { config, weights, tokenizer: new PolicyTokenizer(readModelJson(tokPath), existsSync(cfgPath) ? readModelJson(cfgPath) : {}) };
   } catch (err) {
-    if (err instanceof ModelFormatError) throw err;
-    throw new ModelFormatError(`${tokPath}: cannot build the tokenizer (${(err as Error).message})`);
+    if (RpcError.is(err, "model-format")) throw err;
+    throw kindError("model-format", `${tokPath}: cannot build the tokenizer (${(err as Error).message})`);
   }
 }
 

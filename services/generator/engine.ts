@@ -11,7 +11,7 @@
  *
  * Contract every engine keeps (the generator's tests check it on the tfjs engine):
  *  - `sample(promptIds, o)`: one sample per row (the generator repeats a prompt K times), rows may have different
- *    lengths; row b draws from `createRng(o.seed, b)` of models/prng.ts — or from `createRng(o.rows[b].seed,
+ *    lengths; row b draws from `createRng(o.seed, b)` of lib/rng.ts — or from `createRng(o.rows[b].seed,
  *    o.rows[b].stream)` when `rows` is set — through models/sample.ts's `drawToken`, so the same seed, prompts,
  *    options and weights give the same tokens, and engines agree wherever their logits do. A row's tokens do not
  *    depend on the other rows of the run (padding is masked), so rows of different requests may share one run.
@@ -24,8 +24,9 @@
  *  - `dispose()` frees the weights; no call is made afterwards.
  */
 import { log } from "../../lib/log.js";
-import { type BackendName, ModelFormatError, type SampleOptions, type SampleResult } from "../../models/index.js";
+import type { BackendName, SampleOptions, SampleResult } from "../../models/index.js";
 import type { OrtSessionOptions } from "../../models/onnx/session.js";
+import { RpcError } from "../../lib/errors.js";
 
 /** Sampling options of one engine run (every row of the run shares them). */
 export interface EngineSampleOptions {
@@ -132,7 +133,7 @@ export async function findOnnxLoader(): Promise<{ loader?: EngineLoader; reason?
 
 /**
  * Loads `dir` on the engine `choice`: "tfjs", "onnx" (fails when onnxruntime cannot load it), or "auto" (onnx when
- * onnxruntime loads, else tfjs, with the reason logged). A ModelFormatError (a bad directory) is thrown as is.
+ * onnxruntime loads, else tfjs, with the reason logged). An RpcError of kind "model-format" (a bad directory) is thrown as is.
  */
 export async function loadEngine(choice: "auto" | "onnx" | "tfjs", dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
   if (choice !== "tfjs") {
@@ -142,7 +143,7 @@ export async function loadEngine(choice: "auto" | "onnx" | "tfjs", dir: string, 
         return await loader(dir, options);
       } catch (err) {
         // A broken model directory is broken for every engine: say so instead of trying the next one.
-        if (choice === "onnx" || err instanceof ModelFormatError) throw err;
+        if (choice === "onnx" || RpcError.is(err, "model-format")) throw err;
         log.warn({ err, dir }, "generator: the onnx engine could not load the policy; using tfjs");
       }
     } else if (choice === "onnx") {

@@ -5,8 +5,9 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ModelFormatError, PolicyTokenizer } from "../../models/index.js";
+import { PolicyTokenizer } from "../../models/index.js";
 import type { EngineLoader, EngineLoadOptions, PolicyEngine } from "./engine.js";
+import { kindError } from "../../lib/errors.js";
 
 /** A model directory opened for serving. */
 export interface OpenedModel {
@@ -23,7 +24,7 @@ function readJsonIfPresent(path: string): Record<string, unknown> | undefined {
   try {
     return JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
-    throw new ModelFormatError(`${path}: not valid JSON (${(err as Error).message})`);
+    throw kindError("model-format", `${path}: not valid JSON (${(err as Error).message})`);
   }
 }
 
@@ -34,7 +35,7 @@ export function loadTokenizer(dir: string): PolicyTokenizer | undefined {
   try {
     return new PolicyTokenizer(json, readJsonIfPresent(join(dir, "tokenizer_config.json")) ?? {});
   } catch (err) {
-    throw new ModelFormatError(`${join(dir, "tokenizer.json")}: cannot build the tokenizer (${(err as Error).message})`);
+    throw kindError("model-format", `${join(dir, "tokenizer.json")}: cannot build the tokenizer (${(err as Error).message})`);
   }
 }
 
@@ -47,10 +48,10 @@ export function eosOf(dir: string, tokenizer: PolicyTokenizer | undefined): numb
   return undefined;
 }
 
-/** Fails with a ModelFormatError saying what a model directory holds when `dir` has no config.json. */
+/** Fails with a "model-format" RpcError saying what a model directory holds when `dir` has no config.json. */
 export function checkModelDir(dir: string, field: string): void {
   if (!existsSync(join(dir, "config.json"))) {
-    throw new ModelFormatError(
+    throw kindError("model-format", 
       `${field}: ${dir} holds no config.json (a model directory has config.json, model.safetensors and tokenizer.json; make the default policy with scripts/make-default-policy.ts)`,
     );
   }
@@ -58,7 +59,7 @@ export function checkModelDir(dir: string, field: string): void {
 
 /**
  * Opens the model directory `dir` on the engine `load` gives (tokenizer first: a bad tokenizer fails before the
- * weights are loaded). A bad directory throws ModelFormatError.
+ * weights are loaded). A bad directory throws a "model-format" RpcError.
  */
 export async function openModelDir(dir: string, load: EngineLoader, options: EngineLoadOptions): Promise<OpenedModel> {
   const tokenizer = loadTokenizer(dir);

@@ -1,15 +1,15 @@
 /**
  * Checking and tokenising Generate and Score requests. Requests are the protobuf messages themselves (their field
- * names are the ones errors name); a check throws a FieldError naming the field at fault. Checks that need no policy
+ * names are the ones errors name); a check throws an RpcError naming the field at fault. Checks that need no policy
  * version run before one is acquired; the rest run on the version the request was given.
  */
 import type { GenerateRequest, ScoreRequest } from "../../gen/sppo/v1/generator_pb.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
-import { Code } from "../../lib/errors.js";
+import { Code, fieldError } from "../../lib/errors.js";
 import { invalidUtf8 } from "../../lib/grpc/definition.js";
 import { encodePrompt, type PolicyTokenizer } from "../../models/index.js";
 import type { EngineSampleOptions, PolicyEngine, ScorePair } from "./engine.js";
-import { FieldError, invalid } from "./errors.js";
+import { invalid } from "./errors.js";
 
 /** What the checks need of a policy version. */
 export interface CheckedVersion {
@@ -58,7 +58,7 @@ function promptIds(handle: CheckedVersion, ids: readonly number[], text: string,
   const notUtf8 = invalidUtf8(text);
   if (notUtf8) throw invalid("prompt", notUtf8);
   const tokenizer = handle.tokenizer;
-  if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, "prompt", `policy version ${handle.info.version} has no tokenizer.json; send prompt_token_ids`);
+  if (!tokenizer) throw fieldError(Code.FAILED_PRECONDITION, "prompt", `policy version ${handle.info.version} has no tokenizer.json; send prompt_token_ids`);
   let encoded: number[];
   if (raw) {
     encoded = tokenizer.encode(text);
@@ -129,7 +129,7 @@ export function scorePairsOf(request: ScoreRequest, shape: { count: number; useI
     } else {
       field = `response_texts[${i}]`;
       const tokenizer = handle.tokenizer;
-      if (!tokenizer) throw new FieldError(Code.FAILED_PRECONDITION, field, `policy version ${handle.info.version} has no tokenizer.json; send responses as token ids`);
+      if (!tokenizer) throw fieldError(Code.FAILED_PRECONDITION, field, `policy version ${handle.info.version} has no tokenizer.json; send responses as token ids`);
       const notUtf8 = invalidUtf8(request.responseTexts[i]);
       if (notUtf8) throw invalid(field, notUtf8);
       // As a sampled response that ended on EOS: its text, then EOS (which is scored).

@@ -34,15 +34,14 @@ import { removeStaleTemps } from "../../lib/atomic.js";
 import type { EngineConfig } from "../../lib/config/engine.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
 import type { ClientConfig } from "../../lib/config/server.js";
-import { Code, RpcError } from "../../lib/errors.js";
+import { Code, fieldError, kindError, RpcError } from "../../lib/errors.js";
 import { log } from "../../lib/log.js";
 import { untilAborted } from "../../lib/streams/until-aborted.js";
 import { directoryManifest, pullWeights } from "../../lib/weights/index.js";
-import { ModelFormatError } from "../../models/index.js";
 import type { OrtSessionOptions } from "../../models/onnx/session.js";
 import { type EngineLoader, type EngineLoadOptions, loadEngine } from "./engine.js";
 import { checkModelDir, type OpenedModel, openModelDir } from "./model-dir.js";
-import { cancelled, FieldError, invalid, shuttingDown } from "./errors.js";
+import { cancelled, invalid, shuttingDown } from "./errors.js";
 
 /** One policy version in memory. */
 export interface PolicyHandle extends OpenedModel {
@@ -193,7 +192,7 @@ export class VersionStore {
       const fix = target
         ? `generator.pullPinnedVersions is false: set it to true, or call LoadPolicy(${version}) on this generator first`
         : `set generator.optimizerTarget so that the generator pulls pinned versions from the optimizer, or call LoadPolicy(${version}) on this generator first`;
-      throw new FieldError(Code.FAILED_PRECONDITION, field, `${this.notHeld(version)}; ${fix}`);
+      throw fieldError(Code.FAILED_PRECONDITION, field, `${this.notHeld(version)}; ${fix}`);
     }
     let pull = this.pulls.get(version);
     if (!pull) {
@@ -301,7 +300,7 @@ export class VersionStore {
       handle = await openVersion(this.options, pulled.dir, { version, iteration: pulled.policy.iteration, sha256: pulled.policy.sha256 }, true);
     } catch (err) {
       rmSync(pulled.dir, { recursive: true, force: true });
-      if (err instanceof ModelFormatError) throw new RpcError(Code.FAILED_PRECONDITION, `version ${version}: ${err.message}`, { cause: err });
+      if (RpcError.is(err, "model-format")) throw kindError("model-format", `version ${version}: ${err.message}`, { cause: err });
       throw err;
     }
     this.openDirs.add(handle.dir);
@@ -315,7 +314,7 @@ export class VersionStore {
   /**
    * The on-demand pull of a pinned version (see the file header): fetches it unless a LoadPolicy queued earlier
    * brought it, adds it without making it current, and takes one reference for each request waiting. Failures
-   * become a FieldError on `field` with the cause's code, naming the version, the optimizer and the cause.
+   * become an error on `field` with the cause's code, naming the version, the optimizer and the cause.
    */
   private async pullPinnedNow(version: number, target: string, field: string, pull: PinnedPull): Promise<void> {
     try {
@@ -330,7 +329,7 @@ export class VersionStore {
           if (this.closed) throw shuttingDown();
           const cause = RpcError.from(err, Code.INTERNAL);
           if (!(err instanceof RpcError)) log.error({ err, version }, "generator: on-demand pull failed unexpectedly");
-          throw new FieldError(cause.code, field, `policy version ${version} is not held by this generator, and pulling it from the optimizer at ${target} failed: ${cause.message}`);
+          throw fieldError(cause.code, field, `policy version ${version} is not held by this generator, and pulling it from the optimizer at ${target} failed: ${cause.message}`);
         }
         handle = fetched.handle;
         this.versions.set(version, handle);

@@ -17,15 +17,11 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { writeDirAtomic } from "../../lib/atomic.js";
 import { log } from "../../lib/log.js";
-import { confinedPath, UnsafePathError } from "../../lib/paths.js";
+import { confinedPath } from "../../lib/paths.js";
 import { directoryManifestSync, manifestNames, sha256Bytes, sha256OfFileSync, type WeightFile } from "../../lib/weights/manifest.js";
 import type { CausalLM, OptimizerState, PolicyTokenizer, RawTensor } from "../../models/index.js";
 import { readSafetensors, saveModel, writeSafetensors } from "../../models/index.js";
-
-/** A checkpoint that is missing, unreadable or does not match its manifest. */
-export class CheckpointError extends Error {
-  override name = "CheckpointError";
-}
+import { kindError, RpcError } from "../../lib/errors.js";
 
 /** What a checkpoint holds besides the weights; `trainer` is the trainer's own JSON-safe state. */
 export interface CheckpointPayload<T> {
@@ -79,12 +75,12 @@ export function writeCheckpoint<T>(root: string, iteration: number, step: number
   return { name, dir, iteration, step, sha256 };
 }
 
-/** `name` under the checkpoint directory `dir`, or a CheckpointError when it leads outside (see lib/paths.ts). */
+/** `name` under the checkpoint directory `dir`, or a "checkpoint" error when it leads outside (see lib/paths.ts). */
 function inside(dir: string, name: string, what: string): string {
   try {
     return confinedPath(dir, name, what);
   } catch (err) {
-    if (err instanceof UnsafePathError) throw new CheckpointError(err.message);
+    if (RpcError.is(err, "unsafe-path")) throw kindError("checkpoint", err.message, { cause: err });
     throw err;
   }
 }
@@ -94,44 +90,44 @@ function isManifestFile(f: unknown): f is WeightFile {
 }
 
 /**
- * Checks every file of the checkpoint in `dir` against its manifest; returns the manifest hash. Throws CheckpointError,
+ * Checks every file of the checkpoint in `dir` against its manifest; returns the manifest hash. Throws a "checkpoint" RpcError,
  * also for a manifest that is not a list of files or that names a file outside `dir`.
  */
 export function verifyCheckpoint(dir: string): string {
   const manifestPath = inside(dir, "manifest.json", "checkpoint file");
-  if (!existsSync(manifestPath)) throw new CheckpointError(`${dir}: manifest.json is missing`);
+  if (!existsSync(manifestPath)) throw kindError("checkpoint", `${dir}: manifest.json is missing`);
   const manifestText = readFileSync(manifestPath, "utf8");
   const sha = sha256Bytes(manifestText);
   const shaPath = inside(dir, "manifest.sha256", "checkpoint file");
   const recorded = existsSync(shaPath) ? readFileSync(shaPath, "utf8").trim() : "";
-  if (sha !== recorded) throw new CheckpointError(`${manifestPath}: SHA-256 ${sha} does not match manifest.sha256 (${recorded || "missing"})`);
+  if (sha !== recorded) throw kindError("checkpoint", `${manifestPath}: SHA-256 ${sha} does not match manifest.sha256 (${recorded || "missing"})`);
   let listing: unknown;
   try {
     listing = (JSON.parse(manifestText) as { files?: unknown } | null)?.files;
   } catch (err) {
-    throw new CheckpointError(`${manifestPath}: not valid JSON (${(err as Error).message})`);
+    throw kindError("checkpoint", `${manifestPath}: not valid JSON (${(err as Error).message})`);
   }
-  if (!Array.isArray(listing)) throw new CheckpointError(`${manifestPath}: field files is not a list`);
+  if (!Array.isArray(listing)) throw kindError("checkpoint", `${manifestPath}: field files is not a list`);
   const files = listing.map((f: unknown, i): WeightFile => {
-    if (!isManifestFile(f)) throw new CheckpointError(`${manifestPath}: files[${i}] is not a {name, sha256} entry`);
+    if (!isManifestFile(f)) throw kindError("checkpoint", `${manifestPath}: files[${i}] is not a {name, sha256} entry`);
     return f;
   });
   // Every name is confined before any file is touched: a manifest pointing outside hashes nothing there.
   const paths = files.map((f, i) => inside(dir, f.name, `${manifestPath}: files[${i}].name`));
   for (const [i, f] of files.entries()) {
     const path = paths[i];
-    if (!existsSync(path)) throw new CheckpointError(`${path}: listed in the manifest but missing`);
+    if (!existsSync(path)) throw kindError("checkpoint", `${path}: listed in the manifest but missing`);
     const actual = sha256OfFileSync(path);
-    if (actual !== f.sha256) throw new CheckpointError(`${path}: SHA-256 ${actual} does not match the manifest's ${f.sha256}`);
+    if (actual !== f.sha256) throw kindError("checkpoint", `${path}: SHA-256 ${actual} does not match the manifest's ${f.sha256}`);
   }
   const listed = new Set(files.map((f) => f.name));
   for (const name of manifestNames(dir, ["manifest.json", "manifest.sha256"])) {
-    if (!listed.has(name)) throw new CheckpointError(`${join(dir, name)}: not listed in the manifest`);
+    if (!listed.has(name)) throw kindError("checkpoint", `${join(dir, name)}: not listed in the manifest`);
   }
   // A manifest skips symbolic links; writeCheckpoint never makes one, so any link here (e.g. model/tokenizer.json
   // pointing elsewhere, which loadModel would read) was put in afterwards.
   const link = findLink(dir);
-  if (link) throw new CheckpointError(`${link}: a symbolic link (a checkpoint holds only the files it was written with)`);
+  if (link) throw kindError("checkpoint", `${link}: a symbolic link (a checkpoint holds only the files it was written with)`);
   return sha;
 }
 
@@ -170,16 +166,16 @@ export function readCheckpoint<T>(dir: string): LoadedCheckpoint<T> {
   try {
     doc = JSON.parse(readFileSync(trainerPath, "utf8"));
   } catch (err) {
-    throw new CheckpointError(`${trainerPath}: cannot read it (${(err as Error).message})`);
+    throw kindError("checkpoint", `${trainerPath}: cannot read it (${(err as Error).message})`);
   }
-  if (doc?.format !== 1) throw new CheckpointError(`${trainerPath}: unknown format ${doc?.format}`);
+  if (doc?.format !== 1) throw kindError("checkpoint", `${trainerPath}: unknown format ${doc?.format}`);
   let optimizer: OptimizerState | undefined;
   if (doc.optimizer) {
     const slots: OptimizerState["slots"] = {};
     const optimizerPath = inside(dir, "optimizer.safetensors", "checkpoint file");
     for (const [key, t] of readSafetensors(optimizerPath)) {
       const cut = key.lastIndexOf("::");
-      if (cut < 0) throw new CheckpointError(`${optimizerPath}: tensor ${key} is not <param>::<slot>`);
+      if (cut < 0) throw kindError("checkpoint", `${optimizerPath}: tensor ${key} is not <param>::<slot>`);
       const param = key.slice(0, cut);
       slots[param] ??= {};
       slots[param][key.slice(cut + 2)] = { shape: t.shape, data: Array.from(t.data) };
@@ -221,7 +217,7 @@ export function newestValidCheckpoint<T>(root: string): LoadedCheckpoint<T> | un
     try {
       return readCheckpoint<T>(entry.dir);
     } catch (err) {
-      if (!(err instanceof CheckpointError)) throw err;
+      if (!(RpcError.is(err, "checkpoint"))) throw err;
       log.warn({ checkpoint: entry.dir, err: err.message }, "skipping a damaged checkpoint");
     }
   }

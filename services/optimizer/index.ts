@@ -2,7 +2,7 @@
  * The optimizer service (docs/algorithm.md §4): `createOptimizerService(config)` for `sppo serve optimizer`, the
  * trainer core for tests and tools, and the checkpoint format.
  */
-export { CheckpointError, type CheckpointEntry, listCheckpoints, readCheckpoint, verifyCheckpoint, writeCheckpoint } from "./checkpoint.js";
+export { type CheckpointEntry, listCheckpoints, readCheckpoint, verifyCheckpoint, writeCheckpoint } from "./checkpoint.js";
 export { type IterationParams, resolveParams } from "./params.js";
 export { createOptimizerService, type OptimizerServiceConfig, optimizerImplementation } from "./server.js";
 export { Trainer, type TrainerOptions } from "./trainer.js";

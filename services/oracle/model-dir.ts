@@ -44,7 +44,7 @@ export type ModelDirConfig = z.infer<typeof modelDirConfigSchema>;
 
 /** A start-up failure: FAILED_PRECONDITION, printed by the CLI as one line. */
 export function modelError(message: string, cause?: unknown): RpcError {
-  return Object.assign(new RpcError(Code.FAILED_PRECONDITION, message, { cause }), { userFacing: true });
+  return new RpcError(Code.FAILED_PRECONDITION, message, { cause });
 }
 
 /** Reads and validates `oracle_config.json` (defaults when absent). */

@@ -107,8 +107,7 @@ export class RemoteOracle implements Oracle {
     this.pending.delete(response.requestId);
     clearTimeout(p.timer);
     if (response.error && response.error.code !== Code.OK) {
-      const field = response.error.field ? ` (field ${response.error.field})` : "";
-      p.reject(new RpcError(response.error.code as Code, `remote oracle: ${response.error.message}${field}`));
+      p.reject(RpcError.fromStatus(response.error, "remote oracle"));
       return;
     }
     try {

@@ -11,11 +11,10 @@
  *   const running = await serve({ name: "oracle", services: [{ service: PreferenceOracle, implementation }], config: ... });
  */
 import { create } from "@bufbuild/protobuf";
-import { StatusSchema } from "../../gen/sppo/v1/common_pb.js";
 import { type CompareRequest, type CompareResponse, CompareResponseSchema, DescribeResponseSchema, type PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
 import type { OracleConfig } from "../../lib/config/oracle.js";
 import type { ClientConfig } from "../../lib/config/server.js";
-import { Code, RpcError } from "../../lib/errors.js";
+import { Code, invalidArgument, RpcError, statusOf } from "../../lib/errors.js";
 import { answerEach } from "../../lib/grpc/answer-each.js";
 import type { HandlerContext, ServiceImplementation } from "../../lib/grpc/index.js";
 import { log } from "../../lib/log.js";
@@ -34,7 +33,7 @@ export async function answer(oracle: Oracle, request: CompareRequest): Promise<C
     return create(CompareResponseSchema, {
       requestId: request.requestId,
       k,
-      error: create(StatusSchema, { code: Code.INVALID_ARGUMENT, message: `${issue.field}: ${issue.reason}`, field: issue.field }),
+      error: statusOf(invalidArgument(issue.field, issue.reason)),
     });
   }
   try {
@@ -44,7 +43,7 @@ export async function answer(oracle: Oracle, request: CompareRequest): Promise<C
     const rpc = RpcError.from(err, Code.INTERNAL);
     if (!(err instanceof RpcError)) log.error({ err, requestId: request.requestId }, "oracle: unexpected error");
     else if (rpc.code === Code.INTERNAL) log.warn({ requestId: request.requestId, message: rpc.message }, "oracle: request failed");
-    return create(CompareResponseSchema, { requestId: request.requestId, k, error: create(StatusSchema, { code: rpc.code, message: rpc.message }) });
+    return create(CompareResponseSchema, { requestId: request.requestId, k, error: statusOf(rpc) });
   }
 }
 
@@ -59,8 +58,7 @@ export function oracleImplementation(oracle: Oracle, options: { maxQueuedRequest
     try {
       admission.take();
     } catch (err) {
-      const refusal = RpcError.from(err);
-      return create(CompareResponseSchema, { requestId: request.requestId, k: request.candidates.length, error: create(StatusSchema, { code: refusal.code, message: refusal.message }) });
+      return create(CompareResponseSchema, { requestId: request.requestId, k: request.candidates.length, error: statusOf(err) });
     }
     try {
       return await answer(oracle, request);

@@ -6,7 +6,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { confinedPath, UnsafePathError } from "../../lib/paths.js";
+import { Code, RpcError } from "../../lib/errors.js";
+import { confinedPath } from "../../lib/paths.js";
 
 let tmp: string;
 let root: string;
@@ -32,9 +33,9 @@ function refuses(name: string, why: RegExp): void {
   assert.throws(
     () => confinedPath(root, name, "manifest.files[0].name"),
     (err: unknown) => {
-      assert.ok(err instanceof UnsafePathError, `expected an UnsafePathError, got ${err}`);
-      assert.equal(err.file, name);
-      assert.equal(err.root, root);
+      assert.ok(RpcError.is(err, "unsafe-path"), `expected an "unsafe-path" RpcError, got ${err}`);
+      assert.equal(err.code, Code.DATA_LOSS);
+      assert.equal(err.field, "manifest.files[0].name");
       assert.ok(err.message.startsWith(`manifest.files[0].name: ${JSON.stringify(name)} `), err.message);
       assert.ok(err.message.includes(root), err.message);
       assert.match(err.message, why);
@@ -57,7 +58,7 @@ describe("confinedPath", () => {
   test("a root that does not exist yet is checked lexically", () => {
     const missing = join(tmp, "not-yet");
     assert.equal(confinedPath(missing, "a/b.bin", "f"), join(missing, "a", "b.bin"));
-    assert.throws(() => confinedPath(missing, "../root/x", "f"), UnsafePathError);
+    assert.throws(() => confinedPath(missing, "../root/x", "f"), (err) => RpcError.is(err, "unsafe-path"));
   });
 
   test("refuses absolute names", () => {

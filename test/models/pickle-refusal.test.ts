@@ -12,7 +12,7 @@ import * as tf from "@tensorflow/tfjs";
 import { configToJson, createModel, gpt2Config, loadModel, saveModel } from "../../models/index.js";
 import { modelWeightsPath } from "../../models/io.js";
 import { readPolicyDir } from "../../models/onnx/source.js";
-import { ModelFormatError } from "../../models/safetensors.js";
+import { RpcError } from "../../lib/errors.js";
 
 const config = gpt2Config({ vocab_size: 16, n_positions: 8, n_embd: 8, n_layer: 1, n_head: 2 });
 /** Bytes that start like a pickle: they are never read, so their content does not matter. */
@@ -34,10 +34,10 @@ function modelDir(name: string, files: string[]): string {
   return dir;
 }
 
-/** Asserts that `fn` throws a ModelFormatError whose message matches every pattern. */
+/** Asserts that `fn` throws an RpcError of kind "model-format" whose message matches every pattern. */
 function refuses(fn: () => unknown, ...patterns: RegExp[]): void {
   assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof ModelFormatError, `expected a ModelFormatError, got ${err}`);
+    assert.ok(RpcError.is(err, "model-format"), `expected a "model-format" RpcError, got ${err}`);
     for (const p of patterns) assert.match(err.message, p);
     return true;
   });

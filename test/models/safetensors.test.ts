@@ -7,8 +7,9 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { initBackend, loadModel, ModelFormatError, modelTensors, parseSafetensors, readSafetensors, saveModel, serializeSafetensors, writeSafetensors } from "../../models/index.js";
+import { initBackend, loadModel, modelTensors, parseSafetensors, readSafetensors, saveModel, serializeSafetensors, writeSafetensors } from "../../models/index.js";
 import { FIXTURES } from "./helpers.js";
+import { RpcError } from "../../lib/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sppo-st-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -55,7 +56,7 @@ describe("safetensors", () => {
 
   it("names the file and tensor on truncation, bad sizes and unsupported dtypes", () => {
     const good = serializeSafetensors(new Map([["w", { shape: [4], data: new Float32Array(4) }]]));
-    assert.throws(() => parseSafetensors(good.subarray(0, good.length - 3), "m.safetensors"), (e: Error) => e instanceof ModelFormatError && /m\.safetensors: truncated: tensor w/.test(e.message));
+    assert.throws(() => parseSafetensors(good.subarray(0, good.length - 3), "m.safetensors"), (e: Error) => RpcError.is(e, "model-format") && /m\.safetensors: truncated: tensor w/.test(e.message));
     assert.throws(() => parseSafetensors(good.subarray(0, 20), "m.safetensors"), /m\.safetensors: truncated: header/);
     assert.throws(() => parseSafetensors(good.subarray(0, 5), "m.safetensors"), /m\.safetensors: truncated/);
     assert.throws(() => parseSafetensors(handMade("x", "F32", [3], new Uint8Array(8)), "m.safetensors"), /tensor x: 8 bytes for shape \[3\] of F32, expected 12/);
@@ -82,7 +83,7 @@ describe("model directories", () => {
 
   it("a missing tensor is named", () => {
     const d = editedFixture("gpt2", (t) => t.delete("transformer.h.1.mlp.c_fc.bias"));
-    assert.throws(() => loadModel(d), (e: Error) => e instanceof ModelFormatError && e.message.includes("model.safetensors: tensor transformer.h.1.mlp.c_fc.bias is missing"));
+    assert.throws(() => loadModel(d), (e: Error) => RpcError.is(e, "model-format") && e.message.includes("model.safetensors: tensor transformer.h.1.mlp.c_fc.bias is missing"));
   });
 
   it("a mismatched shape is named", () => {

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parquetWriteBuffer } from "hyparquet-writer";
-import { loadPrompts, PromptDataError, splitPrompts } from "../../pipeline/prompts.js";
+import { RpcError } from "../../lib/errors.js";
+import { loadPrompts, splitPrompts } from "../../pipeline/prompts.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sppo-prompts-"));
 const write = (name: string, data: string | Buffer) => {
@@ -35,7 +36,7 @@ describe("pipeline/prompts", () => {
 
   it("names the line of a broken JSONL row", async () => {
     const path = write("broken.jsonl", '{"prompt": "ok"}\n{"prompt": "half\n');
-    await assert.rejects(loadPrompts(path), (err: Error) => err instanceof PromptDataError && err.message.startsWith(`${path}:2: not valid JSON`));
+    await assert.rejects(loadPrompts(path), (err: Error) => RpcError.is(err, "prompt-data") && err.message.startsWith(`${path}:2: not valid JSON`));
   });
 
   it("refuses rows without a string prompt, empty prompts and empty sets", async () => {
@@ -75,7 +76,7 @@ describe("pipeline/prompts", () => {
 
   it("names a Parquet file without a prompt column", async () => {
     const path = write("nocol.parquet", Buffer.from(parquetWriteBuffer({ columnData: [{ name: "text", data: ["a"], type: "STRING" }] })));
-    await assert.rejects(loadPrompts(path), (err: Error) => err instanceof PromptDataError && err.message.includes("nocol.parquet"));
+    await assert.rejects(loadPrompts(path), (err: Error) => RpcError.is(err, "prompt-data") && err.message.includes("nocol.parquet"));
   });
 
   it("splits into disjoint per-iteration splits and a held-out set, reproducibly", () => {

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { ConfigError, configFromEnv, loadConfig } from "../../../lib/config/load.js";
+import { configFromEnv, loadConfig } from "../../../lib/config/load.js";
+import { RpcError } from "../../../lib/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sppo-config-test-"));
 function file(name: string, text: string): string {
@@ -42,13 +43,13 @@ describe("lib/config", () => {
     const path = file("bad.yaml", "server:\n  port: 70000\n");
     assert.throws(
       () => loadConfig({ file: path, env: {} }),
-      (err: Error) => err instanceof ConfigError && err.message.includes(`config file ${path}: field server.port:`) && /65535/.test(err.message),
+      (err: Error) => RpcError.is(err, "config") && err.message.includes(`config file ${path}: field server.port:`) && /65535/.test(err.message),
     );
   });
 
   it("rejects unknown fields (typos) with their name", () => {
     const path = file("typo.yaml", "server:\n  prot: 1\n");
-    assert.throws(() => loadConfig({ file: path, env: {} }), (err: Error) => err instanceof ConfigError && /prot/.test(err.message));
+    assert.throws(() => loadConfig({ file: path, env: {} }), (err: Error) => RpcError.is(err, "config") && /prot/.test(err.message));
   });
 
   it("says which layer was wrong for environment variables", () => {

@@ -22,6 +22,7 @@ import { initBackend, loadModel, scoreText } from "../../../models/index.js";
 import { exportPolicy } from "../../../models/onnx/index.js";
 import { FIXTURES, maxAbsDiff, readExpected } from "../helpers.js";
 import { fullFeeds } from "./helpers.js";
+import { RpcError } from "../../../lib/errors.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const BIN = join(ROOT, "bin", "sppo.mjs");
@@ -94,7 +95,8 @@ describe("sppo export", () => {
     // The command in-process (a spawn costs seconds): a bad directory is a user-facing error, printed as one line.
     const program = new Command("sppo").exitOverride();
     registerExport(program);
-    await assert.rejects(program.parseAsync(["export", "--model", join(work, "nothing"), "--out", join(work, "x.onnx")], { from: "user" }), (err: Error & { userFacing?: boolean }) => {
+    await assert.rejects(program.parseAsync(["export", "--model", join(work, "nothing"), "--out", join(work, "x.onnx")], { from: "user" }), (err: unknown) => {
+      assert.ok(err instanceof RpcError);
       assert.match(err.message, /nothing\/config\.json: cannot read it/);
       assert.equal(err.userFacing, true);
       return true;

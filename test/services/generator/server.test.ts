@@ -12,7 +12,7 @@ import { FinishReason, type GenerateRequestSchema, type GenerateResponse, type G
 import { generatorConfigSchema } from "../../../lib/config/generator.js";
 import { Code, RpcError } from "../../../lib/errors.js";
 import type { Client } from "../../../lib/grpc/client.js";
-import { encodePrompt, ModelFormatError } from "../../../models/index.js";
+import { encodePrompt } from "../../../models/index.js";
 import { createGeneratorService } from "../../../services/generator/server.js";
 import { CONTEXT, EngineProbe, serveGenerator, tinyTokenizer, writeTinyPolicy } from "./fixtures.js";
 
@@ -323,7 +323,7 @@ test("start-up fails clearly on a model directory without a model", async () => 
   try {
     await assert.rejects(
       createGeneratorService({ generator: generatorConfigSchema.parse({ modelDir: empty, engine: "auto" }) }),
-      (err: unknown) => err instanceof ModelFormatError && /^generator\.modelDir: .* holds no config\.json/.test(err.message),
+      (err: unknown) => RpcError.is(err, "model-format") && /^generator\.modelDir: .* holds no config\.json/.test(err.message),
     );
   } finally {
     rmSync(empty, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 /**
  * Checkpoint confinement: a checkpoint whose manifest.json names a file outside its directory, or whose files lead
- * outside through a symbolic link, is damaged (CheckpointError) and skipped by Trainer.open for an older one, even when
+ * outside through a symbolic link, is damaged (a "checkpoint" RpcError) and skipped by Trainer.open for an older one, even when
  * every hash matches. Run: node --import tsx --test test/services/optimizer/checkpoint-paths.test.ts
  */
 import assert from "node:assert/strict";
@@ -9,10 +9,11 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import type { OptimizerConfig } from "../../../lib/config/optimizer.js";
-import { type CheckpointEntry, CheckpointError, readCheckpoint } from "../../../services/optimizer/checkpoint.js";
+import { type CheckpointEntry, readCheckpoint } from "../../../services/optimizer/checkpoint.js";
 import { sha256Bytes } from "../../../services/optimizer/files.js";
 import { Trainer } from "../../../services/optimizer/trainer.js";
 import { makeBaseModel, twoCheckpoints } from "./fixtures.js";
+import { RpcError } from "../../../lib/errors.js";
 
 const roots: string[] = [];
 before(async () => {
@@ -38,12 +39,12 @@ function forgeManifest(dir: string, edit: (files: { name: string; sizeBytes: num
   writeFileSync(join(dir, "manifest.sha256"), `${sha256Bytes(text)}\n`);
 }
 
-/** Asserts that readCheckpoint(dir) fails with a CheckpointError whose message matches `pattern`. */
+/** Asserts that readCheckpoint(dir) fails with a "checkpoint" RpcError whose message matches `pattern`. */
 function refused(dir: string, pattern: RegExp): void {
   assert.throws(
     () => readCheckpoint(dir),
     (err: unknown) => {
-      assert.ok(err instanceof CheckpointError, `expected a CheckpointError, got ${err}`);
+      assert.ok(RpcError.is(err, "checkpoint"), `expected a "checkpoint" RpcError, got ${err}`);
       assert.match(err.message, pattern);
       return true;
     },

@@ -14,7 +14,7 @@ import { Algorithm, OptimizerKind, PairSelection, TrainRequestSchema } from "../
 import type { TelemetryEvent, TrainStep } from "../../../gen/sppo/v1/telemetry_pb.js";
 import { Code, RpcError } from "../../../lib/errors.js";
 import { scorePairs } from "../../../models/index.js";
-import { CheckpointError, listCheckpoints, verifyCheckpoint } from "../../../services/optimizer/checkpoint.js";
+import { listCheckpoints, verifyCheckpoint } from "../../../services/optimizer/checkpoint.js";
 import { sha256Concat } from "../../../services/optimizer/files.js";
 import { Trainer } from "../../../services/optimizer/trainer.js";
 import { configAt, endMsg, makeBaseModel, makeExamples, maxAbsDiff, snapshotParams, startMsg, twoCheckpoints } from "./fixtures.js";
@@ -189,7 +189,7 @@ describe("trainer", () => {
     const bytes = readFileSync(weights);
     bytes[bytes.length - 1] ^= 0x40;
     writeFileSync(weights, bytes);
-    assert.throws(() => verifyCheckpoint(newer.dir), (err: Error) => err instanceof CheckpointError && err.message.includes("model.safetensors") && /does not match/.test(err.message));
+    assert.throws(() => verifyCheckpoint(newer.dir), (err: Error) => RpcError.is(err, "checkpoint") && err.message.includes("model.safetensors") && /does not match/.test(err.message));
     assert.equal(verifyCheckpoint(older.dir), older.sha256);
     const resumed = Trainer.open(config);
     assert.equal(resumed.steps, 1, "resumed from the older checkpoint (after one step)");

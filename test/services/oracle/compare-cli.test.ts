@@ -9,6 +9,7 @@ import { Command } from "commander";
 import { DEFAULT_WEIGHTS } from "../../../scripts/make-default-oracle.js";
 import { type CompareFlags, compareOutput, register, resolveOracleConfig } from "../../../cli/commands/compare.js";
 import { assertMatrixClose, expectedMatrix, modelDir, tempDir } from "./fixtures.js";
+import { RpcError } from "../../../lib/errors.js";
 
 const tmp = tempDir();
 after(() => tmp.remove());
@@ -53,7 +54,7 @@ describe("sppo compare", () => {
   it("fails with one clear message on a bad request", async () => {
     await assert.rejects(
       compare(["--oracle", "synthetic-adjectives", "--prompt", "the cat", "--candidate", "kind"]),
-      (err: unknown) => (err as { userFacing?: boolean }).userFacing === true && /candidates: needs at least 2 candidates, got 1/.test((err as Error).message),
+      (err: unknown) => err instanceof RpcError && err.userFacing && /candidates: needs at least 2 candidates, got 1/.test((err as Error).message),
     );
   });
 });
