@@ -58,8 +58,14 @@ export interface ComparisonIteration {
   iteration: number;
   win_rate_vs_base: SeedSummary;
   win_rate_vs_previous: SeedSummary;
-  /** With pipeline.probes. */
+  /** With pipeline.probes: the iteration's policy's. */
   probe_exploitability?: SeedSummary;
+  /**
+   * With pipeline.probes: the probe exploitability of the average policy π̄_t — the mixture of the base and the
+   * policies of iterations 1..t, each with weight 1/(t+1) — the policy Theorem 4.1 bounds. P(r ≻ π̄_t) is the mean of
+   * P(r ≻ π_s) over those policies, measured on the same held-out prompts with the same seeds.
+   */
+  average_policy_probe_exploitability?: SeedSummary;
   /** Wall time of the iteration (sampling, judging, training, evaluation). */
   seconds: SeedSummary;
 }
@@ -71,8 +77,11 @@ export interface Comparison {
   algorithms: Record<string, { iterations: ComparisonIteration[]; runs: string[] }>;
   /** The final policies judged together: matrix[i][j] = win rate of order[i] against order[j], mean over seeds. */
   head_to_head: { order: string[]; matrix: number[][]; per_seed: number[][][]; comparisons: number[]; skipped: number[] };
-  /** With pipeline.probes: the base policy's probe exploitability on each seed's held-out prompts (iteration 0). */
-  base?: { probe_exploitability: SeedSummary };
+  /**
+   * With pipeline.probes: the base policy's probe exploitability on each seed's held-out prompts (iteration 0), and
+   * its mean P(r ≻ base) per probe, per seed.
+   */
+  base?: { probe_exploitability: SeedSummary; probe_win_rates: number[][] };
   config: string;
   iterations: number;
   seconds: number;
@@ -110,7 +119,7 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
 
   const results = new Map<OptimizerAlgorithm, IterationResult[][]>(algorithms.map((a) => [a, []]));
   const perSeed: { matrix: number[][]; comparisons: number; skipped: number }[] = [];
-  const baseProbes: number[] = [];
+  const baseProbes: { exploitability: number; winRates: number[] }[] = [];
   let done = 0;
   for (const runs of plan) {
     for (const run of runs) {
@@ -132,7 +141,7 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
     }
     const judged = await judgeSeed(runs[0].config, runs.map((r) => ({ name: r.algorithm, dir: r.dir, last: results.get(r.algorithm)!.at(-1)!.at(-1)! })));
     perSeed.push(judged.headToHead);
-    if (judged.baseProbeExploitability !== undefined) baseProbes.push(judged.baseProbeExploitability);
+    if (judged.baseProbe) baseProbes.push(judged.baseProbe);
     log.info({ seed: runs[0].config.pipeline.seed, order: algorithms, matrix: judged.headToHead.matrix }, "compare-runs: head-to-head of the final policies");
   }
 
@@ -140,7 +149,7 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
     seeds: plan.map((runs) => runs[0].config.pipeline.seed),
     optimizer_seeds: plan.map((runs) => runs[0].config.optimizer.seed),
     algorithms: Object.fromEntries(
-      algorithms.map((algorithm) => [algorithm, { iterations: summarizeIterations(results.get(algorithm)!, iterations), runs: plan.map((runs) => runs.find((r) => r.algorithm === algorithm)!.dir.slice(outDir.length + 1)) }]),
+      algorithms.map((algorithm) => [algorithm, { iterations: summarizeIterations(results.get(algorithm)!, iterations, baseProbes), runs: plan.map((runs) => runs.find((r) => r.algorithm === algorithm)!.dir.slice(outDir.length + 1)) }]),
     ),
     head_to_head: {
       order: [...algorithms],
@@ -149,7 +158,7 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
       comparisons: perSeed.map((s) => s.comparisons),
       skipped: perSeed.map((s) => s.skipped),
     },
-    ...(baseProbes.length === seeds ? { base: { probe_exploitability: seedSummary(baseProbes) } } : {}),
+    ...(baseProbes.length === seeds ? { base: { probe_exploitability: seedSummary(baseProbes.map((b) => b.exploitability)), probe_win_rates: baseProbes.map((b) => b.winRates) } } : {}),
     config: options.invocation?.config ?? "",
     iterations,
     seconds: (Date.now() - started) / 1000,
@@ -159,19 +168,29 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
   return comparison;
 }
 
-/** Per iteration, each measurement over seeds. */
-function summarizeIterations(perSeed: IterationResult[][], iterations: number): ComparisonIteration[] {
+/** Per iteration, each measurement over seeds; `base` holds each seed's base probe measurements, when probed. */
+function summarizeIterations(perSeed: IterationResult[][], iterations: number, base: { winRates: number[] }[]): ComparisonIteration[] {
   return Array.from({ length: iterations }, (_, t) => {
     const rows = perSeed.map((its) => its[t]);
     const probes = rows.map((r) => r.probe_exploitability);
+    // Runs that predate probe_win_rates (reused by --continue) leave the average policy's out.
+    const averaged = base.length === perSeed.length && perSeed.every((its) => its.slice(0, t + 1).every((r) => r.probe_win_rates !== undefined));
     return {
       iteration: t + 1,
       win_rate_vs_base: seedSummary(rows.map((r) => r.win_rate_vs_base)),
       win_rate_vs_previous: seedSummary(rows.map((r) => r.win_rate_vs_previous)),
       ...(probes.every((p) => p !== undefined) ? { probe_exploitability: seedSummary(probes as number[]) } : {}),
+      ...(averaged ? { average_policy_probe_exploitability: seedSummary(perSeed.map((its, s) => mixtureExploitability([base[s].winRates, ...its.slice(0, t + 1).map((r) => r.probe_win_rates!)]))) } : {}),
       seconds: seedSummary(rows.map((r) => r.seconds)),
     };
   });
+}
+
+/** max_r mean_s P(r ≻ π_s) − ½: the probe exploitability of the even mixture of the policies π_s. */
+function mixtureExploitability(winRates: readonly (readonly number[])[]): number {
+  const probes = winRates[0].length;
+  const mean = Array.from({ length: probes }, (_, r) => winRates.reduce((acc, rates) => acc + rates[r], 0) / winRates.length);
+  return Math.max(...mean) - 0.5;
 }
 
 /**
@@ -181,7 +200,7 @@ function summarizeIterations(perSeed: IterationResult[][], iterations: number): 
 async function judgeSeed(
   config: Config,
   runs: { name: string; dir: string; last: IterationResult }[],
-): Promise<{ headToHead: { matrix: number[][]; comparisons: number; skipped: number }; baseProbeExploitability?: number }> {
+): Promise<{ headToHead: { matrix: number[][]; comparisons: number; skipped: number }; baseProbe?: { exploitability: number; winRates: number[] } }> {
   const pipeline = config.pipeline;
   const policyDirs: string[] = [];
   for (const run of runs) {
@@ -251,7 +270,8 @@ async function judgeSeed(
       concurrency: pipeline.generateConcurrency,
       ...sampling,
     });
-    return { headToHead: judged, baseProbeExploitability: base.probeExploitability };
+    if (base.probeExploitability === undefined || base.probeWinRates === undefined) throw new Error("evaluation of the base policy: the oracle refused every probe judgement");
+    return { headToHead: judged, baseProbe: { exploitability: base.probeExploitability, winRates: base.probeWinRates } };
   } finally {
     for (const close of closers.reverse()) close();
     await Promise.all(servers.map((s) => s.shutdown()));

@@ -22,7 +22,7 @@ export function renderComparison(c: Comparison): string {
     .flatMap((name) =>
       c.algorithms[name].iterations.map(
         (it) =>
-          `<tr><td>${escapeHtml(name)}</td><td>${it.iteration}</td><td>${cell(it.win_rate_vs_base)}</td><td>${cell(it.win_rate_vs_previous)}</td>${hasProbes ? `<td>${cell(it.probe_exploitability)}</td>` : ""}<td>${it.seconds.median.toFixed(1)}</td></tr>`,
+          `<tr><td>${escapeHtml(name)}</td><td>${it.iteration}</td><td>${cell(it.win_rate_vs_base)}</td><td>${cell(it.win_rate_vs_previous)}</td>${hasProbes ? `<td>${cell(it.probe_exploitability)}</td><td>${cell(it.average_policy_probe_exploitability)}</td>` : ""}<td>${it.seconds.median.toFixed(1)}</td></tr>`,
       ),
     )
     .join("");
@@ -53,8 +53,8 @@ small{color:#666}.grid{display:flex;flex-wrap:wrap;gap:1rem}.empty{color:#888}</
 <h1>${escapeHtml(title)}</h1>
 <p>Config <code>${escapeHtml(c.config || "(given in-process)")}</code>. Seeds (pipeline.seed) ${c.seeds.join(", ")}; optimizer seeds ${c.optimizer_seeds.join(", ")}.
 A seed decides the held-out prompts, each iteration's prompt split and every sampling request; within a seed the algorithms share them and differ only by their loss.
-Cells: median over seeds <small>[min, max]</small>. ${c.seconds.toFixed(0)} s in all.</p>
-<table><tr><th>loss</th><th>iteration</th><th>win rate vs base</th><th>vs previous</th>${hasProbes ? "<th>probe exploitability</th>" : ""}<th>seconds (median)</th></tr>${rows}</table>
+Cells: median over seeds <small>[min, max]</small>${hasProbes ? "; the average policy π̄_t mixes the base and the policies of iterations 1..t evenly (Theorem 4.1 bounds its exploitability, not the last policy's)" : ""}. ${c.seconds.toFixed(0)} s in all.</p>
+<table><tr><th>loss</th><th>iteration</th><th>win rate vs base</th><th>vs previous</th>${hasProbes ? "<th>probe exploitability</th><th>average policy's</th>" : ""}<th>seconds (median)</th></tr>${rows}</table>
 <h2>Iteration ${c.iterations}, seed by seed</h2>
 <table><tr><th>seed</th>${perSeedHead}</tr>${perSeedRows}</table>
 ${c.base ? `<p>Base policy (iteration 0) probe exploitability: ${cell(c.base.probe_exploitability)}.</p>` : ""}
@@ -65,6 +65,7 @@ ${matrix}
 ${linearChart("Win rate vs base (median over seeds)", "iteration", medians((it) => it.win_rate_vs_base, 0.5))}
 ${linearChart("Win rate vs previous (median over seeds)", "iteration", medians((it) => it.win_rate_vs_previous))}
 ${hasProbes ? linearChart("Probe exploitability (median over seeds)", "iteration", medians((it) => it.probe_exploitability, c.base?.probe_exploitability.median)) : ""}
+${hasProbes ? linearChart("Probe exploitability of the average policy π̄_t (median over seeds)", "iteration", medians((it) => it.average_policy_probe_exploitability, c.base?.probe_exploitability.median)) : ""}
 </div></body></html>
 `;
 }

@@ -43,6 +43,8 @@ export interface Evaluation {
   skipped: number;
   /** max_r mean_y P(r ≻ y) − ½ over the probes, when probes are given. */
   probeExploitability?: number;
+  /** mean_y P(r ≻ y) for each probe r, in the order given: linear in the policy, so a mixture's is the mean. */
+  probeWinRates?: number[];
 }
 
 export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
@@ -114,5 +116,6 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
     comparisons: total.n,
     skipped,
     probeExploitability: probeJudged > 0 ? Math.max(...probeWins.map((w) => w / probeJudged)) - 0.5 : undefined,
+    probeWinRates: probeJudged > 0 ? probeWins.map((w) => w / probeJudged) : undefined,
   };
 }

@@ -58,6 +58,8 @@ export interface IterationResult {
   win_rate_vs_previous: number;
   /** With pipeline.probes: max_r mean P(r ≻ y_new) − ½. */
   probe_exploitability?: number;
+  /** With pipeline.probes: mean P(r ≻ y_new) for each probe r, in the order of pipeline.probes. */
+  probe_win_rates?: number[];
   seconds: number;
 }
 
@@ -211,6 +213,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         win_rate_vs_base: evaluation.winRateVsBase,
         win_rate_vs_previous: evaluation.winRateVsPrevious,
         ...(evaluation.probeExploitability !== undefined ? { probe_exploitability: evaluation.probeExploitability } : {}),
+        ...(evaluation.probeWinRates !== undefined ? { probe_win_rates: evaluation.probeWinRates } : {}),
         seconds: (Date.now() - started) / 1000,
       };
       hub.emit({

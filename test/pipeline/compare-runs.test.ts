@@ -72,6 +72,18 @@ describe("sppo compare-runs", () => {
     const sha = (seed: number, algorithm: string) => JSON.parse(readFileSync(join(outDir, `seed-${seed}`, algorithm, "summary.json"), "utf8")).iterations[0].policySha256;
     assert.notEqual(sha(10, "sppo"), sha(10, "dpo"));
     assert.ok(file.base && file.base.probe_exploitability.values.length === 2, "the base's probe exploitability per seed");
+    // The average policy of iteration 1 mixes the base and π_1: max over probes of the two win rates' mean, − ½.
+    for (const algorithm of ["sppo", "dpo"]) {
+      const expected = file.seeds.map((seed, s) => {
+        const own = JSON.parse(readFileSync(join(outDir, `seed-${seed}`, algorithm, "summary.json"), "utf8")).iterations[0].probe_win_rates as number[];
+        assert.equal(own.length, 3, "one win rate per probe");
+        assert.equal(Math.max(...own) - 0.5, file.algorithms[algorithm].iterations[0].probe_exploitability?.values[s]);
+        return Math.max(...own.map((p, r) => (p + file.base!.probe_win_rates[s][r]) / 2)) - 0.5;
+      });
+      const got = file.algorithms[algorithm].iterations[0].average_policy_probe_exploitability?.values ?? [];
+      for (let s = 0; s < 2; s++) close(got[s], expected[s], `${algorithm} seed ${s}: average policy's probe exploitability`);
+    }
+    for (const rates of file.base.probe_win_rates) close(Math.max(...rates) - 0.5, file.base.probe_exploitability.values[file.base.probe_win_rates.indexOf(rates)], "base");
 
     const h = file.head_to_head;
     assert.deepEqual(h.order, ["sppo", "dpo"]);
