@@ -9,7 +9,8 @@ import { create } from "@bufbuild/protobuf";
 import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
-import { Code, RpcError } from "../lib/errors.js";
+import { RpcError } from "../lib/errors.js";
+import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
 import type { Multiplexer } from "./multiplexer.js";
 import type { Prompt } from "./prompts.js";
@@ -82,7 +83,7 @@ export async function headToHead(config: HeadToHeadConfig): Promise<HeadToHead> 
           matrix = toMatrix(response, a, `oracle answer for head-to-head prompt ${prompt.id}`);
         } catch (err) {
           // The oracle refused this judgement (e.g. an empty response): counted, not guessed.
-          if (err instanceof RpcError && (err.code === Code.INVALID_ARGUMENT || err.code === Code.OUT_OF_RANGE)) {
+          if (err instanceof RpcError && isItemRefusal(err.code)) {
             skipped++;
             continue;
           }
