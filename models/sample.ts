@@ -7,19 +7,17 @@
  * what SPPO's reference log-probs are.
  */
 import * as tf from "@tensorflow/tfjs";
+import type { SamplingParams } from "../gen/sppo/v1/generator_pb.js";
 import { contextLength } from "./config.js";
 import { type CausalLM, disposeCache, type KVCache } from "./model.js";
 import { createRng, type Rng } from "../lib/rng.js";
 
-export interface SampleOptions {
-  /** Softmax temperature of the draw; 0 means greedy (argmax). @default 1 */
-  temperature?: number;
-  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p. 1 turns it off. @default 1 */
-  topP?: number;
-  /** Keep only the k most likely tokens; 0 turns it off. @default 0 */
-  topK?: number;
-  /** Most tokens generated per response (EOS included). @default 64 */
-  maxNewTokens?: number;
+/**
+ * Options of one sampling run. The knobs of the draw are sppo.v1.SamplingParams's own fields (the one sampling type
+ * from config to engine): `temperature` (0 = greedy; @default 1), `topP` (nucleus mass, 1 = off; @default 1), `topK`
+ * (0 = off; @default 0), `maxNewTokens` (EOS included; @default 64). The rest is how a run draws and pads.
+ */
+export interface SampleOptions extends Pick<SamplingParams, "temperature" | "topP" | "topK" | "maxNewTokens"> {
   /** Seed of the per-row generators. @default 0 */
   seed?: number;
   /** Token that ends a response (it is kept in `tokenIds` and counted in `logprob`); undefined: never stop early. */

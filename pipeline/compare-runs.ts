@@ -244,7 +244,6 @@ async function judgeSeed(
       createMultiplexer<CompareRequest, CompareResponse>((requests) => oracleClient.compare(requests), { name: "oracle", sizeOf: (r) => toBinary(CompareRequestSchema, r).length, maxMessageBytes: config.client.maxMessageBytes }),
     );
     const splits = splitPrompts(await loadPrompts(pipeline.prompts), { iterations: pipeline.iterations, perIteration: pipeline.promptsPerIteration, evalCount: pipeline.evalPrompts, seed: pipeline.seed });
-    const sampling = { temperature: pipeline.temperature, topP: pipeline.topP, topK: pipeline.topK, maxNewTokens: pipeline.maxNewTokens };
     const judged = await headToHead({
       policies: runs.map((run, i) => ({ name: run.name, generator: generators[i], policyVersion: 0 })),
       oracle,
@@ -253,7 +252,7 @@ async function judgeSeed(
       // Other seeds than the runs' evaluation (pipeline.seed · 7919): fresh samples of the final policies.
       seed: pipeline.seed * 7919 + 1,
       concurrency: pipeline.generateConcurrency,
-      ...sampling,
+      sampling: pipeline.sampling,
     });
     if (!probes) return { headToHead: judged };
     // The base's probe exploitability, measured as the runs measure their policies' (the same evaluation seeds).
@@ -268,7 +267,7 @@ async function judgeSeed(
       probes: pipeline.probes,
       seed: pipeline.seed * 7919,
       concurrency: pipeline.generateConcurrency,
-      ...sampling,
+      sampling: pipeline.sampling,
     });
     if (base.probeExploitability === undefined || base.probeWinRates === undefined) throw new Error("evaluation of the base policy: the oracle refused every probe judgement");
     return { headToHead: judged, baseProbe: { exploitability: base.probeExploitability, winRates: base.probeWinRates } };

@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
+import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js";
 import { RpcError } from "../lib/errors.js";
 import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
@@ -22,10 +23,8 @@ export interface EvaluateConfig {
   baseVersion: number;
   previousVersion: number;
   samples: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  maxNewTokens: number;
+  /** Sampling of every request (pipeline.sampling); each prompt gets its own seed, the same for every version. */
+  sampling: SamplingSettings;
   seed: number;
   concurrency: number;
   /** Probe responses judged against the new policy's samples (pipeline.probes). */
@@ -66,7 +65,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
               prompt: prompt.prompt,
               numSamples: config.samples,
               policyVersion: version,
-              params: { temperature: config.temperature, topP: config.topP, topK: config.topK, maxNewTokens: config.maxNewTokens, seed },
+              params: samplingParams(config.sampling, seed),
             }),
           ),
         ),

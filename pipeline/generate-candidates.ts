@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { catchError, from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
+import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js";
 import type { RpcError } from "../lib/errors.js";
 import type { Multiplexer } from "./multiplexer.js";
 import { skipBadInput } from "./skip-bad-input.js";
@@ -14,10 +15,8 @@ export interface GenerateCandidatesConfig {
   samples: number;
   /** Every sample of the stage must come from this version (the generator refuses otherwise). */
   policyVersion: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  maxNewTokens: number;
+  /** Sampling of every request (pipeline.sampling); each request gets its own seed. */
+  sampling: SamplingSettings;
   /** Seed of the stage; each prompt's seed is derived from it and the prompt's position. */
   seed: number;
   /**
@@ -45,13 +44,7 @@ export function generateCandidates(config: GenerateCandidatesConfig): OperatorFu
       prompt: prompt.prompt,
       numSamples: config.samples,
       policyVersion: config.policyVersion,
-      params: {
-        temperature: config.temperature,
-        topP: config.topP,
-        topK: config.topK,
-        maxNewTokens: config.maxNewTokens,
-        seed: BigInt(config.seed) * 1_000_003n + BigInt(config.positionOf?.(prompt) ?? index),
-      },
+      params: samplingParams(config.sampling, BigInt(config.seed) * 1_000_003n + BigInt(config.positionOf?.(prompt) ?? index)),
     });
     return from(config.generator.request(request)).pipe(
       map((response) => ({

@@ -9,6 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
+import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js";
 import { RpcError } from "../lib/errors.js";
 import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
@@ -31,10 +32,8 @@ export interface HeadToHeadConfig {
   prompts: Prompt[];
   /** Samples per prompt from each policy; sample s of every policy is judged together. */
   samples: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  maxNewTokens: number;
+  /** Sampling of every request (pipeline.sampling); each prompt gets its own seed, the same for every policy. */
+  sampling: SamplingSettings;
   seed: number;
   /** Prompts in flight. */
   concurrency: number;
@@ -66,7 +65,7 @@ export async function headToHead(config: HeadToHeadConfig): Promise<HeadToHead> 
               prompt: prompt.prompt,
               numSamples: config.samples,
               policyVersion: policy.policyVersion,
-              params: { temperature: config.temperature, topP: config.topP, topK: config.topK, maxNewTokens: config.maxNewTokens, seed },
+              params: samplingParams(config.sampling, seed),
             }),
           ),
         ),

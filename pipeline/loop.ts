@@ -119,7 +119,6 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
     }
   };
   const results: IterationResult[] = [];
-  const sampling = { temperature: config.temperature, topP: config.topP, topK: config.topK, maxNewTokens: config.maxNewTokens };
   try {
     hub.emit({ payload: { case: "runStatus", value: { state: RunState.RUNNING, message: `${splits.iterations.length} iterations` } } });
     for (let iteration = options.firstIteration ?? 1; iteration <= splits.iterations.length; iteration++) {
@@ -160,7 +159,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
           positionOf: (prompt) => positions.get(prompt.id) ?? 0,
           concurrency: config.generateConcurrency,
           onSkip: (prompt, error) => skip("generate", prompt.id, error),
-          ...sampling,
+          sampling: config.sampling,
         }),
         tap(() => hub.progress(iteration, Stage.GENERATE, ++generated, prompts.length, started, skipped.generate)),
         barrier(),
@@ -201,7 +200,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         seed: config.seed * 7919,
         concurrency: config.generateConcurrency,
         onProgress: (done) => hub.progress(iteration, Stage.EVALUATE, done, splits.evaluation.length, evalStarted),
-        ...sampling,
+        sampling: config.sampling,
       });
       const result: IterationResult = {
         iteration,

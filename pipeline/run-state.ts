@@ -10,7 +10,9 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../lib/atomic.js";
+import { moveFields } from "../lib/config/moved-fields.js";
 import { OPTIMIZER_ALGORITHMS } from "../lib/config/optimizer.js";
+import { PIPELINE_MOVED_FIELDS } from "../lib/config/pipeline.js";
 import { type Config, configSchema } from "../lib/config/schema.js";
 import { Code, RpcError } from "../lib/errors.js";
 import type { IterationResult } from "./loop.js";
@@ -84,7 +86,9 @@ export function checkSameSettings(state: RunStateFile, config: Config, outDir: s
   const defaults = runSettings(configSchema.parse({}));
   const changed: string[] = [];
   for (const section of ["pipeline", "optimizer", "oracle"] as const) {
-    const recorded = (state.settings[section] ?? {}) as Record<string, unknown>;
+    let recorded = (state.settings[section] ?? {}) as Record<string, unknown>;
+    // A run started before a pipeline field moved recorded it at its old place.
+    if (section === "pipeline") recorded = moveFields(recorded, PIPELINE_MOVED_FIELDS).value as Record<string, unknown>;
     const before = { ...(defaults[section] as Record<string, unknown>), ...recorded };
     const after = now[section] as Record<string, unknown>;
     for (const key of new Set([...Object.keys(recorded), ...Object.keys(after)])) {

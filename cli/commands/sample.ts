@@ -5,6 +5,7 @@
  * one JSON object with the engine that ran and each response's ids and log-prob.
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
+import type { SamplingParams } from "../../gen/sppo/v1/generator_pb.js";
 import { loadConfig } from "../../lib/config/load.js";
 import { initBackend, type LoadedModel, loadModel, sampleText, type TextSample } from "../../models/index.js";
 import { createOrtPolicy, type OrtPolicy, type PolicyOperation, sampleTextOnnx } from "../../models/onnx/index.js";
@@ -82,13 +83,10 @@ export async function withPolicy(flags: PolicyFlags, prepare: readonly PolicyOpe
   }
 }
 
-interface SampleFlags extends PolicyFlags {
+/** The flags of `sppo sample`: the sampling ones are sppo.v1.SamplingParams's fields (a number seed, as the samplers take). */
+interface SampleFlags extends PolicyFlags, Required<Pick<SamplingParams, "temperature" | "topP" | "topK" | "maxNewTokens">> {
   k: number;
   seed: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  maxNewTokens: number;
 }
 
 export function register(program: Command): void {

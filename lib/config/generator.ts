@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { generatorSamplingSchema } from "./sampling.js";
 
 /** Inference engines of the generator (services/generator/engine.ts). */
 export const GENERATOR_ENGINES = [
@@ -12,24 +13,6 @@ export const GENERATOR_ENGINES = [
 
 export type GeneratorEngineChoice = (typeof GENERATOR_ENGINES)[number];
 
-/** Default sampling settings: what a GenerateRequest's unset SamplingParams fields take. */
-const samplingSchema = z
-  .object({
-    /** Softmax temperature (0 = greedy). The official SPPO scripts use 0.7, the paper text 1.0. @default 0.7 */
-    temperature: z.number().min(0).max(100).default(0.7),
-    /** Nucleus mass in (0, 1] (1 = off). The official SPPO scripts use 0.9, the paper text 1.0. @default 0.9 */
-    topP: z.number().gt(0).max(1).default(0.9),
-    /** Keep only the k most likely tokens (0 = off). @default 0 */
-    topK: z.number().int().min(0).default(0),
-    /** Tokens generated per sample, EOS included; the context length cuts it shorter when needed. @default 64 */
-    maxNewTokens: z.number().int().min(1).default(64),
-    /** Stop a sample at the end-of-sequence token. @default true */
-    stopOnEos: z.boolean().default(true),
-  })
-  .strict();
-
-const SAMPLING_DEFAULTS = { temperature: 0.7, topP: 0.9, topK: 0, maxNewTokens: 64, stopOnEos: true };
-
 /** The generator service (services/generator): which policy, which engine, and how much work it accepts. */
 export const generatorConfigSchema = z
   .object({
@@ -39,8 +22,9 @@ export const generatorConfigSchema = z
     engine: z.enum(GENERATOR_ENGINES).default("auto"),
     /** tfjs backend of this generator's tfjs engine, overriding engine.backend ("auto": tensorflow → wasm → cpu). @default unset: engine.backend */
     tfjsBackend: z.enum(["auto", "tensorflow", "wasm", "cpu"]).optional(),
-    /** Sampling defaults for fields a request leaves unset. */
-    sampling: samplingSchema.default(SAMPLING_DEFAULTS),
+    /** Sampling defaults for the SamplingParams fields a request leaves unset (lib/config/sampling.ts): temperature
+     * 0.7, topP 0.9, topK 0, maxNewTokens 64, stopOnEos true by default. */
+    sampling: generatorSamplingSchema.prefault({}),
     /** Largest max_new_tokens a request may ask for. @default 1024 */
     maxNewTokensLimit: z.number().int().min(1).max(1_000_000).default(1024),
     /** Largest K (num_samples) of one Generate request. @default 16 */

@@ -1,7 +1,17 @@
 import { z } from "zod";
+import { type MovedField, withMovedFields } from "./moved-fields.js";
+import { loopSamplingSchema } from "./sampling.js";
+
+/** Fields of this section that moved (still read at the old place, with a warning naming the new one). */
+export const PIPELINE_MOVED_FIELDS: readonly MovedField[] = [
+  { from: "temperature", to: "sampling.temperature" },
+  { from: "topP", to: "sampling.topP" },
+  { from: "topK", to: "sampling.topK" },
+  { from: "maxNewTokens", to: "sampling.maxNewTokens" },
+];
 
 /** The self-play loop (pipeline/): data, iterations, sampling, stages' concurrency, evaluation, outputs. */
-export const pipelineConfigSchema = z
+const pipelineObject = z
   .object({
     /** Prompt set: a JSONL file ({"prompt": ...} per line), a Parquet file, or a Hugging Face dataset directory
      * holding Parquet files with a `prompt` column (UltraFeedback layout). @default "assets/prompts/default.jsonl" */
@@ -16,14 +26,10 @@ export const pipelineConfigSchema = z
     evalSamples: z.number().int().min(1).default(2),
     /** K, responses sampled per prompt (paper/official: 5). @default 5 */
     samplesPerPrompt: z.number().int().min(2).default(5),
-    /** Sampling temperature (official scripts 0.7, paper text 1.0). @default 0.7 */
-    temperature: z.number().min(0).default(0.7),
-    /** Nucleus mass (official scripts 0.9, paper text 1.0). @default 0.9 */
-    topP: z.number().gt(0).max(1).default(0.9),
-    /** Top-k filter, 0 = off. @default 0 */
-    topK: z.number().int().min(0).default(0),
-    /** Longest response, in tokens. @default 32 */
-    maxNewTokens: z.number().int().min(1).default(32),
+    /** The SamplingParams of every Generate request (lib/config/sampling.ts): temperature 0.7, topP 0.9, topK 0,
+     * maxNewTokens 32 by default (the official scripts' 0.7/0.9; the paper text's 1.0/1.0). Formerly
+     * pipeline.temperature, topP, topK and maxNewTokens, which are still read. */
+    sampling: loopSamplingSchema.prefault({}),
     /** Win-rate estimate: "matrix" (paper, P̂_i = mean_j P_ij) or "score_collapse" (official code). @default "matrix" */
     winRate: z.enum(["matrix", "score_collapse"]).default("matrix"),
     /** Reference log-probs log π_t(y|x): "sampling" takes the generator's summed log-prob at temperature 1 (same
@@ -62,4 +68,7 @@ export const pipelineConfigSchema = z
   })
   .strict();
 
-export type PipelineConfig = z.infer<typeof pipelineConfigSchema>;
+/** The self-play loop's section, reading its moved fields at their old places too. */
+export const pipelineConfigSchema = withMovedFields("pipeline", PIPELINE_MOVED_FIELDS, pipelineObject);
+
+export type PipelineConfig = z.output<typeof pipelineConfigSchema>;

@@ -28,25 +28,13 @@ import type { BackendName, SampleOptions, SampleResult } from "../../models/inde
 import type { OrtSessionOptions } from "../../models/onnx/session.js";
 import { RpcError } from "../../lib/errors.js";
 
-/** Sampling options of one engine run (every row of the run shares them). */
-export interface EngineSampleOptions {
-  /** Softmax temperature of the draw; 0 = greedy. */
-  temperature: number;
-  /** Nucleus mass in (0, 1]; 1 = off. */
-  topP: number;
-  /** Keep the k most likely tokens; 0 = off. */
-  topK: number;
-  /** Most tokens per row, EOS included; the generator keeps prompt + maxNewTokens within contextLength. */
-  maxNewTokens: number;
-  /** Seed of the per-row generators (row b uses stream b). */
-  seed: number;
-  /** Per-row generators (one per row), overriding `seed`: row b uses createRng(rows[b].seed, rows[b].stream). */
-  rows?: { seed: number; stream: number }[];
-  /** Stop a row after this token; undefined: run every row to maxNewTokens. */
-  eosId?: number;
-  /** Id for padding positions (masked: its value never matters). */
-  padId: number;
-}
+/**
+ * Options of one engine run (every row of the run shares them): models/sample.ts SampleOptions — sppo.v1.SamplingParams's
+ * temperature, topP, topK and maxNewTokens, the per-row generators (`seed`, or `rows`), `eosId` (undefined: every row
+ * runs to maxNewTokens) and `padId` — with the fields the generator always sets required. The generator keeps
+ * prompt + maxNewTokens within contextLength.
+ */
+export type EngineSampleOptions = SampleOptions & Required<Pick<SampleOptions, "temperature" | "topP" | "topK" | "maxNewTokens" | "seed" | "padId">>;
 
 /** One sampled row. */
 export interface EngineSample {
@@ -97,20 +85,6 @@ export interface EngineLoadOptions {
   onnx?: OrtSessionOptions;
   /** Rows per forward pass when scoring. */
   maxBatch?: number;
-}
-
-/** The options of models/sample.ts's samplers (tfjs `sampleIds`, onnxruntime `OrtPolicy.sample`) for an engine run. */
-export function samplerOptions(o: EngineSampleOptions): SampleOptions {
-  return {
-    temperature: o.temperature,
-    topP: o.topP,
-    topK: o.topK,
-    maxNewTokens: o.maxNewTokens,
-    seed: o.seed,
-    rows: o.rows,
-    eosId: o.eosId,
-    padId: o.padId,
-  };
 }
 
 /** An engine's samples from a sampler's results (the per-step log-probs are not part of an EngineSample). */

@@ -6,7 +6,7 @@
 import { log } from "../../lib/log.js";
 import { contextLength, paramShapes } from "../../models/index.js";
 import { createOrtPolicy } from "../../models/onnx/policy.js";
-import { type EngineLoadOptions, engineSamples, type PolicyEngine, samplerOptions } from "./engine.js";
+import { type EngineLoadOptions, engineSamples, type PolicyEngine } from "./engine.js";
 
 /** Loads the model directory `dir` into an onnxruntime engine (sampling and scoring sessions built up front). */
 export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
@@ -20,7 +20,7 @@ export async function loadOnnxEngine(dir: string, options: EngineLoadOptions = {
     family: config.model_type,
     parameters: paramShapes(config).reduce((sum, [, shape]) => sum + shape.reduce((a, b) => a * b, 1), 0),
     async sample(promptIds, o) {
-      return engineSamples(await policy.sample(promptIds, samplerOptions(o)));
+      return engineSamples(await policy.sample(promptIds, o));
     },
     score(pairs, o) {
       return policy.score(pairs, { batchSize: scoreBatch, padId: o.padId });

@@ -1,10 +1,12 @@
 /**
  * Checking and tokenising Generate and Score requests. Requests are the protobuf messages themselves (their field
  * names are the ones errors name); a check throws an RpcError naming the field at fault. Checks that need no policy
- * version run before one is acquired; the rest run on the version the request was given.
+ * version run before one is acquired; the rest run on the version the request was given. A Generate request's
+ * SamplingParams take generator.sampling (the same fields) where unset, and go on to the engine as its run options.
  */
 import type { GenerateRequest, ScoreRequest } from "../../gen/sppo/v1/generator_pb.js";
 import type { GeneratorConfig } from "../../lib/config/generator.js";
+import type { SamplingDefaults } from "../../lib/config/sampling.js";
 import { Code, fieldError } from "../../lib/errors.js";
 import { invalidUtf8 } from "../../lib/grpc/definition.js";
 import { encodePrompt, type PolicyTokenizer } from "../../models/index.js";
@@ -73,7 +75,7 @@ export function checkGenerateRequest(request: GenerateRequest, config: Generator
   const k = request.numSamples;
   if (k === 0) throw invalid("num_samples", "must be ≥ 1");
   if (k > config.maxSamples) throw invalid("num_samples", `${k} exceeds the maximum of ${config.maxSamples}`);
-  const d = config.sampling;
+  const d: SamplingDefaults = config.sampling;
   const p = request.params;
   const temperature = p?.temperature ?? d.temperature;
   if (!(Number.isFinite(temperature) && temperature >= 0)) throw invalid("params.temperature", `must be a finite number ≥ 0, got ${temperature}`);

@@ -7,7 +7,7 @@
  * maxBatch × maxNewTokens.
  */
 import { contextLength, initBackend, loadModel, sampleIds, scorePairs } from "../../models/index.js";
-import { type EngineLoadOptions, engineSamples, type PolicyEngine, samplerOptions } from "./engine.js";
+import { type EngineLoadOptions, engineSamples, type PolicyEngine } from "./engine.js";
 
 /** Loads the model directory `dir` into a tfjs engine. */
 export async function loadTfjsEngine(dir: string, options: EngineLoadOptions = {}): Promise<PolicyEngine> {
@@ -23,7 +23,7 @@ export async function loadTfjsEngine(dir: string, options: EngineLoadOptions = {
     family: model.config.model_type,
     parameters,
     async sample(promptIds, o) {
-      return engineSamples(sampleIds(model, promptIds, samplerOptions(o)));
+      return engineSamples(sampleIds(model, promptIds, o));
     },
     async score(pairs, o) {
       return scorePairs(model, pairs, { batchSize: scoreBatch, padId: o.padId });
