@@ -1,0 +1,71 @@
+/**
+ * What the two ONNX backends (pairwise-onnx.ts, reward-onnx.ts) share: the options they load with, the session with
+ * its tokenizer and model config, dynamic batching of their rows, Describe and close.
+ *
+ * Rows of concurrent requests share ONNX runs through lib/streams/batcher.ts, one job per row: any rows may share a
+ * run, and a request larger than maxBatch spans several.
+ */
+import { basename } from "node:path";
+import { Batcher, type BatcherOptions } from "../../lib/streams/batcher.js";
+import { type LoadedSession, type ModelDirConfig, runRows, type TokenRow } from "./model-dir.js";
+import type { Comparison, Oracle, OracleDescription } from "./oracle.js";
+import type { TokenEncoder } from "./token-encoder.js";
+
+/** How rows of concurrent requests share ONNX runs (config oracle.batching). */
+export type OracleBatching = Pick<BatcherOptions<TokenRow>, "maxBatch" | "maxWaitMs" | "maxConcurrentRuns">;
+
+export interface OnnxOracleOptions {
+  /** The model directory. */
+  modelDir: string;
+  /** Largest K accepted. */
+  maxCandidates: number;
+  batching: OracleBatching;
+  /** onnxruntime threads; 0 lets it choose. */
+  intraOpThreads: number;
+  /** Run the session in a worker thread. @default true */
+  runInWorker?: boolean;
+}
+
+/** Pads with the config's pad id, else the tokenizer's usual pad token, else 0. */
+export function padIdOf(config: ModelDirConfig, encoder: TokenEncoder): number {
+  if (config.pad_token_id !== undefined) return config.pad_token_id;
+  for (const token of ["[PAD]", "<pad>", "<|pad|>"]) {
+    const id = encoder.tokenId(token);
+    if (id !== undefined) return id;
+  }
+  return 0;
+}
+
+/** An oracle over one ONNX session whose requests become rows of model input, batched across requests. */
+export abstract class OnnxSessionOracle implements Oracle {
+  protected readonly batcher: Batcher<TokenRow, number>;
+  private readonly description: OracleDescription;
+
+  protected constructor(
+    protected readonly loaded: LoadedSession,
+    readonly encoder: TokenEncoder,
+    readonly config: ModelDirConfig,
+    what: { backend: OracleDescription["backend"]; dir: string; pairwise: boolean },
+    options: Pick<OnnxOracleOptions, "maxCandidates" | "batching">,
+  ) {
+    this.description = { backend: what.backend, model: config.model_name ?? basename(what.dir), maxCandidates: options.maxCandidates, pairwise: what.pairwise };
+    const padId = padIdOf(config, encoder);
+    this.batcher = new Batcher((rows) => runRows(loaded, rows, padId), { ...options.batching, name: "oracle" });
+  }
+
+  abstract compare(prompt: string, candidates: readonly string[]): Promise<Comparison>;
+
+  /** Runs of the batcher so far. */
+  get batchStats() {
+    return this.batcher.stats;
+  }
+
+  describe(): OracleDescription {
+    return { ...this.description };
+  }
+
+  async close(): Promise<void> {
+    await this.batcher.close();
+    await this.loaded.session.release();
+  }
+}
