@@ -19,6 +19,7 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
+import { Code, RpcError } from "../lib/errors.js";
 
 /** A backend name the engine can run on. "auto" picks the best one present. */
 export type BackendName = "auto" | "tensorflow" | "wasm" | "cpu";
@@ -82,10 +83,10 @@ export function initBackend(request: BackendName = "auto"): Promise<BackendInfo>
   current = (async () => {
     const skipped: string[] = [];
     if ((request === "auto" || request === "tensorflow") && (await tryNative(skipped))) return { name: tf.getBackend(), skipped };
-    if (request === "tensorflow") throw new Error(`backend "tensorflow" is not available: ${skipped.join("; ")}`);
+    if (request === "tensorflow") throw new RpcError(Code.FAILED_PRECONDITION, `backend "tensorflow" is not available: ${skipped.join("; ")}`);
     if ((request === "auto" || request === "wasm") && (await tryWasm(skipped))) return { name: tf.getBackend(), skipped };
-    if (request === "wasm") throw new Error(`backend "wasm" is not available: ${skipped.join("; ")}`);
-    if (!(await tf.setBackend("cpu"))) throw new Error("backend cpu did not initialise");
+    if (request === "wasm") throw new RpcError(Code.FAILED_PRECONDITION, `backend "wasm" is not available: ${skipped.join("; ")}`);
+    if (!(await tf.setBackend("cpu"))) throw new RpcError(Code.INTERNAL, "backend cpu did not initialise");
     return { name: tf.getBackend(), skipped };
   })();
   current.catch(() => {
@@ -128,10 +129,10 @@ function batchedMatMulSliced(
   const rb = b2.shape.length;
   const [M, K] = a2.shape.slice(ra - 2);
   const [Kb, N] = b2.shape.slice(rb - 2);
-  if (K !== Kb) throw new Error(`matMul: inner dimensions ${K} and ${Kb} of [${a.shape}] and [${b.shape}] differ`);
+  if (K !== Kb) throw new RpcError(Code.INTERNAL, `matMul: inner dimensions ${K} and ${Kb} of [${a.shape}] and [${b.shape}] differ`);
   const batchA = sizeOf(a2.shape.slice(0, -2));
   const batchB = sizeOf(b2.shape.slice(0, -2));
-  if (batchA !== batchB && batchA !== 1 && batchB !== 1) throw new Error(`matMul: batch dims of [${a.shape}] and [${b.shape}] do not broadcast`);
+  if (batchA !== batchB && batchA !== 1 && batchB !== 1) throw new RpcError(Code.INTERNAL, `matMul: batch dims of [${a.shape}] and [${b.shape}] do not broadcast`);
   const batch = Math.max(batchA, batchB);
   const outer = (batchA >= batchB ? a2 : b2).shape.slice(0, -2);
   const out = backend.makeOutput([...outer, M, N], "float32");
@@ -177,7 +178,7 @@ function installWasmFixes(): void {
   if (wasmFixed) return;
   const original = tf.getKernel("BatchMatMul", "wasm");
   const transposeKernel = tf.getKernel("Transpose", "wasm");
-  if (!original || !transposeKernel) throw new Error("wasm backend lacks BatchMatMul or Transpose kernels");
+  if (!original || !transposeKernel) throw new RpcError(Code.INTERNAL, "wasm backend lacks BatchMatMul or Transpose kernels");
   const originalFunc = original.kernelFunc;
   const transposeFunc = transposeKernel.kernelFunc;
   // Swap the last two axes of `x` with the wasm Transpose kernel; the caller frees the result.

@@ -7,6 +7,7 @@ import * as tf from "@tensorflow/tfjs";
 import { type GPT2Config, gpt2Config } from "./config.js";
 import { attention, attentionBias, conv1d, geluErf, geluTanh, layerNorm, makeParam, positionsFor, splitHeads } from "./layers.js";
 import type { CausalLM, ForwardOptions, ForwardOutput, KVCache } from "./model.js";
+import { Code, kindError, RpcError } from "../lib/errors.js";
 
 /** The HF names and shapes of every GPT-2 parameter, in checkpoint order. */
 export function gpt2ParamShapes(config: GPT2Config): [string, number[]][] {
@@ -51,8 +52,8 @@ export class GPT2LMHeadModel implements CausalLM {
     if (params) {
       for (const [name, shape] of shapes) {
         const p = params.get(name);
-        if (!p) throw new Error(`GPT-2: parameter ${name} is missing`);
-        if (p.shape.join() !== shape.join()) throw new Error(`GPT-2: parameter ${name} has shape [${p.shape}], expected [${shape}]`);
+        if (!p) throw kindError("model-format", `GPT-2: parameter ${name} is missing`);
+        if (p.shape.join() !== shape.join()) throw kindError("model-format", `GPT-2: parameter ${name} has shape [${p.shape}], expected [${shape}]`);
       }
       this.params = params;
     } else {
@@ -80,7 +81,7 @@ export class GPT2LMHeadModel implements CausalLM {
     return tf.tidy(() => {
       const [B, T] = ids.shape; // batch, new time
       const past = options.cache ? options.cache.layers[0].k.shape[2] : 0;
-      if (past + T > this.config.n_positions) throw new Error(`GPT-2: sequence of ${past + T} tokens exceeds n_positions ${this.config.n_positions}`);
+      if (past + T > this.config.n_positions) throw new RpcError(Code.OUT_OF_RANGE, `GPT-2: sequence of ${past + T} tokens exceeds n_positions ${this.config.n_positions}`);
       const positions = positionsFor(B, T, options);
       let x = tf.gather(this.p("transformer.wte.weight"), ids).add(tf.gather(this.p("transformer.wpe.weight"), positions)); // (B, T, C)
       const bias = attentionBias(B, T, past + T, options.attentionMask);

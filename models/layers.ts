@@ -5,6 +5,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { ForwardOptions, KVCache } from "./model.js";
 import { createRng } from "../lib/rng.js";
+import { Code, RpcError } from "../lib/errors.js";
 
 /** A large negative score for masked attention entries (finite, so fully masked rows stay finite too). */
 const MASKED = -1e9;
@@ -94,7 +95,7 @@ export function attentionBias(B: number, T: number, S: number, attentionMask?: t
   let bias = tf.tensor4d(causal, [1, 1, T, S]);
   if (attentionMask) {
     if (attentionMask.shape[0] !== B || attentionMask.shape[1] !== S) {
-      throw new Error(`attentionMask must be [${B}, ${S}] (batch, past + new tokens), got [${attentionMask.shape}]`);
+      throw new RpcError(Code.INTERNAL, `attentionMask must be [${B}, ${S}] (batch, past + new tokens), got [${attentionMask.shape}]`);
     }
     const pad = tf.sub(1, attentionMask.toFloat()).mul(MASKED).reshape([B, 1, 1, S]); // (B, 1, 1, S)
     bias = bias.add(pad);

@@ -8,6 +8,7 @@ import * as tf from "@tensorflow/tfjs";
 import { type LlamaConfig, llamaConfig } from "./config.js";
 import { attention, attentionBias, linear, makeParam, positionsFor, rmsNorm, splitHeads } from "./layers.js";
 import type { CausalLM, ForwardOptions, ForwardOutput, KVCache } from "./model.js";
+import { Code, kindError, RpcError } from "../lib/errors.js";
 
 /** The HF names and shapes of every Llama parameter. */
 export function llamaParamShapes(config: LlamaConfig): [string, number[]][] {
@@ -62,8 +63,8 @@ export class LlamaForCausalLM implements CausalLM {
     if (params) {
       for (const [name, shape] of shapes) {
         const p = params.get(name);
-        if (!p) throw new Error(`Llama: parameter ${name} is missing`);
-        if (p.shape.join() !== shape.join()) throw new Error(`Llama: parameter ${name} has shape [${p.shape}], expected [${shape}]`);
+        if (!p) throw kindError("model-format", `Llama: parameter ${name} is missing`);
+        if (p.shape.join() !== shape.join()) throw kindError("model-format", `Llama: parameter ${name} has shape [${p.shape}], expected [${shape}]`);
       }
       this.params = params;
     } else {
@@ -91,7 +92,7 @@ export class LlamaForCausalLM implements CausalLM {
     return tf.tidy(() => {
       const [B, T] = ids.shape; // batch, new time
       const past = options.cache ? options.cache.layers[0].k.shape[2] : 0;
-      if (past + T > c.max_position_embeddings) throw new Error(`Llama: sequence of ${past + T} tokens exceeds max_position_embeddings ${c.max_position_embeddings}`);
+      if (past + T > c.max_position_embeddings) throw new RpcError(Code.OUT_OF_RANGE, `Llama: sequence of ${past + T} tokens exceeds max_position_embeddings ${c.max_position_embeddings}`);
       const positions = positionsFor(B, T, options);
       // Rotary tables for these positions: cos, sin are (B, 1, T, hd), each frequency repeated for both halves.
       const angles = positions.toFloat().expandDims(2).mul(this.invFreq); // (B, T, hd/2)

@@ -25,6 +25,7 @@ import type { CausalLM } from "./model.js";
 import type { FromWorker, ToWorker, WireParams } from "./parallel-worker.js";
 import { sequenceLogProbs } from "./score.js";
 import { type NamedGrads, valueAndGrads } from "./train.js";
+import { Code, RpcError } from "../lib/errors.js";
 
 export interface DataParallelOptions {
   /** Threads in all, the calling one included. @default os.availableParallelism() */
@@ -70,7 +71,7 @@ export class DataParallel {
           this.pending.get(m.id)?.resolve(m);
           this.pending.delete(m.id);
         } else if (m.kind === "error" && m.id !== undefined) {
-          this.pending.get(m.id)?.reject(new Error(`data-parallel worker: ${m.message}`));
+          this.pending.get(m.id)?.reject(new RpcError(Code.INTERNAL, `data-parallel worker: ${m.message}`));
           this.pending.delete(m.id);
         }
       });
@@ -99,7 +100,7 @@ export class DataParallel {
         const ready = new Promise<void>((resolve, reject) => {
           const onMessage = (m: FromWorker) => {
             if (m.kind === "ready") resolve();
-            else if (m.kind === "error") reject(new Error(`data-parallel worker failed to start: ${m.message}`));
+            else if (m.kind === "error") reject(new RpcError(Code.INTERNAL, `data-parallel worker failed to start: ${m.message}`));
             else return;
             worker.off("message", onMessage);
           };
@@ -216,7 +217,7 @@ export class DataParallel {
 
   /** Stops the workers. */
   async close(): Promise<void> {
-    for (const p of this.pending.values()) p.reject(new Error("DataParallel closed"));
+    for (const p of this.pending.values()) p.reject(new RpcError(Code.UNAVAILABLE, "DataParallel closed"));
     this.pending.clear();
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }

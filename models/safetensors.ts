@@ -8,7 +8,7 @@
  * Every error names the file and, where there is one, the tensor.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { kindError } from "../lib/errors.js";
+import { Code, kindError, RpcError } from "../lib/errors.js";
 
 /** A tensor as plain data, in row-major order. */
 export interface RawTensor {
@@ -64,7 +64,7 @@ function decode(dtype: string, bytes: Uint8Array, count: number): Float32Array |
       return out;
     }
     default:
-      throw new Error(`unsupported dtype ${dtype}`);
+      throw new RpcError(Code.INTERNAL, `safetensors: no decoder for dtype ${dtype} (READABLE lists it)`);
   }
 }
 

@@ -10,6 +10,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { CausalLM } from "./model.js";
+import { Code, RpcError } from "../lib/errors.js";
 
 /** Gradients keyed by HF parameter name. */
 export type NamedGrads = Record<string, tf.Tensor>;
@@ -89,7 +90,7 @@ abstract class SlotOptimizer implements Optimizer {
     this.step++;
     for (const [name, g] of Object.entries(grads)) {
       const p = params.get(name);
-      if (!p) throw new Error(`optimizer: gradient for unknown parameter ${name}`);
+      if (!p) throw new RpcError(Code.INTERNAL, `optimizer: gradient for unknown parameter ${name}`);
       const slots = this.slotsFor(name, p);
       tf.tidy(() => this.update(p, g, slots, lr));
     }

@@ -12,6 +12,7 @@ import { dirname, join } from "node:path";
 import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import { type TrainingExample, TrainingExampleSchema } from "../gen/sppo/v1/optimizer_pb.js";
 import { log } from "../lib/log.js";
+import { Code, RpcError } from "../lib/errors.js";
 
 export interface Journal {
   /** Records one prompt's examples (its whole group). */
@@ -59,15 +60,14 @@ export function fileJournal(path: string, iteration: number): Journal {
       const complete = i < lines.length - 1; // the text after the last "\n" is a torn line (or "")
       offset += Buffer.byteLength(line) + (complete ? 1 : 0);
       if (line.trim() === "") continue;
+      if (!complete) break; // a torn last line (no line end): its write was cut short
       let ex: TrainingExample;
       try {
-        if (!complete) throw new Error("no line end");
         ex = fromJsonString(TrainingExampleSchema, line);
       } catch (err) {
-        if (!complete) break;
-        throw new Error(`${path}:${i + 1}: not a TrainingExample (${(err as Error).message})`);
+        throw new RpcError(Code.DATA_LOSS, `${path}:${i + 1}: not a TrainingExample (${(err as Error).message})`, { cause: err });
       }
-      if (ex.iteration !== iteration) throw new Error(`${path}:${i + 1}: example of iteration ${ex.iteration} in the journal of iteration ${iteration}`);
+      if (ex.iteration !== iteration) throw new RpcError(Code.DATA_LOSS, `${path}:${i + 1}: example of iteration ${ex.iteration} in the journal of iteration ${iteration}`);
       const seen = (open.get(ex.promptId) ?? 0) + 1;
       if (seen === ex.groupSize) {
         open.delete(ex.promptId);

@@ -124,7 +124,7 @@ async function startServer(name: Target, env: NodeJS.ProcessEnv): Promise<Server
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const lines: string[] = [];
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name}: no "serving" line within 120 s:\n${lines.slice(-20).join("\n")}`)), 120_000);
+    const timer = setTimeout(() => reject(new RpcError(Code.UNAVAILABLE, `${name}: no "serving" line within 120 s:\n${lines.slice(-20).join("\n")}`)), 120_000);
     createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) => {
       if (lines.length < 2000) lines.push(line);
       try {
@@ -139,7 +139,7 @@ async function startServer(name: Target, env: NodeJS.ProcessEnv): Promise<Server
     });
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`${name} exited with ${code} before serving:\n${lines.slice(-20).join("\n")}`));
+      reject(new RpcError(Code.UNAVAILABLE, `${name} exited with ${code} before serving:\n${lines.slice(-20).join("\n")}`));
     });
   });
   return { name, child, port, lines, exited };

@@ -6,21 +6,21 @@
 import { timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Metadata } from "@grpc/grpc-js";
-import { Code, RpcError } from "../errors.js";
+import { Code, kindError, RpcError } from "../errors.js";
 
 /** The token from `authToken` or `authTokenFile` (`what` names the config section in errors), or undefined. */
 export function resolveToken(config: { authToken?: string; authTokenFile?: string }, what: string): string | undefined {
   if (config.authToken !== undefined && config.authTokenFile !== undefined) {
-    throw new Error(`${what}: give authToken or authTokenFile, not both`);
+    throw kindError("config", `${what}: give authToken or authTokenFile, not both`, { field: what });
   }
   if (config.authTokenFile === undefined) return config.authToken;
   let token: string;
   try {
     token = readFileSync(config.authTokenFile, "utf8").trimEnd();
   } catch (err) {
-    throw new Error(`${what}.authTokenFile ${config.authTokenFile}: ${(err as Error).message}`, { cause: err });
+    throw kindError("config", `${what}.authTokenFile ${config.authTokenFile}: ${(err as Error).message}`, { cause: err, field: `${what}.authTokenFile` });
   }
-  if (token.length === 0) throw new Error(`${what}.authTokenFile ${config.authTokenFile}: the file is empty`);
+  if (token.length === 0) throw kindError("config", `${what}.authTokenFile ${config.authTokenFile}: the file is empty`, { field: `${what}.authTokenFile` });
   return token;
 }
 

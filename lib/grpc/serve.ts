@@ -13,7 +13,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { setMaxListeners } from "node:events";
 import type { Server as HttpServer } from "node:http";
 import type { ServerConfig } from "../config/server.js";
-import { Code } from "../errors.js";
+import { Code, RpcError } from "../errors.js";
 import { log } from "../log.js";
 import { grpcHandled, grpcHandlingSeconds, grpcInFlight, serveMetrics } from "../metrics.js";
 import { resolveToken } from "./auth.js";
@@ -127,7 +127,8 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${config.host}:${config.port}`, serverCredentials(config), (err, bound) => {
-      if (err) reject(new Error(`${name}: cannot bind ${config.host}:${config.port}: ${err.message}`, { cause: err }));
+      // FAILED_PRECONDITION: the address is taken or not this machine's; the user picks another (one line, no stack).
+      if (err) reject(new RpcError(Code.FAILED_PRECONDITION, `${name}: cannot bind ${config.host}:${config.port}: ${err.message}`, { cause: err }));
       else resolve(bound);
     });
   });
@@ -138,7 +139,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       metrics = await serveMetrics(config.host, config.metricsPort);
     } catch (err) {
       server.forceShutdown();
-      throw new Error(`${name}: cannot serve metrics on ${config.host}:${config.metricsPort}: ${(err as Error).message}`, { cause: err });
+      throw new RpcError(Code.FAILED_PRECONDITION, `${name}: cannot serve metrics on ${config.host}:${config.metricsPort}: ${(err as Error).message}`, { cause: err });
     }
   }
 

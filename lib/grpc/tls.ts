@@ -4,6 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
+import { kindError } from "../errors.js";
 
 export interface ServerCredentialsConfig {
   tls?: {
@@ -30,7 +31,7 @@ function read(path: string, what: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new Error(`${what} ${path}: ${(err as Error).message}`, { cause: err });
+    throw kindError("config", `${what} ${path}: ${(err as Error).message}`, { cause: err, field: what });
   }
 }
 
@@ -47,7 +48,7 @@ export function serverCredentials(config: ServerCredentialsConfig): grpc.ServerC
 export function channelCredentials(config: ClientCredentialsConfig): grpc.ChannelCredentials {
   if (!config.tls) return grpc.credentials.createInsecure();
   const { caFile, certFile, keyFile } = config.tls;
-  if (Boolean(certFile) !== Boolean(keyFile)) throw new Error("client.tls: certFile and keyFile must be given together");
+  if (Boolean(certFile) !== Boolean(keyFile)) throw kindError("config", "client.tls: certFile and keyFile must be given together", { field: "client.tls" });
   return grpc.credentials.createSsl(
     caFile ? read(caFile, "client.tls.caFile") : null,
     keyFile ? read(keyFile, "client.tls.keyFile") : null,

@@ -3,6 +3,7 @@
  * once x is queued and the queue holds at most `capacity` items. Used where a push-based source (RxJS) feeds a
  * pull-based sink (a gRPC request stream) without letting memory grow with the input.
  */
+import { Code, RpcError } from "../errors.js";
 export class BoundedQueue<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
   private readonly room: (() => void)[] = [];
@@ -21,7 +22,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
   /** Queues `item`, waiting while the queue is full. Rejects once the queue has ended or failed. */
   async push(item: T): Promise<void> {
     while (this.items.length >= this.capacity && !this.ended) await new Promise<void>((resolve) => this.room.push(resolve));
-    if (this.ended) throw new Error("BoundedQueue: push after end");
+    if (this.ended) throw new RpcError(Code.INTERNAL, "BoundedQueue: push after end");
     if (this.waiting) {
       const { resolve } = this.waiting;
       this.waiting = undefined;

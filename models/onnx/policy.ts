@@ -29,6 +29,7 @@ import type { PolicyGraphKind } from "./blocks.js";
 import { cacheShape, policyStructure, serializePolicy } from "./graph.js";
 import { createSession, type OrtSessionOptions, sessionOptions } from "./session.js";
 import { type PolicySource, type PolicyWeights, resolveSource } from "./source.js";
+import { Code, RpcError } from "../../lib/errors.js";
 
 /** The operations a session set is built for eagerly (the other is built on first use). */
 export type PolicyOperation = "sample" | "score";
@@ -188,7 +189,7 @@ export class OrtPolicy {
   }
 
   private hold(): SessionSet {
-    if (this.disposed) throw new Error("OrtPolicy: used after dispose()");
+    if (this.disposed) throw new RpcError(Code.INTERNAL, "OrtPolicy: used after dispose()");
     const set = this.current;
     set.acquire();
     return set;
@@ -199,7 +200,7 @@ export class OrtPolicy {
    * calls use the new ones. The old sessions are released once their last call ends.
    */
   async refresh(source: PolicySource): Promise<RefreshTiming> {
-    if (this.disposed) throw new Error("OrtPolicy: refresh() after dispose()");
+    if (this.disposed) throw new RpcError(Code.INTERNAL, "OrtPolicy: refresh() after dispose()");
     const t0 = performance.now();
     const resolved = resolveSource(source);
     const set = new SessionSet({ config: resolved.config, weights: resolved.weights }, this.options, this.structures);

@@ -8,6 +8,7 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { GraphProtoSchema, type ModelProto, ModelProtoSchema, type TensorProto, TensorProto_DataType, TensorProtoSchema } from "onnx-buf";
+import { Code, RpcError } from "../../lib/errors.js";
 
 /** A weight to splice in: float32, row-major. */
 export interface WeightBytes {
@@ -118,6 +119,6 @@ export function serializeWithWeights(model: ModelProto, weights: readonly Weight
     out.bytes(new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength));
   });
   out.bytes(structure);
-  if (out.at !== total) throw new Error(`serializeWithWeights: wrote ${out.at} bytes, expected ${total}`);
+  if (out.at !== total) throw new RpcError(Code.INTERNAL, `serializeWithWeights: wrote ${out.at} bytes, expected ${total}`);
   return out.buf;
 }

@@ -26,7 +26,7 @@
 import { log } from "../../lib/log.js";
 import type { BackendName, SampleOptions, SampleResult } from "../../models/index.js";
 import type { OrtSessionOptions } from "../../models/onnx/session.js";
-import { RpcError } from "../../lib/errors.js";
+import { Code, RpcError } from "../../lib/errors.js";
 
 /**
  * Options of one engine run (every row of the run shares them): models/sample.ts SampleOptions — sppo.v1.SamplingParams's
@@ -121,7 +121,7 @@ export async function loadEngine(choice: "auto" | "onnx" | "tfjs", dir: string, 
         log.warn({ err, dir }, "generator: the onnx engine could not load the policy; using tfjs");
       }
     } else if (choice === "onnx") {
-      throw new Error(`engine "onnx": ${reason}`);
+      throw new RpcError(Code.FAILED_PRECONDITION, `engine "onnx": ${reason}`);
     } else {
       log.info({ reason }, "generator: no onnx engine; using tfjs");
     }

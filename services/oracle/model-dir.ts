@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import { z } from "zod";
-import { Code, RpcError } from "../../lib/errors.js";
+import { Code, kindError, RpcError } from "../../lib/errors.js";
 import { TokenEncoder } from "./token-encoder.js";
 import { type OracleSession, type RunOutput, WorkerSession } from "./worker-session.js";
 
@@ -42,9 +42,9 @@ export const modelDirConfigSchema = z
 
 export type ModelDirConfig = z.infer<typeof modelDirConfigSchema>;
 
-/** A start-up failure: FAILED_PRECONDITION, printed by the CLI as one line. */
+/** A bad oracle model directory: a "model-format" error (FAILED_PRECONDITION), printed by the CLI as one line. */
 export function modelError(message: string, cause?: unknown): RpcError {
-  return new RpcError(Code.FAILED_PRECONDITION, message, { cause });
+  return kindError("model-format", message, { cause });
 }
 
 /** Reads and validates `oracle_config.json` (defaults when absent). */

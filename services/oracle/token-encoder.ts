@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { kindError } from "../../lib/errors.js";
 
 export interface Encoded {
   ids: number[];
@@ -42,20 +43,20 @@ export class TokenEncoder {
     try {
       json = JSON.parse(readFileSync(path, "utf8"));
     } catch (err) {
-      throw new Error(`${path}: cannot read the tokenizer (${(err as Error).message})`);
+      throw kindError("model-format", `${path}: cannot read the tokenizer (${(err as Error).message})`);
     }
     let config: Record<string, unknown> = {};
     try {
       config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`${join(dir, "tokenizer_config.json")}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw kindError("model-format", `${join(dir, "tokenizer_config.json")}: ${(err as Error).message}`, { cause: err });
     }
     // A WordLevel model is read by tokenizers.js as its "Legacy" model, which takes the unknown token from the config.
     const unkToken = (config.unk_token as string | undefined) ?? json.model?.unk_token;
     try {
       return new TokenEncoder(new Tokenizer(json, { unk_token: unkToken, ...config }), unkToken);
     } catch (err) {
-      throw new Error(`${path}: not a tokenizer tokenizers.js can load (${(err as Error).message})`);
+      throw kindError("model-format", `${path}: not a tokenizer tokenizers.js can load (${(err as Error).message})`);
     }
   }
 

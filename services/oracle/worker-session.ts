@@ -4,6 +4,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type * as ort from "onnxruntime-node";
+import { Code, RpcError } from "../../lib/errors.js";
 
 export interface RunOutput {
   data: Float32Array | Float64Array;
@@ -51,7 +52,7 @@ export class WorkerSession implements OracleSession {
       if (!p) return;
       this.pending.delete(reply.id!);
       if (reply.type === "result") p.resolve({ data: reply.data, dims: reply.dims });
-      else p.reject(new Error(reply.message));
+      else p.reject(new RpcError(Code.INTERNAL, `the ONNX worker: ${reply.message}`));
     });
     const fail = (err: Error) => {
       this.failure = err;
@@ -60,21 +61,21 @@ export class WorkerSession implements OracleSession {
       this.released?.();
     };
     worker.on("error", fail);
-    worker.on("exit", (code) => fail(new Error(`the ONNX worker thread exited (code ${code})`)));
+    worker.on("exit", (code) => fail(new RpcError(Code.UNAVAILABLE, `the ONNX worker thread exited (code ${code})`)));
   }
 
   /** Starts the worker and loads the model in it; rejects with onnxruntime's message when it cannot. */
   static async create(path: string, options: ort.InferenceSession.SessionOptions): Promise<WorkerSession> {
     const worker = new Worker(new URL("./session-worker.mjs", import.meta.url));
     const loaded = await new Promise<Loaded>((resolve, reject) => {
-      const onExit = (code: number) => reject(new Error(`the ONNX worker thread exited (code ${code}) while loading`));
+      const onExit = (code: number) => reject(new RpcError(Code.UNAVAILABLE, `the ONNX worker thread exited (code ${code}) while loading`));
       worker.once("error", reject);
       worker.once("exit", onExit);
       worker.once("message", (reply: WorkerReply) => {
         worker.off("error", reject);
         worker.off("exit", onExit);
         if (reply.type === "loaded") resolve(reply);
-        else reject(new Error(reply.type === "error" ? reply.message : `unexpected reply ${reply.type}`));
+        else reject(new RpcError(Code.INTERNAL, reply.type === "error" ? reply.message : `unexpected reply ${reply.type}`));
       });
       worker.postMessage({ type: "load", path, options });
     }).catch(async (err) => {
