@@ -12,3 +12,4 @@ export { EMBEDDING_ROWS_GRAD, embeddingParam, TRAIN_OPSET, trainGraph } from "./
 export { lossHead, TRAIN_LOSSES, type TrainLoss } from "./loss.js";
 export { type GradientsResult, type LossInputs, type NamedArrays, OrtGradients } from "./step.js";
 export { type ArrayOptimizer, ArrayAdam, ArrayRMSprop, arrayOptimizerFromState, clipGradNormInPlace, isArrayOptimizer } from "./optimizer.js";
+export { type OnnxTrainStep, type OnnxTrainStepOptions, onnxTrainStep } from "./engine.js";

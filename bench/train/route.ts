@@ -1,0 +1,71 @@
+/**
+ * One training route of bench/train.ts, in a process of its own (so that its peak RSS is its own): builds a GPT-2 of
+ * a reference size (../shared/bench/reference-model*.json), then times optimizer steps of the optimizer service's
+ * own train step (models/ `TrainStep`: SPPO loss on chosen/rejected pairs, the reference's optimizer, clipping,
+ * the update) through one engine, and prints one JSON line.
+ *
+ *   node --import tsx bench/train/route.ts --route onnxruntime|tfjs|data-parallel --model FILE [--threads N] [--steps N]
+ *
+ * A step's rows are full: batch × sequence_tokens positions each (prompt 1 token, response the rest), every position
+ * a real token, as PyTorch's cross-entropy step in torch_reference.py; tokens/s counts those positions.
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { Adam, createRng, GPT2LMHeadModel, initBackend, type Optimizer, RMSprop } from "../../models/index.js";
+import { onnxTrainStep } from "../../models/onnx-train/index.js";
+import { dataParallelStep } from "../../models/parallel-step.js";
+import { type StepSample, type StepSettings, type TrainStep, tfjsStep } from "../../models/train-step.js";
+import type { Reference } from "../torch.js";
+
+const { values } = parseArgs({
+  options: {
+    route: { type: "string" },
+    model: { type: "string" },
+    threads: { type: "string", default: "0" },
+    steps: { type: "string", default: "3" },
+  },
+});
+const ref = JSON.parse(readFileSync(values.model as string, "utf8")) as Reference & { training: { optimizer?: string } };
+const route = values.route as "onnxruntime" | "tfjs" | "data-parallel";
+const threads = Number(values.threads);
+const steps = Number(values.steps);
+
+const backend = await initBackend("wasm");
+const model = new GPT2LMHeadModel({ vocab_size: ref.vocab_size, n_embd: ref.d_model, n_layer: ref.n_layers, n_head: ref.n_heads, n_positions: ref.context }, undefined, 0);
+const params = [...model.params.values()].reduce((s, p) => s + p.size, 0);
+const kind = ref.training.optimizer === "rmsprop" ? "rmsprop" : "adam";
+const { batch: B, sequence_tokens: T } = ref.training;
+
+let engine: TrainStep;
+let optimizer: Optimizer;
+if (route === "onnxruntime") {
+  const ort = onnxTrainStep({ intraOpThreads: threads });
+  engine = ort;
+  optimizer = ort.optimizer(kind);
+} else {
+  engine = route === "tfjs" ? tfjsStep : dataParallelStep({ threads: threads || undefined });
+  optimizer = kind === "rmsprop" ? new RMSprop() : new Adam();
+}
+
+const rng = createRng(1);
+const sample = (): StepSample => {
+  const ids = Array.from({ length: T }, () => Math.floor(rng.next() * ref.vocab_size));
+  return { prompt: ids.slice(0, 1), response: ids.slice(1), winRate: rng.next(), ref: -T * Math.log(ref.vocab_size) };
+};
+const groups = Array.from({ length: B / 2 }, () => [sample(), sample()]);
+const settings: StepSettings = { loss: "sppo", eta: 1000, selection: "chosen_rejected", microBatches: 1, maxGradNorm: 1, learningRate: 1e-4 };
+
+const stepMs: number[] = [];
+const losses: number[] = [];
+for (let s = 0; s <= steps; s++) {
+  const t = performance.now();
+  const result = await engine.step(model, optimizer, groups, settings);
+  if (s > 0) stepMs.push(performance.now() - t); // step 0 warms up (session build, kernel caches)
+  losses.push(result.loss);
+}
+await engine.close();
+optimizer.dispose();
+model.dispose();
+process.stdout.write(
+  `${JSON.stringify({ route, threads, backend: backend.name, params, batch: B, sequence_tokens: T, optimizer: kind, step_ms: stepMs, losses, peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024) })}\n`,
+);
