@@ -27,7 +27,7 @@ import type { PairSelectionMode } from "../lib/sppo/selection.js";
 import { makeBatch, type TokenPair } from "./batch.js";
 import type { CausalLM } from "./model.js";
 import { sequenceLogProbs } from "./score.js";
-import { clipGradNorm, type NamedGrads, type Optimizer, valueAndGrads } from "./train.js";
+import { clipGradNorm, type NamedGrads, type Optimizer, type OptimizerState, valueAndGrads } from "./train.js";
 
 /** One response of a step. */
 export interface StepSample {
@@ -75,6 +75,12 @@ export interface TrainStep {
   step(model: CausalLM, optimizer: Optimizer, groups: readonly (readonly StepSample[])[], settings: StepSettings): StepResult | Promise<StepResult>;
   /** Frees what the engine holds (workers, sessions); the model stays the caller's. */
   close(): void | Promise<void>;
+  /**
+   * An engine that updates with optimizers of its own (models/onnx-train: JS over Float32Arrays) makes them here, fresh
+   * or from a saved state (the checkpoint format is the same for all); the trainer then asks it for every optimizer.
+   * Absent: models/train.ts's tfjs optimizers.
+   */
+  optimizer?(kind: "adam" | "rmsprop", state?: OptimizerState): Optimizer;
 }
 
 /** One micro-batch in loss order. */

@@ -50,6 +50,16 @@ const optimizerObject = z
     /** tfjs backend for training: "auto" tries tensorflow → wasm → cpu. @default "auto" */
     backend: z.enum(["auto", "tensorflow", "wasm", "cpu"]).default("auto"),
     /**
+     * Training engine. "onnxruntime" (models/onnx-train): each micro-batch's forward and backward pass is one
+     * onnxruntime run on every core, the update runs in JS; exact to float rounding against tfjs, and several times
+     * faster on CPU. "tfjs": the reference, on `backend` (with tfjs-node-gpu, the GPU path). "data-parallel": tfjs over
+     * worker threads. "auto": onnxruntime, unless `backend` resolves to native TensorFlow, then tfjs. A resumed run
+     * keeps its engine (the engines agree to float rounding, not bit for bit). @default "auto"
+     */
+    engine: z.enum(["auto", "onnxruntime", "tfjs", "data-parallel"]).default("auto"),
+    /** Threads of the onnxruntime and data-parallel engines; 0 = one per core. @default 0 */
+    trainThreads: z.number().int().min(0).default(0),
+    /**
      * Train in a worker thread, so that multi-second steps never block the server's event loop (health probes,
      * keepalive pings, GetWeights). Off: the trainer runs in the server's thread (tests, tiny models). @default true
      */

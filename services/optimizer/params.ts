@@ -12,7 +12,7 @@ import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { invalidArgument } from "../../lib/errors.js";
 import type { LossName } from "../../lib/sppo/losses.js";
 import type { PairSelectionMode } from "../../lib/sppo/selection.js";
-import { Adam, type Optimizer, RMSprop } from "../../models/index.js";
+import { Adam, type Optimizer, type OptimizerState, optimizerFromState, RMSprop, type TrainStep } from "../../models/index.js";
 
 /** Hyper-parameters of one iteration: the config with the IterationStart's overrides applied. */
 export interface IterationParams {
@@ -88,7 +88,12 @@ export function resolveParams(config: OptimizerConfig, p: TrainingParams | undef
   };
 }
 
-/** A fresh optimizer of the iteration's kind (the official code starts each iteration as a new training run). */
-export function freshOptimizer(params: IterationParams): Optimizer {
-  return params.optimizer === "adam" ? new Adam() : new RMSprop();
+/**
+ * The iteration's optimizer, fresh (the official code starts each iteration as a new training run) or resumed from
+ * `state`: the engine's own kind where it has one (models/ `TrainStep.optimizer`), else tfjs's.
+ */
+export function iterationOptimizer(engine: TrainStep, kind: IterationParams["optimizer"], state?: OptimizerState): Optimizer {
+  if (engine.optimizer) return engine.optimizer(kind, state);
+  if (state) return optimizerFromState(state);
+  return kind === "adam" ? new Adam() : new RMSprop();
 }

@@ -23,6 +23,7 @@ import { log } from "../../lib/log.js";
 import { MAX_CHUNK_BYTES, weightStream } from "../../lib/weights/index.js";
 import { initBackend } from "../../models/index.js";
 import type { CheckpointEntry } from "./checkpoint.js";
+import { createTrainEngine } from "./engine.js";
 import { Trainer } from "./trainer.js";
 import { inProcessTrainer, startTrainerWorker, type TrainerApi } from "./trainer-api.js";
 
@@ -110,7 +111,7 @@ export async function createOptimizerService(
 ): Promise<{ implementation: ServiceImplementation<typeof Optimizer>; readonly trainer: Trainer; close(): Promise<void> }> {
   if (config.optimizer.trainInWorker) {
     const worker = await startTrainerWorker(config.optimizer);
-    log.info({ backend: worker.backend, iteration: worker.iteration, step: worker.step, thread: "worker" }, "optimizer ready");
+    log.info({ backend: worker.backend, engine: worker.engine, iteration: worker.iteration, step: worker.step, thread: "worker" }, "optimizer ready");
     return {
       implementation: optimizerImplementation(worker, config),
       get trainer(): Trainer {
@@ -120,8 +121,16 @@ export async function createOptimizerService(
     };
   }
   const backend = await initBackend(config.optimizer.backend);
-  const trainer = Trainer.open(config.optimizer);
-  log.info({ backend: backend.name, skipped: backend.skipped, iteration: trainer.currentIteration(), step: trainer.steps, thread: "main" }, "optimizer ready");
+  const engine = createTrainEngine(config.optimizer, backend.name);
+  const trainer = Trainer.open(config.optimizer, { engine });
+  log.info({ backend: backend.name, skipped: backend.skipped, engine: engine.name, iteration: trainer.currentIteration(), step: trainer.steps, thread: "main" }, "optimizer ready");
   const api = inProcessTrainer(trainer);
-  return { implementation: optimizerImplementation(api, config), trainer, close: () => api.close() };
+  return {
+    implementation: optimizerImplementation(api, config),
+    trainer,
+    close: async () => {
+      await api.close();
+      await engine.close();
+    },
+  };
 }

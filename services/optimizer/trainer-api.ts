@@ -72,7 +72,7 @@ export type WorkerReply = { id: number; value: unknown; versions: WorkerVersions
 
 /** The first message of a worker: ready (with the backend it chose) or failed to open. */
 export type WorkerHello =
-  | { ready: true; backend: string; iteration: number; step: number; versions: WorkerVersions }
+  | { ready: true; backend: string; engine: string; iteration: number; step: number; versions: WorkerVersions }
   | { ready: false; error: { code?: number; message: string } };
 
 function toError(e: { code?: number; message: string }): Error {
@@ -87,7 +87,7 @@ function toError(e: { code?: number; message: string }): Error {
  * Versions, their files and the checkpoint list are answered in this thread — from the worker's latest report and
  * from disk, hashing asynchronously — so that they are never stuck behind a step.
  */
-export async function startTrainerWorker(config: OptimizerConfig): Promise<TrainerApi & { backend: string; iteration: number; step: number }> {
+export async function startTrainerWorker(config: OptimizerConfig): Promise<TrainerApi & { backend: string; engine: string; iteration: number; step: number }> {
   // The bootstrap registers tsx in the worker, so that this works however the main thread loaded TypeScript.
   const worker = new Worker(fileURLToPath(new URL("./trainer-worker.mjs", import.meta.url)), { workerData: { config }, execArgv: [] });
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -130,6 +130,7 @@ export async function startTrainerWorker(config: OptimizerConfig): Promise<Train
   const version = (b: Uint8Array) => fromBinary(PolicyVersionSchema, b);
   return {
     backend: first.backend,
+    engine: first.engine,
     iteration: first.iteration,
     step: first.step,
     handle: async (request) => (await call<Uint8Array[]>({ op: "handle", request: toBinary(TrainRequestSchema, request) })).map((b) => fromBinary(TelemetryEventSchema, b)),

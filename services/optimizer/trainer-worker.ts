@@ -11,7 +11,8 @@ import { TrainRequestSchema } from "../../gen/sppo/v1/optimizer_pb.js";
 import { TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { RpcError } from "../../lib/errors.js";
-import { initBackend } from "../../models/index.js";
+import { initBackend, type TrainStep } from "../../models/index.js";
+import { createTrainEngine } from "./engine.js";
 import { Trainer } from "./trainer.js";
 import { serialized, type WorkerHello, type WorkerReply, type WorkerRequest, type WorkerVersions } from "./trainer-api.js";
 
@@ -24,12 +25,14 @@ function errorOf(err: unknown): { code?: number; message: string } {
 }
 
 let trainer: Trainer;
+let engine: TrainStep;
 const version = (v: Parameters<typeof toBinary<typeof PolicyVersionSchema>>[1]) => toBinary(PolicyVersionSchema, v);
 const versions = (): WorkerVersions => trainer.publishedVersions().map(({ policy, dir }) => ({ policy: version(policy), dir }));
 try {
   const backend = await initBackend(config.backend);
-  trainer = Trainer.open(config);
-  port.postMessage({ ready: true, backend: backend.name, iteration: trainer.currentIteration(), step: trainer.steps, versions: versions() } satisfies WorkerHello);
+  engine = createTrainEngine(config, backend.name);
+  trainer = Trainer.open(config, { engine });
+  port.postMessage({ ready: true, backend: backend.name, engine: engine.name, iteration: trainer.currentIteration(), step: trainer.steps, versions: versions() } satisfies WorkerHello);
 } catch (err) {
   port.postMessage({ ready: false, error: errorOf(err) } satisfies WorkerHello);
   process.exit(1);
@@ -53,6 +56,7 @@ async function answer(msg: WorkerRequest): Promise<WorkerReply> {
       }
       case "close":
         trainer.dispose();
+        await engine.close();
         value = null;
         break;
     }

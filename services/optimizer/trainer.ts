@@ -43,7 +43,6 @@ import {
   loadModel,
   type Optimizer,
   type OptimizerState,
-  optimizerFromState,
   type PolicyTokenizer,
   type StepResult,
   type StepSettings,
@@ -54,7 +53,7 @@ import {
 import { type CheckpointEntry, listCheckpoints, newestValidCheckpoint, pruneCheckpoints, writeCheckpoint } from "./checkpoint.js";
 import { checkExample, exampleKey, groupExample, type OpenGroup, type Unit } from "./grouping.js";
 import { trainStepTelemetry } from "./step-telemetry.js";
-import { freshOptimizer, type IterationParams, resolveParams } from "./params.js";
+import { type IterationParams, iterationOptimizer, resolveParams } from "./params.js";
 import { describeVersion, PolicyVersions, type VersionFiles, type VersionRecord, versionMessage } from "./versions.js";
 
 /** The open iteration, JSON-safe (it goes into checkpoints as is). */
@@ -165,7 +164,7 @@ export class Trainer {
     this.state = snapshot.iteration;
     this.consumed = new Set(snapshot.iteration?.consumed ?? []);
     if (this.state) {
-      this.optimizer = optimizerState ? optimizerFromState(optimizerState) : freshOptimizer(this.state.params);
+      this.optimizer = iterationOptimizer(this.engine, this.state.params.optimizer, optimizerState);
       this.makeSchedule();
     }
   }
@@ -301,7 +300,7 @@ export class Trainer {
     };
     this.consumed = new Set();
     this.optimizer?.dispose();
-    this.optimizer = freshOptimizer(params);
+    this.optimizer = iterationOptimizer(this.engine, params.optimizer);
     this.schedule = null;
     log.info({ iteration: msg.iteration, totalPrompts: msg.totalPrompts, params }, "iteration started");
     return [];

@@ -71,7 +71,9 @@ describe("onnxruntime train step", () => {
         const got = await engine.step(b, engine.optimizer("rmsprop"), GROUPS, settings(loss, micro));
         assert.ok(near(got.loss, want.loss), `loss ${got.loss} vs ${want.loss}`);
         assert.ok(near(got.gradNorm, want.gradNorm), `grad norm ${got.gradNorm} vs ${want.gradNorm}`);
-        got.logprobs.forEach((row, g) => row.forEach((lp, j) => assert.ok(near(lp, want.logprobs[g][j]), `log-prob [${g}][${j}] ${lp} vs ${want.logprobs[g][j]}`)));
+        for (const [g, row] of got.logprobs.entries()) {
+          for (const [j, lp] of row.entries()) assert.ok(near(lp, want.logprobs[g][j]), `log-prob [${g}][${j}] ${lp} vs ${want.logprobs[g][j]}`);
+        }
         // The model was updated in place: the next step sees the new weights.
         const fresh = loadModel(join(FIXTURES, family)).model;
         const initial = weightsOf(fresh);
@@ -119,14 +121,14 @@ describe("JS optimizers = tfjs optimizers on the same gradients", () => {
         arrOpt.applyArrays(arrays, new Map([["w", g]]), 0.01, new Map([["w", shape]]));
       }
       const want = variable.dataSync();
-      arrays.get("w")!.forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 1e-6, `w[${i}] ${v} vs ${want[i]}`));
+      for (const [i, v] of arrays.get("w")!.entries()) assert.ok(Math.abs(v - want[i]) < 1e-6, `w[${i}] ${v} vs ${want[i]}`);
       const [s1, s2] = [tfOpt.state(), arrOpt.state()];
       assert.equal(s2.kind, s1.kind);
       assert.equal(s2.step, s1.step);
       assert.deepEqual(s2.options, s1.options);
       for (const [slot, { shape: sh, data }] of Object.entries(s1.slots.w)) {
         assert.deepEqual(s2.slots.w[slot].shape, sh);
-        s2.slots.w[slot].data.forEach((v, i) => assert.ok(Math.abs(v - data[i]) < 1e-6, `${slot}[${i}]`));
+        for (const [i, v] of s2.slots.w[slot].data.entries()) assert.ok(Math.abs(v - data[i]) < 1e-6, `${slot}[${i}]`);
       }
       tfOpt.dispose();
       variable.dispose();
