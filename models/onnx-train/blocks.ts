@@ -118,36 +118,25 @@ export function rmsNormBackward(g: GraphBuilder, grads: GradSink, dy: string, sa
 export type Activation = "gelu_new" | "gelu" | "relu";
 
 /**
- * The activation's value; `saved` holds what its backward needs (tanh form: the tanh itself, so the backward pass
- * computes no transcendental function).
+ * The activation's value and its slope act'(x), which is all the backward pass needs (elementwise passes over the
+ * (N, 4C) activations are the largest cost of a step after the matrix products, so each form uses as few as it can).
  */
-export function activationForward(g: GraphBuilder, kind: Activation, x: string): { y: string; saved: string } {
-  if (kind === "relu") return { y: g.relu(x), saved: x };
+export function activationForward(g: GraphBuilder, kind: Activation, x: string): { y: string; slope: string } {
+  if (kind === "relu") return { y: g.relu(x), slope: g.cast(g.node("Greater", [x, g.constFloat(0)]), DataType.FLOAT) };
   if (kind === "gelu") {
-    const y = g.mul(g.mul(x, g.constFloat(0.5)), g.add(g.erf(g.mul(x, g.constFloat(Math.SQRT1_2))), g.constFloat(1)));
-    return { y, saved: x };
-  }
-  // 0.5·x·(1 + tanh(c·(x + 0.044715·x³))), x³ as x·x·x like models/layers.ts.
-  const c = Math.sqrt(2 / Math.PI);
-  const t = g.tanh(g.mul(g.add(x, g.mul(g.mul(g.mul(x, x), x), g.constFloat(0.044715))), g.constFloat(c)));
-  return { y: g.mul(g.mul(x, g.constFloat(0.5)), g.add(t, g.constFloat(1))), saved: t };
-}
-
-/** dy · act'(x). */
-export function activationBackward(g: GraphBuilder, kind: Activation, dy: string, x: string, saved: string): string {
-  if (kind === "relu") return g.mul(dy, g.cast(g.node("Greater", [x, g.constFloat(0)]), DataType.FLOAT));
-  if (kind === "gelu") {
-    // d/dx 0.5·x·(1 + erf(x/√2)) = 0.5·(1 + erf(x/√2)) + x·φ(x), φ the standard normal density.
+    // 0.5·x·(1 + erf(x/√2)); slope 0.5·(1 + erf(x/√2)) + x·φ(x), φ the standard normal density.
     const cdf = g.mul(g.add(g.erf(g.mul(x, g.constFloat(Math.SQRT1_2))), g.constFloat(1)), g.constFloat(0.5));
     const pdf = g.mul(g.exp(g.mul(g.mul(x, x), g.constFloat(-0.5))), g.constFloat(1 / Math.sqrt(2 * Math.PI)));
-    return g.mul(dy, g.add(cdf, g.mul(x, pdf)));
+    return { y: g.mul(x, cdf), slope: g.add(cdf, g.mul(x, pdf)) };
   }
-  // 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3·0.044715·x²), as models/layers.ts's hand-written gradient.
-  const t = saved;
+  // GPT-2's tanh form 0.5·x·(1 + tanh z), z = c·(x + 0.044715·x³), written as x·s with s = σ(2z) = 0.5·(1 + tanh z);
+  // slope s + x·s·(1 − s)·2z', 2z' = 2c·(1 + 3·0.044715·x²) (models/layers.ts's hand-written gradient, rearranged).
   const c = Math.sqrt(2 / Math.PI);
-  const inner = g.add(g.mul(g.mul(x, x), g.constFloat(3 * 0.044715 * c)), g.constFloat(c));
-  const slope = g.add(g.mul(g.add(t, g.constFloat(1)), g.constFloat(0.5)), g.mul(g.mul(g.mul(x, g.constFloat(0.5)), g.sub(g.constFloat(1), g.mul(t, t))), inner));
-  return g.mul(dy, slope);
+  const x2 = g.mul(x, x);
+  const s = g.sigmoid(g.mul(x, g.add(g.mul(x2, g.constFloat(2 * c * 0.044715)), g.constFloat(2 * c)))); // σ(2z)
+  const dz2 = g.mul(x, g.add(g.mul(x2, g.constFloat(6 * c * 0.044715)), g.constFloat(2 * c))); // x·2z'
+  const slope = g.add(s, g.mul(g.mul(s, g.sub(g.constFloat(1), s)), dz2));
+  return { y: g.mul(x, s), slope };
 }
 
 /** Attention geometry. */
@@ -169,6 +158,23 @@ export function mergeHeads(g: GraphBuilder, x: string, width: number): string {
 }
 
 /**
+ * GPT-2's fused projection (N, 3C) as q, k, v heads (B, H, T, hd): one Transpose to (3, B, H, T, hd) and a split
+ * along its outer axis (contiguous copies), instead of a strided split and three transposes.
+ */
+export function splitQkv(g: GraphBuilder, qkv: string, batchTime: string, H: number, hd: number): [string, string, string] {
+  const shape = g.concat([batchTime, g.constInt64([3, H, hd])], 0); // [B, T, 3, H, hd]
+  const heads = g.transpose(g.node("Reshape", [qkv, shape]), [2, 0, 3, 1, 4]); // (3, B, H, T, hd)
+  const parts = g.nodeOutputs("Split", [heads, g.constInt64([1, 1, 1])], { axis: 0 }, { outputCount: 3 });
+  return parts.map((p) => g.squeeze(p, [0])) as [string, string, string];
+}
+
+/** The backward of `splitQkv`: dq, dk, dv (B, H, T, hd) → (N, 3C), one Concat and one Transpose. */
+export function mergeQkv(g: GraphBuilder, dq: string, dk: string, dv: string, width: number): string {
+  const stacked = g.concat([dq, dk, dv].map((t) => g.unsqueeze(t, [0])), 0); // (3, B, H, T, hd)
+  return g.reshape(g.transpose(stacked, [1, 3, 0, 2, 4]), [-1, 3 * width]); // (B, T, 3, H, hd) → (N, 3C)
+}
+
+/**
  * Causal self-attention over a whole right-padded batch (no cache), grouped-query heads as models/layers.ts: the
  * `rep` query heads of a kv group are stacked along time and share one product with the group's keys. q is
  * (B, H, T, hd); k, v are (B, KV, T, hd); bias (B, 1, T, T). Returns y (N, H·hd) and the saved values.
@@ -176,8 +182,8 @@ export function mergeHeads(g: GraphBuilder, x: string, width: number): string {
 export function attentionForward(g: GraphBuilder, q: string, k: string, v: string, bias: string, h: Heads): { y: string; saved: AttentionSaved } {
   const { heads: H, kvHeads: KV, headDim: hd } = h;
   const qg = g.reshape(q, [0, KV, -1, hd]); // (B, KV, rep·T, hd)
-  const scores = g.reshape(fusedMatMul(g, qg, k, { transB: true }), [0, H, -1, 0]); // (B, H, T, S)
-  const scaled = g.add(g.mul(scores, g.constFloat(1 / Math.sqrt(hd))), bias);
+  const scores = g.reshape(fusedMatMul(g, qg, k, { transB: true, alpha: 1 / Math.sqrt(hd) }), [0, H, -1, 0]); // (B, H, T, S), scaled
+  const scaled = g.add(scores, bias);
   const probs = g.reshape(g.softmax(scaled, -1), [0, KV, -1, 0]); // (B, KV, rep·T, S)
   const out = g.reshape(g.matMul(probs, v), [0, H, -1, hd]); // (B, H, T, hd)
   return { y: mergeHeads(g, out, H * hd), saved: { qg, k, v, probs } };

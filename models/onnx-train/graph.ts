@@ -18,7 +18,6 @@ import { paramShapes } from "../io.js";
 import { DIMS, declareInputs, type GraphInputs } from "../onnx/blocks.js";
 import {
   type Activation,
-  activationBackward,
   activationForward,
   attentionBackward,
   attentionForward,
@@ -29,9 +28,11 @@ import {
   linearBackward,
   MS_DOMAIN,
   mergeHeads,
+  mergeQkv,
   rmsNormBackward,
   rmsNormForward,
   splitHeads,
+  splitQkv,
 } from "./blocks.js";
 import { lossHead, type TrainLoss } from "./loss.js";
 
@@ -82,34 +83,33 @@ function gpt2Graph(g: GraphBuilder, c: GPT2Config, loss: TrainLoss, grads: GradS
   const wpe = "transformer.wpe.weight";
   const embedded = g.add(g.gather(wte, inputs.ids), g.gather(wpe, inputs.positions)); // (B, T, C)
   let x = g.reshape(embedded, [-1, C]); // (N, C)
-  const split = g.constInt64([C, C, C]);
   const saved = [];
   for (let i = 0; i < L; i++) {
     const p = `transformer.h.${i}`;
     const x0 = x;
     const ln1 = layerNormForward(g, x0, `${p}.ln_1.weight`, `${p}.ln_1.bias`, eps);
     const qkv = g.gemm(ln1.y, `${p}.attn.c_attn.weight`, `${p}.attn.c_attn.bias`); // (N, 3C)
-    const [q, k, v] = g.nodeOutputs("Split", [qkv, split], { axis: 1 }, { outputCount: 3 }).map((t) => splitHeads(g, t, inputs.batchTime, H, hd)); // (B, H, T, hd)
+    const [q, k, v] = splitQkv(g, qkv, inputs.batchTime, H, hd); // each (B, H, T, hd)
     const att = attentionForward(g, q, k, v, inputs.bias, heads);
     const x1 = g.add(x0, g.gemm(att.y, `${p}.attn.c_proj.weight`, `${p}.attn.c_proj.bias`));
     const ln2 = layerNormForward(g, x1, `${p}.ln_2.weight`, `${p}.ln_2.bias`, eps);
     const u = g.gemm(ln2.y, `${p}.mlp.c_fc.weight`, `${p}.mlp.c_fc.bias`); // (N, inner)
     const m = activationForward(g, act, u);
     x = g.add(x1, g.gemm(m.y, `${p}.mlp.c_proj.weight`, `${p}.mlp.c_proj.bias`));
-    saved.push({ p, x0, ln1, att, x1, ln2, u, m });
+    saved.push({ p, x0, ln1, att, x1, ln2, m });
   }
   const lnF = layerNormForward(g, x, "transformer.ln_f.weight", "transformer.ln_f.bias", eps);
   let dx = headAndLoss(g, grads, inputs, lnF.y, wte, loss);
   dx = layerNormBackward(g, grads, dx, x, lnF, "transformer.ln_f.weight", "transformer.ln_f.bias");
   for (let i = L - 1; i >= 0; i--) {
-    const { p, x0, ln1, att, x1, ln2, u, m } = saved[i];
+    const { p, x0, ln1, att, x1, ln2, m } = saved[i];
     const dm = conv1dBackward(g, grads, dx, m.y, `${p}.mlp.c_proj.weight`, `${p}.mlp.c_proj.bias`);
-    const du = activationBackward(g, act, dm, u, m.saved);
+    const du = g.mul(dm, m.slope);
     const dh2 = conv1dBackward(g, grads, du, ln2.y, `${p}.mlp.c_fc.weight`, `${p}.mlp.c_fc.bias`);
     const dx1 = g.add(dx, layerNormBackward(g, grads, dh2, x1, ln2, `${p}.ln_2.weight`, `${p}.ln_2.bias`));
     const dy = conv1dBackward(g, grads, dx1, att.y, `${p}.attn.c_proj.weight`, `${p}.attn.c_proj.bias`);
     const d = attentionBackward(g, dy, inputs.batchTime, att.saved, heads);
-    const dqkv = g.concat([d.dq, d.dk, d.dv].map((t) => mergeHeads(g, t, C)), 1); // (N, 3C)
+    const dqkv = mergeQkv(g, d.dq, d.dk, d.dv, C); // (N, 3C)
     const dh = conv1dBackward(g, grads, dqkv, ln1.y, `${p}.attn.c_attn.weight`, `${p}.attn.c_attn.bias`);
     dx = g.add(dx1, layerNormBackward(g, grads, dh, x0, ln1, `${p}.ln_1.weight`, `${p}.ln_1.bias`));
   }
