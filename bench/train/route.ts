@@ -11,7 +11,8 @@
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { Adam, createRng, GPT2LMHeadModel, initBackend, type Optimizer, RMSprop } from "../../models/index.js";
+import { createRng } from "../../lib/rng.js";
+import { Adam, GPT2LMHeadModel, initBackend, type Optimizer, RMSprop } from "../../models/index.js";
 import { onnxTrainStep } from "../../models/onnx-train/index.js";
 import { dataParallelStep } from "../../models/parallel-step.js";
 import { type StepSample, type StepSettings, type TrainStep, tfjsStep } from "../../models/train-step.js";

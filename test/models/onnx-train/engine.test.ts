@@ -9,11 +9,11 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
+import { createRng } from "../../../lib/rng.js";
 import type { LossName } from "../../../lib/sppo/losses.js";
 import {
   Adam,
   type CausalLM,
-  createRng,
   initBackend,
   loadModel,
   modelFromTensors,
