@@ -162,10 +162,13 @@ export function normalizeConfig(raw: Raw, where = "config.json"): ModelConfig {
   return config;
 }
 
-/** The JSON written to config.json: HF names plus `architectures` so that `transformers` picks the LM-head class. */
-export function configToJson(config: ModelConfig): Raw {
+/**
+ * The JSON written to config.json: HF names plus `architectures` so that `transformers` picks the LM-head class, and
+ * `torch_dtype` naming how the weights beside it are stored.
+ */
+export function configToJson(config: ModelConfig, storage: "float32" | "bfloat16" = "float32"): Raw {
   const arch = config.model_type === "gpt2" ? "GPT2LMHeadModel" : "LlamaForCausalLM";
-  return { architectures: [arch], ...config, torch_dtype: "float32" };
+  return { architectures: [arch], ...config, torch_dtype: storage };
 }
 
 /** Width of the residual stream, whatever the family. */

@@ -4,7 +4,9 @@
  * primitives. Everything below works on any family through the `CausalLM` interface.
  *
  * Start-up:     `await initBackend(config.engine.backend)`   tensorflow → wasm → cpu, wasm kernels fixed
- * Load/save:    `loadModel(dir) → { model, tokenizer }`, `saveModel(dir, model, tokenizer)`
+ * Load/save:    `loadModel(dir) → { model, tokenizer }`, `saveModel(dir, model, tokenizer, { dtype, maxShardBytes })`
+ *               (model.safetensors or shards + model.safetensors.index.json, float32 or bfloat16; read tensor by
+ *               tensor: `CheckpointFiles.open(dir)`, `SafetensorsFile.open(path)`)
  * Text → ids:   `encodePrompt(tokenizer, text)` (chat template + BOS), `tokenizer.encode/decode`
  * Sample:       `sampleIds(model, promptIds[], { temperature, topP, topK, maxNewTokens, seed, eosId })`
  *                 → `{ tokenIds, stepLogprobs, logprob, finished }[]`  (logprob at temperature 1)
@@ -24,14 +26,37 @@
  */
 export { type BackendInfo, type BackendName, initBackend, setWasmMatMulFix, wasmFixesInstalled } from "./backend.js";
 export { makeBatch, type TokenBatch, type TokenPair } from "./batch.js";
+export {
+  type CheckpointEntry,
+  CheckpointFiles,
+  type CheckpointWriteOptions,
+  type CheckpointWritten,
+  DEFAULT_MAX_SHARD_BYTES,
+  modelWeightsPath,
+  WEIGHTS_FILE,
+  WEIGHTS_INDEX,
+  writeCheckpointFiles,
+} from "./checkpoint-files.js";
+export { type FloatStorage, floatToBf16, floatToHalf, narrow, widenInPlace } from "./dtype.js";
 export { configToJson, contextLength, type GPT2Config, gpt2Config, type LlamaConfig, llamaConfig, type ModelConfig, modelWidth, normalizeConfig } from "./config.js";
 export { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";
-export { createModel, type LoadedModel, loadModel, modelFromTensors, modelTensors, paramShapes, saveModel } from "./io.js";
+export { createModel, deferredTensors, type LoadedModel, loadModel, modelFromTensors, modelTensors, paramShapes, saveModel, type TensorLookup } from "./io.js";
 export { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
 export { type CausalLM, disposeCache, type ForwardOptions, type ForwardOutput, type KVCache } from "./model.js";
 export { DataParallel, type DataParallelOptions } from "./parallel.js";
 export { dataParallelStep } from "./parallel-step.js";
-export { parseSafetensors, type RawTensor, readSafetensors, serializeSafetensors, writeSafetensors } from "./safetensors.js";
+export {
+  type DeferredTensor,
+  parseSafetensors,
+  type RawTensor,
+  readSafetensors,
+  SafetensorsFile,
+  serializeSafetensors,
+  type TensorEntry,
+  type WritableTensor,
+  type WriteOptions,
+  writeSafetensors,
+} from "./safetensors.js";
 export { drawToken, type SampleOptions, type SampleResult, sampleIds } from "./sample.js";
 export { type Score, scorePairs, sequenceLogProbs } from "./score.js";
 export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js";

@@ -1,18 +1,21 @@
 /**
- * Loading and saving a model directory in the Hugging Face layout: `config.json`, `model.safetensors`,
- * `tokenizer.json` and (optional) `tokenizer_config.json`. Loading is a copy by name with a shape check per tensor;
+ * Loading and saving a model directory in the Hugging Face layout: `config.json`, `model.safetensors` (or shards and
+ * `model.safetensors.index.json`, see checkpoint-files.ts), `tokenizer.json` and (optional) `tokenizer_config.json`.
+ * Loading is a copy by name with a shape check per tensor, read one tensor at a time (each read array is dropped once
+ * its tfjs variable holds it, so a load never holds the checkpoint twice);
  * every problem is an RpcError of kind "model-format" (lib/errors.ts) naming the file and tensor. Nothing from the directory is executed: weights are
  * read only from safetensors (a header and raw numbers), pickle-based PyTorch files are refused (`modelWeightsPath`), JSON
  * is parsed as data, and chat templates are interpreted by @huggingface/jinja (models/tokenizer.ts).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { configToJson, type ModelConfig, normalizeConfig } from "./config.js";
 import { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";
 import { LlamaForCausalLM, llamaParamShapes } from "./llama.js";
 import type { CausalLM } from "./model.js";
-import { type RawTensor, readSafetensors, writeSafetensors } from "./safetensors.js";
+import { CheckpointFiles, type CheckpointWriteOptions, writeCheckpointFiles } from "./checkpoint-files.js";
+import type { DeferredTensor, RawTensor } from "./safetensors.js";
 import { PolicyTokenizer } from "./tokenizer.js";
 import { kindError, RpcError } from "../lib/errors.js";
 
@@ -42,10 +45,16 @@ export function createModel(config: ModelConfig, params?: Map<string, tf.Variabl
 }
 
 /**
- * Builds a model from raw tensors by HF name. GPT-2 checkpoints saved from `GPT2Model` lack the `transformer.`
- * prefix; both spellings load. `file` names the source in errors.
+ * Tensors by name: a Map, or a lazy reader (CheckpointFiles) whose `get` reads the tensor when asked.
  */
-export function modelFromTensors(config: ModelConfig, tensors: Map<string, RawTensor>, file = "model.safetensors"): CausalLM {
+export type TensorLookup = Pick<ReadonlyMap<string, RawTensor>, "get" | "has" | "keys">;
+
+/**
+ * Builds a model from raw tensors by HF name, reading each once (from a lazy source, one at a time). GPT-2
+ * checkpoints saved from `GPT2Model` lack the `transformer.` prefix; both spellings load. `file` names the source in
+ * errors.
+ */
+export function modelFromTensors(config: ModelConfig, tensors: TensorLookup, file = "model.safetensors"): CausalLM {
   const expected = paramShapes(config);
   const lookup = (name: string): [string, RawTensor | undefined] => {
     if (tensors.has(name)) return [name, tensors.get(name)];
@@ -91,45 +100,19 @@ export function readModelJson(path: string): Record<string, unknown> {
   }
 }
 
-/** Files that Python unpickles to load: PyTorch's `torch.save` format (a zip of pickles) and plain pickles. */
-const PICKLE_FILE = /^pytorch_model.*\.bin$|\.(pt|pth|ckpt|pkl|pickle)$/;
-
-/**
- * The path of the directory's `model.safetensors`, or a "model-format" error saying what is there instead. Pickle-based
- * weights (pytorch_model.bin, *.pt, *.pth, *.ckpt, *.pkl) are never loaded, even as a fallback: unpickling runs
- * whatever code the file names, so one downloaded checkpoint could run anything with this process's rights. They are
- * only named in the error, with how to convert them. Beside a model.safetensors they are ignored.
- */
-export function modelWeightsPath(dir: string): string {
-  const path = join(dir, "model.safetensors");
-  if (existsSync(path)) return path;
-  let names: string[] = [];
-  try {
-    names = readdirSync(dir).sort();
-  } catch {
-    // An unreadable directory: the plain "missing" message below says enough.
-  }
-  const pickles = names.filter((n) => PICKLE_FILE.test(n));
-  if (pickles.length > 0) {
-    throw kindError("model-format", 
-      `${path}: missing; the directory has ${pickles.join(", ")}, which ${pickles.length === 1 ? "is a pickle-based file" : "are pickle-based files"}. ` +
-        "Pickle files can execute arbitrary code when loaded, so they are never loaded. Convert the weights to safetensors " +
-        "(in Python, where you trust the file: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)) " +
-        "and keep the model.safetensors it writes.",
-    );
-  }
-  if (names.includes("model.safetensors.index.json")) {
-    throw kindError("model-format", `${path}: missing; the directory holds sharded safetensors (model.safetensors.index.json), which are not supported: merge the shards into one model.safetensors`);
-  }
-  throw kindError("model-format", `${path}: missing; a model directory needs its weights as model.safetensors beside config.json`);
-}
+export { modelWeightsPath } from "./checkpoint-files.js";
 
 /** Loads a model directory. The tokenizer is optional (a directory of weights alone loads as ids-only). */
 export function loadModel(dir: string): LoadedModel {
   const configPath = join(dir, "config.json");
   const config = normalizeConfig(readModelJson(configPath), configPath);
-  const weights = modelWeightsPath(dir);
-  const model = modelFromTensors(config, readSafetensors(weights), weights);
+  const weights = CheckpointFiles.open(dir);
+  let model: CausalLM;
+  try {
+    model = modelFromTensors(config, weights, weights.path);
+  } finally {
+    weights.close();
+  }
   let tokenizer: PolicyTokenizer | undefined;
   const tokPath = join(dir, "tokenizer.json");
   if (existsSync(tokPath)) {
@@ -145,6 +128,13 @@ export function loadModel(dir: string): LoadedModel {
   return { model, tokenizer, dir };
 }
 
+/** Every parameter by HF name, each read from tfjs only when written (one parameter's copy at a time). */
+export function deferredTensors(model: CausalLM): Map<string, DeferredTensor> {
+  const out = new Map<string, DeferredTensor>();
+  for (const [name, p] of model.params) out.set(name, { shape: [...p.shape], read: () => p.dataSync() as Float32Array });
+  return out;
+}
+
 /** Reads every parameter to plain arrays, by HF name. */
 export function modelTensors(model: CausalLM): Map<string, RawTensor> {
   const out = new Map<string, RawTensor>();
@@ -152,11 +142,14 @@ export function modelTensors(model: CausalLM): Map<string, RawTensor> {
   return out;
 }
 
-/** Writes config.json, model.safetensors and, when given, tokenizer.json/tokenizer_config.json into `dir`. */
-export function saveModel(dir: string, model: CausalLM, tokenizer?: PolicyTokenizer): void {
+/**
+ * Writes config.json, the weights (model.safetensors, or shards past `options.maxShardBytes`, as float32 or
+ * bfloat16) and, when given, tokenizer.json/tokenizer_config.json into `dir`: a directory `from_pretrained` loads.
+ */
+export function saveModel(dir: string, model: CausalLM, tokenizer?: PolicyTokenizer, options: CheckpointWriteOptions = {}): void {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "config.json"), `${JSON.stringify(configToJson(model.config), null, 2)}\n`);
-  writeSafetensors(join(dir, "model.safetensors"), modelTensors(model));
+  writeFileSync(join(dir, "config.json"), `${JSON.stringify(configToJson(model.config, options.dtype), null, 2)}\n`);
+  writeCheckpointFiles(dir, deferredTensors(model), options);
   if (tokenizer) {
     writeFileSync(join(dir, "tokenizer.json"), `${JSON.stringify(tokenizer.tokenizerJson)}\n`);
     writeFileSync(join(dir, "tokenizer_config.json"), `${JSON.stringify(tokenizer.tokenizerConfig, null, 2)}\n`);

@@ -1,7 +1,8 @@
 /**
- * `sppo export --model DIR --out FILE.onnx [--kind causal-lm|step|score] [--json]`: writes a policy model directory
- * (config.json + model.safetensors) as an ONNX graph built by models/onnx, weights included, so that the aligned
- * policy runs in any ONNX runtime. The default kind is HF Optimum's decoder-with-past interface: input_ids,
+ * `sppo export --model DIR --out FILE.onnx [--kind causal-lm|step|score] [--external-data] [--dtype float32|float16]
+ * [--json]`: writes a policy model directory (config.json + model.safetensors or shards) as an ONNX graph built by
+ * models/onnx, weights included — inside the file, or in FILE.onnx.data beside it (ONNX external data: past 2 GiB,
+ * with --external-data, or for float16) — so that the aligned policy runs in any ONNX runtime. The default kind is HF Optimum's decoder-with-past interface: input_ids,
  * attention_mask, position_ids, past_key_values.N.key/value → logits, present.N.key/value (docs in
  * models/onnx/graph.ts). The tokenizer stays in DIR; the file names what it needs in its metadata (sppo.config).
  */
@@ -14,6 +15,8 @@ interface ExportFlags {
   model: string;
   out: string;
   kind: "causal-lm" | "step" | "score";
+  externalData?: boolean;
+  dtype: "float32" | "float16";
   json?: boolean;
 }
 
@@ -28,21 +31,25 @@ export function register(program: Command): void {
         .choices(["causal-lm", "step", "score"])
         .default("causal-lm"),
     )
+    .option("--external-data", "write the weights to FILE.onnx.data beside the graph (always done past 2 GiB)")
+    .addOption(new Option("--dtype <dtype>", "storage of the weight matrices (float16 implies --external-data)").choices(["float32", "float16"]).default("float32"))
     .option("--json", "print one JSON object")
     .action((flags: ExportFlags) => {
       const started = performance.now();
       let result: ReturnType<typeof exportPolicy>;
       try {
-        result = exportPolicy(resolve(flags.model), resolve(flags.out), { kind: flags.kind });
+        const externalData = flags.externalData || flags.dtype === "float16" ? true : "auto";
+        result = exportPolicy(resolve(flags.model), resolve(flags.out), { kind: flags.kind, externalData, dtype: flags.dtype });
       } catch (err) {
         // A bad option (TypeError naming it) is the user's to fix, like a bad model directory.
-        throw err instanceof TypeError ? RpcError.from(err, Code.INVALID_ARGUMENT) : err;
+        throw err instanceof TypeError || err instanceof RangeError ? RpcError.from(err, Code.INVALID_ARGUMENT) : err;
       }
       const ms = Math.round(performance.now() - started);
       if (flags.json) {
         process.stdout.write(`${JSON.stringify({ ...result, ms })}\n`);
       } else {
-        process.stdout.write(`wrote ${result.file} (${result.family}, ${result.kind}, ${(result.bytes / 2 ** 20).toFixed(1)} MiB) in ${ms} ms\n`);
+        const weights = result.externalData ? `, weights in ${result.externalData} (${((result.externalBytes ?? 0) / 2 ** 20).toFixed(1)} MiB, ${result.dtype})` : "";
+        process.stdout.write(`wrote ${result.file} (${result.family}, ${result.kind}, ${(result.bytes / 2 ** 20).toFixed(1)} MiB${weights}) in ${ms} ms\n`);
         process.stdout.write(`inputs:  ${result.inputs.join(", ")}\noutputs: ${result.outputs.join(", ")}\n`);
       }
     });

@@ -14,6 +14,17 @@ const onnxEngineConfigSchema = z
     executionProviders: z.array(z.enum(["auto", "cuda", "cpu"])).min(1).default(["auto"]),
     /** Let onnxruntime's worker threads spin between runs (off: the JS thread draws tokens between decode steps). @default false */
     allowSpinning: z.boolean().default(false),
+    /**
+     * Storage of the inference weight matrices: "float32", or "float16" (half the memory, products in float16; the
+     * log-prob difference it causes is measured in docs/onnx.md). Training is unaffected. @default "float32"
+     */
+    dtype: z.enum(["float32", "float16"]).default("float32"),
+    /**
+     * Let onnxruntime prepack the sampling session's weight matrices into its GEMM layout: faster decode steps, at the
+     * cost of a second copy of the weights (the scoring session never prepacks). Off for the largest models on small
+     * machines. @default true
+     */
+    prepackWeights: z.boolean().default(true),
   })
   .strict();
 

@@ -154,14 +154,31 @@ export function attention(
   return { y, k: kAll, v: vAll };
 }
 
+/**
+ * x · W' (+ b) for a weight matrix in float32 (one Gemm, bias fused) or float16 (`half`: x rounded to float16, the
+ * Gemm in float16, its result widened back and the float32 bias added; vectors stay float32). Everything around the
+ * products (norms, attention, softmax, the residual stream) stays float32 either way.
+ */
+function product(g: GraphBuilder, x: string, weight: string, bias: string | undefined, transB: boolean, half: boolean): string {
+  if (!half) return g.gemm(x, weight, bias, { transB });
+  const y = g.cast(g.gemm(g.cast(x, DataType.FLOAT16), weight, undefined, { transB }), DataType.FLOAT);
+  return bias ? g.add(y, bias) : y;
+}
+
 /** x · W (+ b) for x (N, in) and a weight stored [in, out] (GPT-2's Conv1D): one Gemm, bias fused. */
-export function conv1d(g: GraphBuilder, x: string, weight: string, bias?: string): string {
-  return g.gemm(x, weight, bias);
+export function conv1d(g: GraphBuilder, x: string, weight: string, bias?: string, half = false): string {
+  return product(g, x, weight, bias, false, half);
 }
 
 /** x · Wᵀ (+ b) for x (N, in) and a weight stored [out, in] (torch Linear): one Gemm with transB, bias fused. */
-export function linear(g: GraphBuilder, x: string, weight: string, bias?: string): string {
-  return g.gemm(x, weight, bias, { transB: true });
+export function linear(g: GraphBuilder, x: string, weight: string, bias?: string, half = false): string {
+  return product(g, x, weight, bias, true, half);
+}
+
+/** Rows of an embedding table for `ids`, as float32 whatever the table's storage. */
+export function embed(g: GraphBuilder, table: string, ids: string, half = false): string {
+  const rows = g.gather(table, ids);
+  return half ? g.cast(rows, DataType.FLOAT) : rows;
 }
 
 /**
@@ -179,17 +196,17 @@ export function lmHeadOutputs(
   head: string,
   vocab: number,
   width: number,
+  half = false,
 ): void {
   const { batch, sequence } = DIMS;
   if (kind === "step") {
     // Only the last position is needed: slice before the norm, as models/*.ts do with lastOnly.
     const rows = g.node("Reshape", [x, g.concat([inputs.batchTime, g.constInt64([width])], 0)]); // (B, T, D)
     const last = g.node("Slice", [rows, g.constInt64([-1]), g.constInt64([Number.MAX_SAFE_INTEGER]), g.constInt64([1])]); // (B, 1, D)
-    g.node("Gemm", [norm(g.reshape(last, [-1, width])), head], { transB: 1 }, { outputs: ["logits"] }); // (B, V)
-    g.output("logits", DataType.FLOAT, [batch, vocab]);
+    g.output("logits", DataType.FLOAT, [batch, vocab], product(g, norm(g.reshape(last, [-1, width])), head, undefined, true, half)); // (B, V)
     return;
   }
-  const flat = g.gemm(norm(x), head, undefined, { transB: true }); // (N, V)
+  const flat = product(g, norm(x), head, undefined, true, half); // (N, V)
   const outShape = g.concat([inputs.batchTime, g.constInt64([vocab])], 0); // [B, T, V]
   if (kind === "causal-lm") {
     g.node("Reshape", [flat, outShape], {}, { outputs: ["logits"] });

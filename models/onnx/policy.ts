@@ -26,9 +26,11 @@ import { checkSampleOptions, leftPadPrompts, rowRngs, type SampleOptions, type S
 import type { Score } from "../score.js";
 import type { PolicyTokenizer } from "../tokenizer.js";
 import type { PolicyGraphKind } from "./blocks.js";
-import { cacheShape, policyStructure, serializePolicy } from "./graph.js";
+import { paramShapes } from "../io.js";
+import { cacheShape, externalPolicyBytes, policyStructure } from "./graph.js";
 import { createSession, type OrtSessionOptions, sessionOptions } from "./session.js";
-import { type PolicySource, type PolicyWeights, resolveSource } from "./source.js";
+import { type OpenedSource, openSource, type PolicySource } from "./source.js";
+import { checkpointExternalWeights, type ExternalWeights, type OnnxWeightDtype, writeExternalWeights } from "./weights-file.js";
 import { Code, RpcError } from "../../lib/errors.js";
 
 /** The operations a session set is built for eagerly (the other is built on first use). */
@@ -40,6 +42,13 @@ export interface OrtPolicyOptions extends OrtSessionOptions {
    * ["sample"], a reference scorer ["score"]. @default ["sample"]
    */
   prepare?: readonly PolicyOperation[];
+  /**
+   * Storage of the weight matrices the sessions run on: "float32", or "float16" (half the memory and bytes moved
+   * per decode step; products in float16, see docs/onnx.md for the log-prob difference it causes). @default "float32"
+   */
+  dtype?: OnnxWeightDtype;
+  /** Folder for weights files written for the sessions (converted or in-memory weights). @default os.tmpdir() */
+  weightsDir?: string;
 }
 
 export interface ScoreOptions {
@@ -62,38 +71,61 @@ export interface RefreshTiming {
 /** Graph structures by config and kind: they do not change when only the weights do. */
 class StructureCache {
   private readonly entries = new Map<string, ModelProto>();
-  get(config: ModelConfig, kind: PolicyGraphKind): ModelProto {
-    const key = `${kind} ${JSON.stringify(config)}`;
+  get(config: ModelConfig, kind: PolicyGraphKind, weightDtype: OnnxWeightDtype): ModelProto {
+    const key = `${kind} ${weightDtype} ${JSON.stringify(config)}`;
     let structure = this.entries.get(key);
     if (!structure) {
       if (this.entries.size >= 8) this.entries.clear(); // configs rarely change; never grow without bound
-      structure = policyStructure(config, { kind });
+      structure = policyStructure(config, { kind, weightDtype });
       this.entries.set(key, structure);
     }
     return structure;
   }
 }
 
-/** One version of the weights with its sessions; released when retired and no call holds it. */
+/**
+ * The weights a session set runs on, as external data: the checkpoint's own F32 files when the source is such a
+ * directory and the sessions want float32, else a weights file written now (read tensor by tensor from the source).
+ */
+function externalWeightsOf(opened: OpenedSource, options: OrtPolicyOptions): ExternalWeights {
+  const dtype = options.dtype ?? "float32";
+  const direct = opened.files ? checkpointExternalWeights(opened.config, opened.files, dtype) : undefined;
+  return direct ?? writeExternalWeights(opened.config, opened.weights, dtype, options.weightsDir);
+}
+
+/**
+ * One version of the weights with its sessions; released when retired and no call holds it. All its sessions map
+ * the same weights (external data), so a second session costs its own working memory, not a second copy of the
+ * weights — except what onnxruntime prepacks (see `session`).
+ */
 class SessionSet {
   private readonly sessions = new Map<PolicyGraphKind, Promise<ort.InferenceSession>>();
   private holders = 0;
   private retired = false;
 
   constructor(
-    readonly source: PolicyWeights,
+    readonly config: ModelConfig,
+    private readonly weights: ExternalWeights,
     private readonly options: OrtPolicyOptions,
     private readonly structures: StructureCache,
   ) {}
 
-  /** The session of `kind`, built on first use; `timing` collects where the time went. */
+  /**
+   * The session of `kind`, built on first use; `timing` collects where the time went. The sampling session lets
+   * onnxruntime prepack its weight matrices unless `prepackWeights` is false (a private copy in the layout its GEMM
+   * wants: decode steps multiply a few rows by every weight, and packing per call costs about as much as the
+   * product); the scoring session never does (its products have B·T rows, so packing per call is cheap, and it keeps
+   * no copy of its own: it reads the mapped weights).
+   */
   session(kind: PolicyGraphKind, timing?: { graphMs: number; sessionMs: number }): Promise<ort.InferenceSession> {
     let s = this.sessions.get(kind);
     if (!s) {
       const t0 = performance.now();
-      const bytes = serializePolicy(this.source.config, this.source.weights, { kind, structure: this.structures.get(this.source.config, kind) });
+      const weightDtype = this.options.dtype ?? "float32";
+      const bytes = externalPolicyBytes(this.config, this.weights, { kind, structure: this.structures.get(this.config, kind, weightDtype) });
       const t1 = performance.now();
-      s = createSession(bytes, this.options).then((session) => {
+      const prepackWeights = kind !== "score" && this.options.prepackWeights !== false;
+      s = createSession(bytes, { ...this.options, externalDataFolder: this.weights.folder, prepackWeights }).then((session) => {
         if (timing) {
           timing.graphMs += t1 - t0;
           timing.sessionMs += performance.now() - t1;
@@ -124,6 +156,7 @@ class SessionSet {
     const sessions = [...this.sessions.values()];
     this.sessions.clear();
     for (const s of await Promise.allSettled(sessions)) if (s.status === "fulfilled") await s.value.release();
+    this.weights.release();
   }
 }
 
@@ -169,23 +202,26 @@ export class OrtPolicy {
   /** Builds the policy's sessions (see `createOrtPolicy`). */
   static async create(source: PolicySource, options: OrtPolicyOptions = {}): Promise<OrtPolicy> {
     sessionOptions(options); // checks the options before any work
-    const resolved = resolveSource(source);
+    checkWeightDtype(options.dtype);
     const structures = new StructureCache();
-    const set = new SessionSet({ config: resolved.config, weights: resolved.weights }, options, structures);
-    for (const op of options.prepare ?? ["sample"]) await set.session(op === "sample" ? "step" : "score");
-    return new OrtPolicy(set, resolved.tokenizer, options, structures);
+    const { set, tokenizer } = sessionSetOf(source, options, structures);
+    try {
+      for (const op of options.prepare ?? ["sample"]) await set.session(op === "sample" ? "step" : "score");
+    } catch (err) {
+      await set.retire();
+      throw err;
+    }
+    return new OrtPolicy(set, tokenizer, options, structures);
   }
 
   /** The architecture of the current weights. */
   get config(): ModelConfig {
-    return this.current.source.config;
+    return this.current.config;
   }
 
   /** Number of parameters (a tied head counted once). */
   get parameters(): number {
-    let n = 0;
-    for (const t of this.current.source.weights.values()) n += t.data.length;
-    return n;
+    return paramShapes(this.current.config).reduce((n, [, shape]) => n + shape.reduce((a, d) => a * d, 1), 0);
   }
 
   private hold(): SessionSet {
@@ -202,10 +238,14 @@ export class OrtPolicy {
   async refresh(source: PolicySource): Promise<RefreshTiming> {
     if (this.disposed) throw new RpcError(Code.INTERNAL, "OrtPolicy: refresh() after dispose()");
     const t0 = performance.now();
-    const resolved = resolveSource(source);
-    const set = new SessionSet({ config: resolved.config, weights: resolved.weights }, this.options, this.structures);
+    const { set } = sessionSetOf(source, this.options, this.structures);
     const timing = { graphMs: performance.now() - t0, sessionMs: 0 };
-    for (const op of this.options.prepare ?? ["sample"]) await set.session(op === "sample" ? "step" : "score", timing);
+    try {
+      for (const op of this.options.prepare ?? ["sample"]) await set.session(op === "sample" ? "step" : "score", timing);
+    } catch (err) {
+      await set.retire();
+      throw err;
+    }
     const old = this.current;
     this.current = set;
     await old.retire();
@@ -223,7 +263,7 @@ export class OrtPolicy {
     if (B === 0) return [];
     const set = this.hold();
     try {
-      const config = set.source.config;
+      const config = set.config;
       if (prompts.some((p) => p.length === 0)) throw new RangeError("sample: every prompt needs at least one token");
       for (const [b, p] of prompts.entries()) checkIds(p, config.vocab_size, `sample: prompt ${b}`);
       const L = Math.max(...prompts.map((p) => p.length));
@@ -304,7 +344,7 @@ export class OrtPolicy {
     if (pairs.length === 0) return [];
     const set = this.hold();
     try {
-      const config = set.source.config;
+      const config = set.config;
       const ctx = contextLength(config);
       pairs.forEach((p, i) => {
         if (p.prompt.length === 0) throw new RangeError(`score: pair ${i} has an empty prompt (prepend BOS)`);
@@ -352,10 +392,24 @@ export class OrtPolicy {
   }
 }
 
+function checkWeightDtype(dtype: string | undefined): void {
+  if (dtype !== undefined && dtype !== "float32" && dtype !== "float16") throw new TypeError(`dtype must be "float32" or "float16", got ${dtype}`);
+}
+
+/** Opens `source`, lays its weights out as external data and wraps them in a session set (no session built yet). */
+function sessionSetOf(source: PolicySource, options: OrtPolicyOptions, structures: StructureCache): { set: SessionSet; tokenizer?: PolicyTokenizer } {
+  const opened = openSource(source);
+  try {
+    return { set: new SessionSet(opened.config, externalWeightsOf(opened, options), options, structures), tokenizer: opened.tokenizer };
+  } finally {
+    opened.close();
+  }
+}
+
 /**
  * An onnxruntime policy from a model directory (config.json + model.safetensors [+ tokenizer.json], read without
  * tfjs), a loaded tfjs model (its current weights) or raw weights by HF name. Builds the sessions `prepare` names.
- * Throws a "model-format" RpcError for a bad directory and TypeError for bad options or weights.
+ * Throws a RpcError of kind "model-format" for a bad directory and TypeError for bad options or weights.
  */
 export function createOrtPolicy(source: PolicySource, options: OrtPolicyOptions = {}): Promise<OrtPolicy> {
   return OrtPolicy.create(source, options);

@@ -35,6 +35,14 @@ export interface OrtSessionOptions {
    * without). @default false
    */
   allowSpinning?: boolean;
+  /**
+   * Let onnxruntime prepack constant weight matrices into the layout of its GEMM kernels (a private copy per
+   * session). Fast where products have few rows (decode steps); off, a session reads its weights in place (from
+   * mapped external data: no copy). @default true
+   */
+  prepackWeights?: boolean;
+  /** Folder that external-data locations are relative to, for a model given as bytes (weights-file.ts). */
+  externalDataFolder?: string;
 }
 
 let cudaInstalled: boolean | undefined;
@@ -80,11 +88,16 @@ export function sessionOptions(options: OrtSessionOptions = {}): ort.InferenceSe
   for (const ep of options.executionProviders ?? []) {
     if (!EXECUTION_PROVIDERS.includes(ep)) throw new TypeError(`executionProviders: unknown provider ${ep} (${EXECUTION_PROVIDERS.join(", ")})`);
   }
+  const session: Record<string, unknown> = {
+    intra_op: { allow_spinning: options.allowSpinning ? "1" : "0" },
+    disable_prepacking: options.prepackWeights === false ? "1" : "0",
+  };
+  if (options.externalDataFolder) session.model_external_initializers_file_folder_path = options.externalDataFolder;
   const out: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: level,
     executionProviders: resolveExecutionProviders(options.executionProviders),
-    // Flattened by the Node binding into session config entries ("session.intra_op.allow_spinning").
-    extra: { session: { intra_op: { allow_spinning: options.allowSpinning ? "1" : "0" } } },
+    // Flattened by the Node binding into session config entries ("session.intra_op.allow_spinning", ...).
+    extra: { session },
   };
   if (threads > 0) out.intraOpNumThreads = threads;
   return out;

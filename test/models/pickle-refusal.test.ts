@@ -61,11 +61,11 @@ describe("model directories without model.safetensors", () => {
     refuses(() => modelWeightsPath(dir), new RegExp(`has ${files.map((f) => f.replace(/\./g, "\\.")).join(", ")}, which are pickle-based files`));
   });
 
-  test("sharded safetensors and an empty directory get their own messages", () => {
-    const sharded = modelDir("sharded", []);
+  test("a broken shard index and an empty directory get their own messages", () => {
+    const sharded = modelDir("sharded", ["pytorch_model.bin"]);
     writeFileSync(join(sharded, "model.safetensors.index.json"), "{}");
-    refuses(() => loadModel(sharded), /sharded safetensors \(model\.safetensors\.index\.json\), which are not supported/);
-    refuses(() => loadModel(modelDir("bare", [])), /model\.safetensors: missing; a model directory needs its weights as model\.safetensors beside config\.json/);
+    refuses(() => loadModel(sharded), /model\.safetensors\.index\.json: weight_map is missing/);
+    refuses(() => loadModel(modelDir("bare", [])), /model\.safetensors: missing; a model directory needs its weights as model\.safetensors \(or shards listed by model\.safetensors\.index\.json\) beside config\.json/);
   });
 
   test("a pickle file beside model.safetensors is ignored: the safetensors weights load", () => {

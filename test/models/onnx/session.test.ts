@@ -28,14 +28,17 @@ describe("session options", () => {
     assert.equal(o.intraOpNumThreads, 3);
     assert.equal(o.graphOptimizationLevel, "basic");
     assert.deepEqual(o.executionProviders, ["cpu"]);
-    assert.deepEqual(o.extra, { session: { intra_op: { allow_spinning: "0" } } });
+    assert.deepEqual(o.extra, { session: { intra_op: { allow_spinning: "0" }, disable_prepacking: "0" } });
     assert.equal(sessionOptions({}).intraOpNumThreads, undefined, "0 leaves the choice to onnxruntime");
-    assert.deepEqual(sessionOptions({ allowSpinning: true }).extra, { session: { intra_op: { allow_spinning: "1" } } });
+    assert.deepEqual(sessionOptions({ allowSpinning: true }).extra, { session: { intra_op: { allow_spinning: "1" }, disable_prepacking: "0" } });
+    assert.deepEqual(sessionOptions({ prepackWeights: false, externalDataFolder: "/w" }).extra, {
+      session: { intra_op: { allow_spinning: "0" }, disable_prepacking: "1", model_external_initializers_file_folder_path: "/w" },
+    });
   });
 
   it("the config's engine.onnx section is accepted as is and gives the same logits at every optimisation level", async () => {
     const onnx = configSchema.parse({}).engine.onnx;
-    assert.deepEqual(onnx, { intraOpThreads: 0, graphOptimizationLevel: "all", executionProviders: ["auto"], allowSpinning: false });
+    assert.deepEqual(onnx, { intraOpThreads: 0, graphOptimizationLevel: "all", executionProviders: ["auto"], allowSpinning: false, dtype: "float32", prepackWeights: true });
     assert.throws(() => configSchema.parse({ engine: { onnx: { graphOptimizationLevel: "max" } } }));
     const config = gpt2Config({ vocab_size: 19, n_positions: 8, n_embd: 16, n_layer: 1, n_head: 2 });
     const bytes = serializePolicy(config, randomWeights(config, 4), { kind: "score" });

@@ -1,0 +1,169 @@
+/**
+ * Where a policy graph's weights live: ONNX's external-data convention (https://onnx.ai/onnx/repo-docs/ExternalData.html)
+ * — each initializer names a file, a byte offset and a length — so graphs of any size stay small protobufs and
+ * onnxruntime maps the weights from disk instead of parsing them out of a message (no 2 GiB limit, no copy in the
+ * graph bytes, one copy shared by every session over the same file).
+ *
+ * Two layouts:
+ *  - the checkpoint itself: a model directory whose parameters are all stored F32 is referenced in place (its
+ *    model.safetensors or shards; a safetensors tensor is raw little-endian row-major data, which is exactly ONNX's
+ *    raw_data), so a session over it costs no conversion and no extra file;
+ *  - a weights file written for the purpose (`weights.bin`, tensors at 64-byte aligned offsets): for BF16/F16
+ *    checkpoints (converted to float32), for float16 inference weights, and for weights held in memory (a tfjs
+ *    model, the optimizer's tensors). It goes into a private temporary folder that `release()` removes.
+ */
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { type TensorProto, TensorProto_DataLocation, TensorProto_DataType, TensorProtoSchema } from "onnx-buf";
+import type { CheckpointFiles } from "../checkpoint-files.js";
+import type { ModelConfig } from "../config.js";
+import { narrow } from "../dtype.js";
+import { paramShapes, type TensorLookup } from "../io.js";
+import type { RawTensor } from "../safetensors.js";
+
+/** Float format of a graph's weight matrices: float32, or float16 (half the bytes; products run in float16). */
+export type OnnxWeightDtype = "float32" | "float16";
+
+/** One initializer's bytes: file (relative to the folder), offset, length and element type. */
+export interface ExternalTensor {
+  location: string;
+  offset: number;
+  length: number;
+  dataType: TensorProto_DataType;
+  dims: number[];
+}
+
+/** A policy's weights as external data: the folder the locations are relative to, and where each weight is. */
+export interface ExternalWeights {
+  /** Absolute folder; onnxruntime's `session.model_external_initializers_file_folder_path`. */
+  folder: string;
+  tensors: ReadonlyMap<string, ExternalTensor>;
+  /** Bytes of weight data the sessions map. */
+  bytes: number;
+  /** Whether `folder` is a temporary folder of ours (removed by `release`) or the checkpoint's own directory. */
+  owned: boolean;
+  /** Removes the written weights file (idempotent); sessions already created keep their mapping. */
+  release(): void;
+}
+
+/** Alignment of tensors in a written weights file (onnxruntime maps files; aligned rows help its kernels). */
+const ALIGN = 64;
+/** Values converted per write when narrowing to float16. */
+const CHUNK_VALUES = 1 << 24;
+
+/** Whether weight `name` of shape `dims` is stored in float16 under `dtype`: matrices only, vectors stay float32. */
+export function isHalfWeight(dims: readonly number[], dtype: OnnxWeightDtype): boolean {
+  return dtype === "float16" && dims.length === 2;
+}
+
+/**
+ * The checkpoint's own files as external data, when every parameter is stored F32 and `dtype` is float32; else
+ * undefined (the weights must be converted into a file of their own). `files` stays open with the caller.
+ */
+export function checkpointExternalWeights(config: ModelConfig, files: CheckpointFiles, dtype: OnnxWeightDtype): ExternalWeights | undefined {
+  if (dtype !== "float32") return undefined;
+  const tensors = new Map<string, ExternalTensor>();
+  const folder = dirname(files.path);
+  let bytes = 0;
+  for (const [name, shape] of paramShapes(config)) {
+    const short = name.startsWith("transformer.") ? name.slice("transformer.".length) : undefined;
+    const e = files.entries.get(name) ?? (short ? files.entries.get(short) : undefined);
+    if (!e || e.dtype !== "F32" || e.shape.join() !== shape.join()) return undefined; // the slow path names what is wrong
+    tensors.set(name, { location: relative(folder, e.file), offset: e.byteOffset, length: e.byteLength, dataType: TensorProto_DataType.FLOAT, dims: shape });
+    bytes += e.byteLength;
+  }
+  return { folder, tensors, bytes, owned: false, release() {} };
+}
+
+/**
+ * Writes the parameters of `config` from `weights` (a Map, a lazy CheckpointFiles, or tfjs variables read one by
+ * one), matrices as float16 when `dtype` says so: into `weights.bin` in a new temporary folder under `parent`
+ * (released with the sessions), or into the file `into` names (an export's `model.onnx.data`; never removed). Each
+ * tensor is read, written and dropped before the next. Throws TypeError naming a missing or misshapen weight.
+ */
+export function writeExternalWeights(
+  config: ModelConfig,
+  weights: TensorLookup,
+  dtype: OnnxWeightDtype,
+  parent: string = tmpdir(),
+  into?: { folder: string; name: string },
+): ExternalWeights {
+  const folder = into?.folder ?? mkdtempSync(join(parent, "sppo-onnx-"));
+  const file = into?.name ?? "weights.bin";
+  const tensors = new Map<string, ExternalTensor>();
+  let released = into !== undefined;
+  const release = () => {
+    if (!released) rmSync(folder, { recursive: true, force: true });
+    released = true;
+  };
+  const fd = openSync(join(folder, file), "w");
+  let offset = 0;
+  try {
+    const put = (bytes: Uint8Array, at: number) => {
+      for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done, bytes.byteLength - done, at + done);
+    };
+    for (const [name, shape] of paramShapes(config)) {
+      const t = lookup(weights, name);
+      checkWeight(name, shape, t);
+      const data = t!.data as Float32Array;
+      offset = Math.ceil(offset / ALIGN) * ALIGN;
+      const half = isHalfWeight(shape, dtype);
+      const length = data.length * (half ? 2 : 4);
+      if (half) {
+        const buf = new Uint16Array(Math.min(CHUNK_VALUES, data.length));
+        for (let at = 0; at < data.length; at += CHUNK_VALUES) {
+          const part = data.subarray(at, Math.min(at + CHUNK_VALUES, data.length));
+          const out = narrow(part, "F16", buf.subarray(0, part.length));
+          put(new Uint8Array(out.buffer, 0, out.byteLength), offset + at * 2);
+        }
+      } else {
+        put(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset); // little-endian hosts only, as safetensors.ts
+      }
+      tensors.set(name, { location: file, offset, length, dataType: half ? TensorProto_DataType.FLOAT16 : TensorProto_DataType.FLOAT, dims: shape });
+      offset += length;
+    }
+    closeSync(fd);
+  } catch (err) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+    if (into) rmSync(join(folder, file), { force: true });
+    release();
+    throw err;
+  }
+  return { folder, tensors, bytes: offset, owned: into === undefined, release };
+}
+
+/** A parameter by HF name; GPT-2 checkpoints saved from `GPT2Model` lack the `transformer.` prefix. */
+function lookup(weights: TensorLookup, name: string): RawTensor | undefined {
+  if (weights.has(name)) return weights.get(name);
+  const short = name.startsWith("transformer.") ? name.slice("transformer.".length) : undefined;
+  return short && weights.has(short) ? weights.get(short) : undefined;
+}
+
+function checkWeight(name: string, shape: readonly number[], t: RawTensor | undefined): void {
+  if (!t) throw new TypeError(`ONNX weights: weight ${name} is missing`);
+  if (t.shape.join() !== shape.join()) throw new TypeError(`ONNX weights: weight ${name} has shape [${t.shape}], the config implies [${shape}]`);
+  if (!(t.data instanceof Float32Array)) throw new TypeError(`ONNX weights: weight ${name} must be float32`);
+}
+
+/** The initializers of `weights` as TensorProtos that point at their bytes (no data of their own). */
+export function externalInitializers(weights: ExternalWeights): TensorProto[] {
+  return [...weights.tensors].map(([name, t]) =>
+    create(TensorProtoSchema, {
+      name,
+      dims: t.dims.map((d) => BigInt(d)),
+      dataType: t.dataType,
+      dataLocation: TensorProto_DataLocation.EXTERNAL,
+      externalData: [
+        { key: "location", value: t.location },
+        { key: "offset", value: String(t.offset) },
+        { key: "length", value: String(t.length) },
+      ],
+    }),
+  );
+}
