@@ -33,10 +33,12 @@ export {
 export { type OpenedSource, openSource, type PolicySource, type PolicyWeights, pickParams, readPolicyDir, resolveSource } from "./source.js";
 export {
   checkpointExternalWeights,
+  defaultWeightsParent,
   type ExternalTensor,
   type ExternalWeights,
   externalInitializers,
   isHalfWeight,
   type OnnxWeightDtype,
+  weightsFileBytes,
   writeExternalWeights,
 } from "./weights-file.js";

@@ -47,7 +47,7 @@ export interface OrtPolicyOptions extends OrtSessionOptions {
    * per decode step; products in float16, see docs/onnx.md for the log-prob difference it causes). @default "float32"
    */
   dtype?: OnnxWeightDtype;
-  /** Folder for weights files written for the sessions (converted or in-memory weights). @default os.tmpdir() */
+  /** Folder for weights files written for the sessions (converted or in-memory weights). @default /dev/shm where it has room, else os.tmpdir() */
   weightsDir?: string;
 }
 

@@ -10,9 +10,10 @@
  *    raw_data), so a session over it costs no conversion and no extra file;
  *  - a weights file written for the purpose (`weights.bin`, tensors at 64-byte aligned offsets): for BF16/F16
  *    checkpoints (converted to float32), for float16 inference weights, and for weights held in memory (a tfjs
- *    model, the optimizer's tensors). It goes into a private temporary folder that `release()` removes.
+ *    model, the optimizer's tensors). It goes into a private temporary folder (memory-backed /dev/shm where it has
+ *    room, see `defaultWeightsParent`) that `release()` removes.
  */
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, statfsSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -46,6 +47,26 @@ export interface ExternalWeights {
   owned: boolean;
   /** Removes the written weights file (idempotent); sessions already created keep their mapping. */
   release(): void;
+}
+
+/** Room left beside a weights file in the folder it goes to (other processes share a tmpfs). */
+const ROOM_FACTOR = 1.25;
+
+/**
+ * Where weights files go when the caller names no folder: /dev/shm (memory-backed) when it exists and has room for
+ * `bytes`, else the OS's temporary folder. The bytes end up in memory either way once onnxruntime maps them; a
+ * memory-backed file is written at memory speed instead of waiting on the disk (on the development machine, writing
+ * to /tmp ran at 39 MB/s against 172 MB/s to /dev/shm under the same load). Containers often give /dev/shm 64 MB:
+ * then the room check sends the file to /tmp.
+ */
+export function defaultWeightsParent(bytes: number): string {
+  try {
+    const fs = statfsSync("/dev/shm");
+    if (fs.bavail * fs.bsize >= bytes * ROOM_FACTOR) return "/dev/shm";
+  } catch {
+    // no /dev/shm (not Linux): the temporary folder
+  }
+  return tmpdir();
 }
 
 /** Alignment of tensors in a written weights file (onnxruntime maps files; aligned rows help its kernels). */
@@ -87,10 +108,15 @@ export function writeExternalWeights(
   config: ModelConfig,
   weights: TensorLookup,
   dtype: OnnxWeightDtype,
-  parent: string = tmpdir(),
+  parent?: string,
   into?: { folder: string; name: string },
 ): ExternalWeights {
-  const folder = into?.folder ?? mkdtempSync(join(parent, "sppo-onnx-"));
+  let folder = into?.folder;
+  if (!folder) {
+    const base = parent ?? defaultWeightsParent(weightsFileBytes(config, dtype));
+    removeOrphans(base);
+    folder = mkdtempSync(join(base, `sppo-onnx-${process.pid}-`));
+  }
   const file = into?.name ?? "weights.bin";
   const tensors = new Map<string, ExternalTensor>();
   let released = into !== undefined;
@@ -136,6 +162,38 @@ export function writeExternalWeights(
     throw err;
   }
   return { folder, tensors, bytes: offset, owned: into === undefined, release };
+}
+
+/**
+ * Removes weights folders left by processes that died before releasing them (a crash, SIGKILL): in a memory-backed
+ * /dev/shm they would hold memory until reboot. A folder's name carries its owner's pid; a folder whose owner is
+ * alive is left alone.
+ */
+function removeOrphans(base: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(base);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const owner = /^sppo-onnx-(\d+)-/.exec(name);
+    if (!owner || Number(owner[1]) === process.pid) continue;
+    try {
+      process.kill(Number(owner[1]), 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ESRCH") rmSync(join(base, name), { recursive: true, force: true });
+    }
+  }
+}
+
+/** Bytes of the weights file `writeExternalWeights` writes for `config` (tensors at ALIGN-aligned offsets). */
+export function weightsFileBytes(config: ModelConfig, dtype: OnnxWeightDtype): number {
+  let offset = 0;
+  for (const [, shape] of paramShapes(config)) {
+    offset = Math.ceil(offset / ALIGN) * ALIGN + shape.reduce((a, d) => a * d, 1) * (isHalfWeight(shape, dtype) ? 2 : 4);
+  }
+  return offset;
 }
 
 /** A parameter by HF name; GPT-2 checkpoints saved from `GPT2Model` lack the `transformer.` prefix. */

@@ -2,10 +2,11 @@
  * ONNX past 2 GiB: weights as external data. An exported graph with its weights in FILE.onnx.data runs in a fresh
  * onnxruntime session (from the file alone) with the PyTorch fixture's logits; the engine's sessions map an F32
  * checkpoint in place (no weights file written), convert a sharded BF16 checkpoint into a weights file removed at
- * dispose, and run float16 weight matrices (engine.onnx.dtype) within a bounded log-prob difference.
+ * dispose (and folders crashed processes left are removed), and run float16 weight matrices (engine.onnx.dtype) within a bounded log-prob difference.
  * Run: node --import tsx --test test/models/onnx/external-data.test.ts
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -96,16 +97,22 @@ describe("engine sessions over external data", () => {
     const rounded = loadModel(dir).model; // tfjs over the same bf16-rounded values
     const weightsDir = join(work, "scratch-bf16");
     mkdirSync(weightsDir);
+    // A folder a crashed process left (its pid is gone) is removed; one of a live process is not.
+    const dead = spawnSync(process.execPath, ["-e", ""]).pid;
+    mkdirSync(join(weightsDir, `sppo-onnx-${dead}-left`));
+    mkdirSync(join(weightsDir, `sppo-onnx-${process.ppid}-alive`));
     const policy = await createOrtPolicy(dir, { intraOpThreads: 1, prepare: ["score"], weightsDir });
-    assert.equal(readdirSync(weightsDir).length, 1, "one weights folder while the sessions live");
+    const own = () => readdirSync(weightsDir).filter((n) => n.startsWith(`sppo-onnx-${process.pid}-`));
+    assert.deepEqual(readdirSync(weightsDir).filter((n) => !n.startsWith(`sppo-onnx-${process.pid}-`)), [`sppo-onnx-${process.ppid}-alive`]);
+    assert.equal(own().length, 1, "one weights folder while the sessions live");
     const want = scorePairs(rounded, PAIRS);
     const got = await policy.score(PAIRS);
     for (const [i, w] of want.entries()) assert.ok(Math.abs(got[i].logprob - w.logprob) < 1e-4, `${got[i].logprob} vs ${w.logprob}`);
     // A refresh builds the next version's file; the old one goes when its sessions do.
     await policy.refresh(dir);
-    assert.equal(readdirSync(weightsDir).length, 1);
+    assert.equal(own().length, 1);
     await policy.dispose();
-    assert.deepEqual(readdirSync(weightsDir), [], "disposed: the weights file is gone");
+    assert.deepEqual(own(), [], "disposed: the weights file is gone");
     rounded.dispose();
   });
 
