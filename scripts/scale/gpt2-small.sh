@@ -38,7 +38,8 @@ pipeline:
   iterations: 1
   promptsPerIteration: 16
   samplesPerPrompt: 4
-  maxNewTokens: 32
+  sampling:
+    maxNewTokens: 32
   evalPrompts: 16
   evalSamples: 2
   telemetryPort: -1
