@@ -49,7 +49,7 @@ export class PairwiseOnnxOracle extends OnnxSessionOracle {
 
   async compare(prompt: string, candidates: readonly string[]): Promise<Comparison> {
     const { rows, pairs, truncatedTexts } = pairwiseRows(this.encoder, this.config, prompt, candidates);
-    const logits = await this.batcher.submitAll(rows);
+    const logits = await this.runBatched(rows);
     const k = candidates.length;
     const logit = Array.from({ length: k }, () => new Array<number>(k).fill(0));
     for (const [r, [i, j]] of pairs.entries()) logit[i][j] = logits[r];

@@ -28,7 +28,7 @@ export class RewardOnnxOracle extends OnnxSessionOracle {
 
   async compare(prompt: string, candidates: readonly string[]): Promise<Comparison> {
     const { rows, truncatedTexts } = rewardRows(this.encoder, this.config, prompt, candidates);
-    const rewards = await this.batcher.submitAll(rows);
+    const rewards = await this.runBatched(rows);
     return { matrix: bradleyTerryMatrix(rewards), truncatedTexts };
   }
 }
