@@ -43,8 +43,12 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY . .
 # The `node` user of the base image, by number so that Kubernetes can check runAsNonRoot.
 USER 1000:1000
-# generator, oracle, optimizer, the loop's telemetry (sppo.v1.Telemetry), Prometheus /metrics.
-EXPOSE 50051 50052 50053 50054 9464
+# A container's loopback cannot be reached from outside it: the loop of `sppo run` (telemetry, dashboard, /metrics)
+# listens on every interface here, where on a host it keeps to loopback.
+ENV SPPO_PIPELINE__HOST=0.0.0.0
+# generator, oracle, optimizer, the loop's telemetry (sppo.v1.Telemetry), Prometheus /metrics of the generator,
+# oracle, optimizer and loop (each process's default; the manifests set 9464 for every pod).
+EXPOSE 50051 50052 50053 50054 9464 9465 9466 9467
 # Node is PID 1 here; every sppo command handles SIGTERM itself (health NOT_SERVING, drain, exit).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "/app/bin/sppo.mjs"]

@@ -4,7 +4,7 @@
  * head-to-head matrix of the final policies.
  */
 import type { Comparison } from "./compare-runs.js";
-import { linearChart } from "./report.js";
+import { lineChartSvg } from "../lib/chart/line-chart.js";
 import type { SeedSummary } from "./seed-summary.js";
 
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -54,7 +54,7 @@ small{color:#666}.grid{display:flex;flex-wrap:wrap;gap:1rem}.empty{color:#888}</
 <p>Config <code>${escapeHtml(c.config || "(given in-process)")}</code>. Seeds (pipeline.seed) ${c.seeds.join(", ")}; optimizer seeds ${c.optimizer_seeds.join(", ")}.
 A seed decides the held-out prompts, each iteration's prompt split and every sampling request; within a seed the algorithms share them and differ only by their loss.
 Cells: median over seeds <small>[min, max]</small>${hasProbes ? "; the average policy π̄_t mixes the base and the policies of iterations 1..t evenly (Theorem 4.1 bounds its exploitability, not the last policy's)" : ""}. ${c.seconds.toFixed(0)} s in all.</p>
-<table><tr><th>loss</th><th>iteration</th><th>win rate vs base</th><th>vs previous</th>${hasProbes ? "<th>probe exploitability</th><th>average policy's</th>" : ""}<th>seconds (median)</th></tr>${rows}</table>
+<table><tr><th>algorithm</th><th>iteration</th><th>win rate vs base</th><th>vs previous</th>${hasProbes ? "<th>probe exploitability</th><th>average policy's</th>" : ""}<th>seconds (median)</th></tr>${rows}</table>
 <h2>Iteration ${c.iterations}, seed by seed</h2>
 <table><tr><th>seed</th>${perSeedHead}</tr>${perSeedRows}</table>
 ${c.base ? `<p>Base policy (iteration 0) probe exploitability: ${cell(c.base.probe_exploitability)}.</p>` : ""}
@@ -62,10 +62,10 @@ ${c.base ? `<p>Base policy (iteration 0) probe exploitability: ${cell(c.base.pro
 <p>Win rate of the row's final policy against the column's, mean over seeds (${h.comparisons.reduce((a, b) => a + b, 0)} judgements${h.skipped.some((s) => s > 0) ? `, ${h.skipped.reduce((a, b) => a + b, 0)} refused by the oracle` : ""}).</p>
 ${matrix}
 <div class="grid">
-${linearChart("Win rate vs base (median over seeds)", "iteration", medians((it) => it.win_rate_vs_base, 0.5))}
-${linearChart("Win rate vs previous (median over seeds)", "iteration", medians((it) => it.win_rate_vs_previous))}
-${hasProbes ? linearChart("Probe exploitability (median over seeds)", "iteration", medians((it) => it.probe_exploitability, c.base?.probe_exploitability.median)) : ""}
-${hasProbes ? linearChart("Probe exploitability of the average policy π̄_t (median over seeds)", "iteration", medians((it) => it.average_policy_probe_exploitability, c.base?.probe_exploitability.median)) : ""}
+${lineChartSvg(medians((it) => it.win_rate_vs_base, 0.5), { title: "Win rate vs base (median over seeds)", xLabel: "iteration", yLabel: "win rate", integerX: true, yDomain: [0, 1] })}
+${lineChartSvg(medians((it) => it.win_rate_vs_previous), { title: "Win rate vs previous (median over seeds)", xLabel: "iteration", yLabel: "win rate", integerX: true, yDomain: [0, 1] })}
+${hasProbes ? lineChartSvg(medians((it) => it.probe_exploitability, c.base?.probe_exploitability.median), { title: "Probe exploitability (median over seeds)", xLabel: "iteration", yLabel: "max over probes of P(probe ≻ policy) − ½", integerX: true }) : ""}
+${hasProbes ? lineChartSvg(medians((it) => it.average_policy_probe_exploitability, c.base?.probe_exploitability.median), { title: "Probe exploitability of the average policy π̄_t (median over seeds)", xLabel: "iteration", yLabel: "max over probes of P(probe ≻ π̄_t) − ½", integerX: true }) : ""}
 </div></body></html>
 `;
 }

@@ -29,8 +29,8 @@ export interface EvaluateConfig {
   concurrency: number;
   /** Probe responses judged against the new policy's samples (pipeline.probes). */
   probes?: string[];
-  /** Called after each prompt is judged. */
-  onProgress?: (done: number) => void;
+  /** Called after each prompt is judged, with the prompts done and the response tokens sampled so far. */
+  onProgress?: (done: number, tokens: number) => void;
 }
 
 export interface Evaluation {
@@ -50,6 +50,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
   const versions = [...new Set([config.newVersion, config.baseVersion, config.previousVersion])];
   const column = (version: number) => versions.indexOf(version);
   let done = 0;
+  let tokens = 0;
   let skipped = 0;
   const probes = config.probes ?? [];
   const probeWins = probes.map(() => 0);
@@ -70,6 +71,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
           ),
         ),
       );
+      for (const r of responses) for (const c of r.candidates) tokens += c.tokenIds.length;
       let vsBase = 0;
       let vsPrevious = 0;
       let n = 0;
@@ -102,7 +104,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
           probeJudged++;
         }
       }
-      config.onProgress?.(++done);
+      config.onProgress?.(++done, tokens);
       return { vsBase, vsPrevious, n };
     }, config.concurrency),
     reduce((acc, r) => ({ vsBase: acc.vsBase + r.vsBase, vsPrevious: acc.vsPrevious + r.vsPrevious, n: acc.n + r.n }), { vsBase: 0, vsPrevious: 0, n: 0 }),

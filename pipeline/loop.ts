@@ -13,12 +13,12 @@
  * optimizer's queue, so memory does not grow with the prompt count. All of an iteration's samples come from one
  * version (requests pin it), and the next version is loaded only after training has consumed the whole split.
  */
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { defer, from, identity, lastValueFrom, type MonoTypeOperatorFunction, map, mergeMap, tap, toArray } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse, type Generator, type ScoreRequest, ScoreRequestSchema, type ScoreResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type Algorithm, IterationStartSchema, type Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse, type PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
-import { RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
+import { type JudgedSetSchema, RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
 import type { PipelineConfig } from "../lib/config/pipeline.js";
 import type { Client } from "../lib/grpc/client.js";
 import { RpcError } from "../lib/errors.js";
@@ -35,6 +35,7 @@ import type { PromptSplits } from "./prompts.js";
 import type { TelemetryHub } from "./telemetry.js";
 import { rescoreReferences } from "./rescore-references.js";
 import { trainPolicy } from "./train-policy.js";
+import type { CandidateSet, ScoredSet } from "./types.js";
 
 export interface LoopClients {
   generator: Client<typeof Generator>;
@@ -83,6 +84,22 @@ export interface LoopOptions {
   resumeFrom?: { version: number; sha256: string };
   /** Called after each iteration (the run persists its state here). */
   onIteration?: (result: IterationResult) => void | Promise<void>;
+}
+
+/** Response tokens of a set's candidates (what the generator sampled and the oracle read). */
+function responseTokens(set: CandidateSet): number {
+  return set.candidates.reduce((n, c) => n + c.tokenIds.length, 0);
+}
+
+/** A scored set as the telemetry's JudgedSet (what the dashboard shows of the data). */
+function judgedSet(set: ScoredSet): MessageInitShape<typeof JudgedSetSchema> {
+  return {
+    promptId: set.prompt.id,
+    prompt: set.prompt.prompt,
+    policyVersion: set.policyVersion,
+    candidates: set.candidates.map((c, i) => ({ text: c.text, winRate: set.winRates[i], referenceLogprob: set.referenceLogprobs[i], tokens: c.tokenIds.length })),
+    preferences: set.matrix.flat(),
+  };
 }
 
 export async function runLoop(options: LoopOptions): Promise<IterationResult[]> {
@@ -140,6 +157,8 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       const barrier = <T>(): MonoTypeOperatorFunction<T> => (sequential ? (source) => source.pipe(toArray(), mergeMap((all) => from(all))) : identity);
       let generated = resumed;
       let compared = resumed;
+      const tokens = { generate: 0, compare: 0 };
+      let judged = 0;
       const skipped = { generate: 0, compare: 0 };
       // A dropped prompt gives its in-flight permit back and is counted and logged; the iteration goes on.
       const skip = (stage: "generate" | "compare", promptId: string, error: Error) => {
@@ -161,13 +180,22 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
           onSkip: (prompt, error) => skip("generate", prompt.id, error),
           sampling: config.sampling,
         }),
-        tap(() => hub.progress(iteration, Stage.GENERATE, ++generated, prompts.length, started, skipped.generate)),
+        tap((set) => {
+          tokens.generate += responseTokens(set);
+          hub.progress(iteration, Stage.GENERATE, ++generated, prompts.length, started, skipped.generate, tokens.generate);
+        }),
         barrier(),
         compareCandidates({ oracle, concurrency: config.compareConcurrency, onSkip: (set, error) => skip("compare", set.prompt.id, error) }),
-        tap(() => hub.progress(iteration, Stage.COMPARE, ++compared, prompts.length, started, skipped.compare)),
+        tap((set) => {
+          tokens.compare += responseTokens(set);
+          hub.progress(iteration, Stage.COMPARE, ++compared, prompts.length, started, skipped.compare, tokens.compare);
+        }),
         barrier(),
         estimateWinRates(config.winRate),
         config.referenceLogprobs === "rescore" ? rescoreReferences({ scorer, concurrency: config.compareConcurrency }) : identity,
+        tap((set) => {
+          if (config.judgedSetEvery > 0 && judged++ % config.judgedSetEvery === 0) hub.emit({ iteration, payload: { case: "judgedSet", value: judgedSet(set) } });
+        }),
         barrier(),
         trainPolicy({
           train: (requests) => clients.optimizer.train(requests),
@@ -199,7 +227,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         probes: config.probes,
         seed: config.seed * 7919,
         concurrency: config.generateConcurrency,
-        onProgress: (done) => hub.progress(iteration, Stage.EVALUATE, done, splits.evaluation.length, evalStarted),
+        onProgress: (done, sampled) => hub.progress(iteration, Stage.EVALUATE, done, splits.evaluation.length, evalStarted, 0, sampled),
         sampling: config.sampling,
       });
       const result: IterationResult = {

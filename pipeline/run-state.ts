@@ -17,14 +17,17 @@ import { type Config, configSchema } from "../lib/config/schema.js";
 import { Code, RpcError } from "../lib/errors.js";
 import type { IterationResult } from "./loop.js";
 
+/** Addresses of the services that run elsewhere; any subset (the loop starts the others itself). */
+export type RunTargets = Partial<Record<"generator" | "oracle" | "optimizer", string>>;
+
 /** How `sppo run` was invoked: enough to load the same configuration again. */
 export interface RunInvocation {
   /** Absolute path of the config file (the embedded default task when none was given). */
   config: string;
   /** --iterations, when given. */
   iterations?: number;
-  /** The remote services, when given. */
-  targets?: { generator: string; oracle: string; optimizer: string };
+  /** The remote services, when given (any subset). */
+  targets?: RunTargets;
 }
 
 export interface RunStateFile {
@@ -37,7 +40,7 @@ export interface RunStateFile {
 
 /** Settings that only change how a run is operated (ports, progress, paths, threads), not its results. */
 const OPERATIONAL = {
-  pipeline: new Set(["progress", "telemetryPort", "streamsPerService", "reconnectTimeoutMs", "generateConcurrency", "compareConcurrency", "schedule", "compareSeeds"]),
+  pipeline: new Set(["progress", "telemetryPort", "dashboardPort", "startupTimeoutMs", "host", "judgedSetEvery", "streamsPerService", "reconnectTimeoutMs", "generateConcurrency", "compareConcurrency", "schedule", "compareSeeds"]),
   optimizer: new Set(["checkpointDir", "policyDir", "checkpointEverySteps", "keepCheckpoints", "resume", "backend", "trainInWorker", "runId"]),
 };
 

@@ -12,25 +12,31 @@ import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { RunState, Telemetry, TelemetryEventSchema } from "../gen/sppo/v1/telemetry_pb.js";
 import { writeFileAtomic } from "../lib/atomic.js";
 import type { Config } from "../lib/config/schema.js";
+import { DEFAULT_METRICS_PORTS } from "../lib/config/server.js";
 import { createClient } from "../lib/grpc/client.js";
 import { createInProcessClient } from "../lib/grpc/in-process.js";
 import { mount, type RunningServer, serve } from "../lib/grpc/serve.js";
-import { kindError } from "../lib/errors.js";
-import { log } from "../lib/log.js";
+import { Code, kindError, RpcError } from "../lib/errors.js";
+import { log, logTo } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
+import { type Dashboard, serveDashboard } from "./dashboard/serve-dashboard.js";
 import { type IterationResult, runLoop } from "./loop.js";
-import { finishedIterations, prepareFreshOutDir, type RunInvocation, writeRunState } from "./run-state.js";
+import { finishedIterations, prepareFreshOutDir, type RunInvocation, type RunTargets, writeRunState } from "./run-state.js";
 import { showProgress } from "./progress.js";
 import { loadPrompts, splitPrompts } from "./prompts.js";
 import { renderReport } from "./report.js";
+import { watchServiceHealth } from "./service-health.js";
 import { describeEvent, exportGauges, TelemetryHub, telemetryImplementation, writeJsonl } from "./telemetry.js";
+
+const SERVICE_NAMES = ["generator", "oracle", "optimizer"] as const;
+const SERVICE_TYPES: Record<ServiceName, string> = { generator: Generator.typeName, oracle: PreferenceOracle.typeName, optimizer: Optimizer.typeName };
 
 export interface RunOptions {
   config: Config;
   /** Output directory. */
   outDir: string;
-  /** Remote services; all three or none (none = start them here). */
-  targets?: { generator: string; oracle: string; optimizer: string };
+  /** Remote services by name; any subset (the others are started here, on loopback). */
+  targets?: RunTargets;
   /**
    * How the loop reaches embedded services: "grpc" (loopback sockets, as remote services) or "in-process" (direct
    * calls; the optimizer is still served on loopback for the generator's weight pulls). For measuring the gRPC
@@ -39,6 +45,14 @@ export interface RunOptions {
   transport?: "grpc" | "in-process";
   /** Called once the loop's telemetry service is bound (useful with telemetryPort 0). */
   onTelemetry?: (port: number) => void;
+  /** Called once the dashboard is served, with its address (`dashboard: URL` is printed by the CLI from here). */
+  onDashboard?: (url: string) => void;
+  /**
+   * "pretty": the JSON logs go to <out>/run.log and `stderr` shows progress bars and one line per iteration
+   * (pipeline/progress.ts); "json": JSON logs on stderr (and, with pipeline.progress on a terminal, the bars).
+   * @default "json"
+   */
+  logFormat?: "json" | "pretty";
   /** Continue the run in `outDir` (its summary.json, journal and checkpoints) instead of starting afresh. */
   resume?: boolean;
   /** How the run was invoked, recorded in run.json for `--resume`. @default the config as given, no file */
@@ -67,7 +81,7 @@ const algorithms: Record<Config["optimizer"]["algorithm"], Algorithm> = {
  */
 export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
   const others = options.config.pipeline.compareAlgorithms.filter((a) => a !== options.config.optimizer.algorithm);
-  if (others.length > 0 && options.targets) {
+  if (others.length > 0 && Object.keys(options.targets ?? {}).length > 0) {
     throw kindError("config", "pipeline.compareAlgorithms needs the embedded services: remote services keep their trained state");
   }
   const main = await runOne(options);
@@ -77,9 +91,9 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
     const config: Config = {
       ...options.config,
       optimizer: { ...options.config.optimizer, algorithm },
-      pipeline: { ...options.config.pipeline, telemetryPort: -1, compareAlgorithms: [] },
+      pipeline: { ...options.config.pipeline, telemetryPort: -1, dashboardPort: -1, compareAlgorithms: [] },
     };
-    comparison[algorithm] = (await runOne({ ...options, config, outDir: join(options.outDir, algorithm), onTelemetry: undefined })).iterations;
+    comparison[algorithm] = (await runOne({ ...options, config, outDir: join(options.outDir, algorithm), onTelemetry: undefined, onDashboard: undefined })).iterations;
   }
   const summary = { ...main, comparison };
   const outDir = resolve(options.outDir);
@@ -110,56 +124,91 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
   mkdirSync(join(outDir, "checkpoints"), { recursive: true });
   const metricsPath = join(outDir, "metrics.jsonl");
   const finished = resuming ? finishedIterations(outDir) : [];
+  const remote: Partial<Record<ServiceName, string>> = options.targets ?? {};
+  const embeddedNames = SERVICE_NAMES.filter((name) => !remote[name]);
+  // What the loop itself listens on stays on this host unless asked otherwise; a loop whose services are all
+  // elsewhere (a cluster) listens where the servers do, so that other pods can watch it.
+  const loopHost = pipeline.host ?? (embeddedNames.length > 0 ? "127.0.0.1" : config.server.host);
 
   const hub = new TelemetryHub(`run-${new Date(started).toISOString()}`);
   const stopJsonl = writeJsonl(hub, metricsPath);
   const stopGauges = exportGauges(hub);
-  const stopProgress = pipeline.progress && process.stderr.isTTY ? showProgress(hub) : logEvents(hub);
+  const pretty = options.logFormat === "pretty";
+  const stopLogFile = pretty ? logTo(join(outDir, "run.log")) : () => {};
+  const stopProgress = pretty || (pipeline.progress && process.stderr.isTTY) ? showProgress(hub) : logEvents(hub);
+  let stopHealth = () => {};
 
   const servers: RunningServer[] = [];
   const instances: ServiceInstance[] = [];
+  let dashboard: Dashboard | undefined;
   try {
+    // The prompts before anything starts: a wrong path or a bad row fails in a second, not after the models load.
+    const prompts = await loadPrompts(pipeline.prompts);
+    const splits = splitPrompts(prompts, {
+      iterations: pipeline.iterations,
+      perIteration: pipeline.promptsPerIteration,
+      evalCount: pipeline.evalPrompts,
+      seed: pipeline.seed,
+    });
+    // The page first, so that a person can open it while the services load.
+    if (pipeline.dashboardPort >= 0) {
+      dashboard = await serveDashboard({ hub, host: loopHost, port: pipeline.dashboardPort, portSetting: "pipeline.dashboardPort (0 = any free port, -1 = off)" });
+      options.onDashboard?.(dashboard.url);
+    }
     // The loop's own Telemetry service (and the process's /metrics).
     if (pipeline.telemetryPort >= 0) {
       servers.push(
         await serve({
           name: "telemetry",
           services: [mount(Telemetry, telemetryImplementation(hub))],
-          config: { ...config.server, port: pipeline.telemetryPort, drainDelayMs: 0, shutdownGraceMs: 1_000 },
+          config: {
+            ...config.server,
+            host: loopHost,
+            port: pipeline.telemetryPort,
+            metricsPort: config.server.metricsPort ?? DEFAULT_METRICS_PORTS.loop,
+            drainDelayMs: 0,
+            shutdownGraceMs: 1_000,
+          },
+          settings: { port: "pipeline.telemetryPort (0 = any free port, -1 = off)", metricsPort: "server.metricsPort (0 = any free port, -1 = off)" },
         }),
       );
       options.onTelemetry?.(servers[0].port);
       log.info({ port: servers[0].port }, "telemetry: watch with `sppo watch HOST:PORT`");
     }
 
-    let targets = options.targets;
     const inProcess: Partial<Record<ServiceName, ServiceInstance>> = {};
-    if (!targets) {
-      // The embedded default: each service on its own loopback port, checkpoints in the output directory.
-      // The optimizer resumes from the run's checkpoints only when the run is resumed. The generator pulls any
-      // version a request pins that it does not hold from the optimizer (started before it).
-      const embedded: Config = {
-        ...config,
-        optimizer: { ...config.optimizer, checkpointDir: join(outDir, "checkpoints"), policyDir: join(outDir, "policies"), resume: resuming },
-      };
-      const local: Partial<Record<ServiceName, string>> = {};
-      for (const name of ["oracle", "optimizer", "generator"] as const) {
-        const instance = await serviceFactories[name](name === "generator" ? { ...embedded, generator: { ...embedded.generator, optimizerTarget: local.optimizer ?? "" } } : embedded);
-        instances.push(instance);
-        inProcess[name] = instance;
-        const server = await serve({
-          name,
-          services: instance.services,
-          config: { ...config.server, host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0, shutdownGraceMs: 2_000 },
-        });
-        servers.push(server);
-        local[name] = `127.0.0.1:${server.port}`;
-      }
-      targets = local as { generator: string; oracle: string; optimizer: string };
+    const local: Partial<Record<ServiceName, string>> = {};
+    // The services not given: each on its own loopback port, checkpoints in the output directory. The optimizer
+    // resumes from the run's checkpoints only when the run is resumed. The generator pulls any version a request
+    // pins that it does not hold from the optimizer (started before it), wherever that one runs.
+    const embedded: Config = {
+      ...config,
+      optimizer: { ...config.optimizer, checkpointDir: join(outDir, "checkpoints"), policyDir: join(outDir, "policies"), resume: resuming },
+    };
+    for (const name of ["oracle", "optimizer", "generator"] as const) {
+      if (remote[name]) continue;
+      const optimizerTarget = remote.optimizer ?? local.optimizer ?? "";
+      const instance = await serviceFactories[name](name === "generator" ? { ...embedded, generator: { ...embedded.generator, optimizerTarget } } : embedded);
+      instances.push(instance);
+      inProcess[name] = instance;
+      const server = await serve({
+        name,
+        services: instance.services,
+        config: { ...config.server, host: "127.0.0.1", port: 0, metricsPort: -1, drainDelayMs: 0, shutdownGraceMs: 2_000 },
+      });
+      servers.push(server);
+      local[name] = `127.0.0.1:${server.port}`;
     }
+    const targets = { ...local, ...remote } as Required<RunTargets>;
+    stopHealth = watchServiceHealth(
+      hub,
+      SERVICE_NAMES.map((name) => ({ name, address: targets[name], typeName: SERVICE_TYPES[name], embedded: !remote[name] })),
+      config.client,
+    );
 
     const clientOptions = { ...config.client };
-    const direct = !options.targets && options.transport === "in-process";
+    // In-process calls for measuring the gRPC hop: only where every service is embedded.
+    const direct = embeddedNames.length === 3 && options.transport === "in-process";
     const implementationOf = (name: ServiceName) => inProcess[name]!.services[0].implementation as never;
     const clients = {
       generator: direct ? createInProcessClient(Generator, implementationOf("generator")) : createClient(Generator, targets.generator, clientOptions),
@@ -168,16 +217,33 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
       optimizerTarget: targets.optimizer,
     };
     try {
-      await Promise.all([clients.generator.waitForReady(60_000), clients.oracle.waitForReady(60_000), clients.optimizer.waitForReady(60_000)]);
-      const prompts = await loadPrompts(pipeline.prompts);
-      const splits = splitPrompts(prompts, {
-        iterations: pipeline.iterations,
-        perIteration: pipeline.promptsPerIteration,
-        evalCount: pipeline.evalPrompts,
-        seed: pipeline.seed,
-      });
+      await Promise.all(
+        SERVICE_NAMES.map((name) =>
+          clients[name].waitForReady(pipeline.startupTimeoutMs).catch((err: Error) => {
+            throw new RpcError(
+              Code.UNAVAILABLE,
+              `the ${name} at ${targets[name]}${remote[name] ? ` (--${name})` : ""} did not answer within ${pipeline.startupTimeoutMs / 1000} s: is it running there? (pipeline.startupTimeoutMs sets the wait)`,
+              { cause: err },
+            );
+          }),
+        ),
+      );
       const resumeAt = finished.length > 0 ? finished[finished.length - 1].iteration + 1 : 1;
       const resumedFrom = resuming ? ` (resumed at iteration ${resumeAt})` : "";
+      hub.emit({
+        payload: {
+          case: "runPlan",
+          value: {
+            algorithm: config.optimizer.algorithm,
+            iterations: splits.iterations.length,
+            promptsPerIteration: splits.iterations.map((s) => s.length),
+            evalPrompts: splits.evaluation.length,
+            samplesPerPrompt: pipeline.samplesPerPrompt,
+            eta: config.optimizer.eta,
+            firstIteration: resumeAt,
+          },
+        },
+      });
       hub.emit({ payload: { case: "runStatus", value: { state: RunState.STARTING, message: `${prompts.length} prompts from ${pipeline.prompts}${resumedFrom}` } } });
 
       const iterations: IterationResult[] = [...finished];
@@ -214,12 +280,15 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
       clients.optimizer.close();
     }
   } finally {
+    stopHealth();
     hub.complete();
     stopProgress();
     stopJsonl();
     stopGauges();
+    await dashboard?.close();
     await Promise.all(servers.map((s) => s.shutdown()));
     for (const instance of instances) await instance.close();
+    stopLogFile();
   }
 }
 

@@ -33,9 +33,14 @@ export class TelemetryHub {
     return event;
   }
 
-  progress(iteration: number, stage: Stage, done: number, total: number, startedMs: number, skipped = 0): void {
+  /** A stage's progress in an iteration; `tokens` are the response tokens it handled so far (0: not counted). */
+  progress(iteration: number, stage: Stage, done: number, total: number, startedMs: number, skipped = 0, tokens = 0): void {
     const seconds = (Date.now() - startedMs) / 1000;
-    this.emit({ iteration, payload: { case: "progress", value: { stage, done, total, skipped, rate: seconds > 0 ? done / seconds : 0 } } });
+    const perSecond = (n: number) => (seconds > 0 ? n / seconds : 0);
+    this.emit({
+      iteration,
+      payload: { case: "progress", value: { stage, done, total, skipped, rate: perSecond(done), tokens: BigInt(tokens), tokensPerSecond: perSecond(tokens) } },
+    });
   }
 
   complete(): void {
@@ -117,6 +122,14 @@ export function describeEvent(event: TelemetryEvent): string {
       return `${head} published policy v${p.value.version} (sha256 ${p.value.sha256.slice(0, 12)}…)`;
     case "runStatus":
       return `${head} run ${["unspecified", "starting", "running", "done", "failed"][p.value.state]}${p.value.message ? `: ${p.value.message}` : ""}`;
+    case "judgedSet": {
+      const rates = p.value.candidates.map((c) => c.winRate.toFixed(2)).join(" ");
+      return `${head} judged prompt ${p.value.promptId} (policy v${p.value.policyVersion}): P̂ ${rates}`;
+    }
+    case "serviceHealth":
+      return `${head} ${p.value.service} at ${p.value.address}: ${["unknown", "serving", "not serving", "unreachable"][p.value.state]}${p.value.message ? ` (${p.value.message})` : ""}`;
+    case "runPlan":
+      return `${head} plan: ${p.value.algorithm}, ${p.value.iterations} iterations of ${p.value.promptsPerIteration.join("/")} prompts, K = ${p.value.samplesPerPrompt}, η = ${p.value.eta}`;
     default:
       return `${head} (empty event)`;
   }

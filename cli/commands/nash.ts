@@ -1,17 +1,17 @@
 /**
  * `sppo nash --matrix FILE --iterations T [--eta E] [--json] [--algorithm sppo|dpo|ipo] [--samples K] [--seed S]
- *  [--plot FILE.svg | --no-plot]`: plays the constant-sum preference game of FILE (docs/algorithm.md "sppo nash")
+ *  [--plot FILE.svg]`: plays the constant-sum preference game of FILE (docs/algorithm.md "sppo nash")
  * and reports how close the average policy gets to a Nash equilibrium.
  *
  * --algorithm sppo runs the exact multiplicative-weights update (top-level fields) and the sampled square-loss
  * version (`sampled`); dpo/ipo run the iterative Bradley-Terry fit on the same kind of samples (top-level fields),
- * with the exact and sampled SPPO results beside them (`sppo`, `sppo_sampled`) for comparison. The plot of
- * exploitability against T goes to --plot, else to `<matrix name>-<algorithm>-T<T>.svg` in the working directory. The
+ * with the exact and sampled SPPO results beside them (`sppo`, `sppo_sampled`) for comparison. With --plot FILE the
+ * exploitability against T is drawn into FILE (lib/chart/line-chart.ts); without it no file is written. The
  * report's `sweep` repeats the exact update for horizons 10, 30, 100, ... up to T, each with its own default η, which
  * is the form of Theorem 4.1 (exploitability of π̄_T against T when η = Θ(1/√T)).
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { basename, extname, resolve } from "node:path";
+import { basename, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import {
   defaultEta,
@@ -22,8 +22,8 @@ import {
   runSampled,
   type SampledAlgorithm,
 } from "../../lib/sppo/nash.js";
-import { lineChartSvg, type PlotSeries } from "../../lib/sppo/plot.js";
-import { kindError } from "../../lib/errors.js";
+import { type ChartSeries, lineChartSvg } from "../../lib/chart/line-chart.js";
+import { Code, kindError, RpcError } from "../../lib/errors.js";
 
 export interface NashOptions {
   matrix: string;
@@ -35,8 +35,8 @@ export interface NashOptions {
   /** Inner gradient-descent steps of the sampled procedures. */
   innerSteps: number;
   json: boolean;
-  /** SVG path; false for none; undefined for the default name. */
-  plot?: string | false;
+  /** Where to write the SVG plot; none when unset. */
+  plot?: string;
 }
 
 function positiveInt(name: string) {
@@ -93,7 +93,7 @@ export function runNash(options: NashOptions): { report: Record<string, unknown>
     mean_final_loss: run.meanFinalLoss,
   });
   let report: Record<string, unknown>;
-  const series: PlotSeries[] = [];
+  const series: ChartSeries[] = [];
   const points = (run: NashRun) => run.trace.map((p) => ({ x: p.t, y: p.exploitability }));
   if (options.algorithm === "sppo") {
     report = { ...head, ...summary(exact), hedge_bound: bound, sampled: sampledReport(sampledSppo) };
@@ -130,6 +130,10 @@ export function runNash(options: NashOptions): { report: Record<string, unknown>
     title: `${basename(options.matrix)}: exploitability of the average policy (η = ${Number(eta.toPrecision(3))}, T = ${T})`,
     xLabel: "t: rounds of one run; T: horizon of a separate run (sweep)",
     yLabel: "max_i P(a_i ≻ π̄_t) − ½",
+    xScale: "log",
+    yScale: "log",
+    width: 900,
+    height: 440,
   });
   return { report, svg };
 }
@@ -165,17 +169,22 @@ export function register(program: Command): void {
     }, 0)
     .option("--inner-steps <N>", "gradient steps per round of the sampled procedures", positiveInt("--inner-steps"), 50)
     .option("--json", "print the full report as JSON on stdout", false)
-    .option("--plot <file>", "where to write the SVG plot (default <matrix>-<algorithm>-T<T>.svg here)")
-    .option("--no-plot", "write no plot")
+    .option("--plot <file>", "write an SVG plot of exploitability against T to FILE (none without it)")
+    // Kept so that scripts written when a plot was written by default still run; it is what happens anyway.
+    .addOption(new Option("--no-plot", "write no plot (the default)").hideHelp())
     .action((flags: { matrix: string; iterations: number; eta?: number; algorithm: SampledAlgorithm; samples: number; seed: number; innerSteps: number; json: boolean; plot?: string | boolean }) => {
       if (flags.samples < 2) throw new InvalidArgumentError("--samples must be at least 2");
-      const plot = flags.plot === false ? false : typeof flags.plot === "string" ? flags.plot : undefined;
+      const plot = typeof flags.plot === "string" ? flags.plot : undefined;
       const options: NashOptions = { ...flags, plot };
       const { report, svg } = runNash(options);
       let plotPath: string | undefined;
-      if (plot !== false) {
-        plotPath = resolve(plot ?? `${basename(flags.matrix, extname(flags.matrix))}-${flags.algorithm}-T${flags.iterations}.svg`);
-        writeFileSync(plotPath, svg);
+      if (plot !== undefined) {
+        plotPath = resolve(plot);
+        try {
+          writeFileSync(plotPath, svg);
+        } catch (err) {
+          throw new RpcError(Code.FAILED_PRECONDITION, `--plot ${plot}: cannot write it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+        }
         report.plot = plotPath;
       }
       if (flags.json) {

@@ -1,16 +1,18 @@
 /**
- * `sppo run [--config FILE] [--out DIR] [--iterations N] [--generator ADDR --oracle ADDR --optimizer ADDR]`:
- * the self-play loop. Without --config it runs the embedded default task (assets/default-task.yaml).
+ * `sppo run [--config FILE] [--out DIR] [--iterations N] [--generator ADDR] [--oracle ADDR] [--optimizer ADDR]
+ * [--log-format json|pretty]`: the self-play loop; the services not given are started in this process. Without
+ * --config it runs the embedded default task (assets/default-task.yaml). It serves the live dashboard and prints
+ * `dashboard: URL` on stderr as it starts.
  * `sppo run --resume DIR` continues a run that stopped, with the configuration it was started with; `--continue`
  * continues the unfinished run in --out, if there is one, else starts one (what a retried Kubernetes Job runs).
  */
 import { resolve } from "node:path";
-import type { Command } from "commander";
-import { InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { Code, RpcError } from "../../lib/errors.js";
 import { loadConfig } from "../../lib/config/load.js";
-import { runSelfPlay } from "../../pipeline/run.js";
-import { checkSameSettings, type RunInvocation, readRunState, unfinishedRun } from "../../pipeline/run-state.js";
+import { type RunSummary, runSelfPlay } from "../../pipeline/run.js";
+import { checkSameSettings, type RunInvocation, type RunTargets, readRunState, unfinishedRun } from "../../pipeline/run-state.js";
+import { summaryTable } from "../../pipeline/summary-table.js";
 
 export const DEFAULT_TASK_CONFIG = "assets/default-task.yaml";
 
@@ -29,16 +31,22 @@ interface RunFlags {
   optimizer?: string;
   resume?: string;
   continue?: boolean;
+  logFormat?: "json" | "pretty";
+}
+
+/** pretty on a terminal, JSON elsewhere (CI, Kubernetes, a pipe), unless --log-format says. */
+export function logFormatOf(flag: RunFlags["logFormat"], stderrIsTTY = process.stderr.isTTY === true): "json" | "pretty" {
+  return flag ?? (stderrIsTTY ? "pretty" : "json");
 }
 
 export function register(program: Command): void {
   program
     .command("run")
-    .description("run the SPPO self-play loop (starts the three services in-process unless their addresses are given)")
+    .description("run the SPPO self-play loop (starts in this process each service whose address is not given)")
     .option("--config <file>", `YAML or JSON config (default: the embedded default task, ${DEFAULT_TASK_CONFIG})`)
     .option("--out <dir>", "output directory: summary.json, metrics.jsonl, report.html, checkpoints/, journal/, run.json", "runs/latest")
     .option("--iterations <n>", "SPPO iterations (overrides pipeline.iterations)", positiveInt)
-    .option("--generator <addr>", "address of a running generator (e.g. dns:///sppo-generator:50051)")
+    .option("--generator <addr>", "address of a running generator (e.g. dns:///sppo-generator:50051); any of the three may be given, the others start here")
     .option("--oracle <addr>", "address of a running preference oracle")
     .option("--optimizer <addr>", "address of a running optimizer")
     .option(
@@ -46,12 +54,16 @@ export function register(program: Command): void {
       "continue the stopped run in DIR with the config it started with, without sampling again the prompts already scored (service addresses may be given anew)",
     )
     .option("--continue", "if --out holds an unfinished run, continue it (its settings must match the config given), else start one: for jobs that are retried")
+    .addOption(
+      new Option("--log-format <format>", "pretty: progress bars and one line per iteration, logs in <out>/run.log; json: JSON logs on stderr (default: pretty on a terminal, else json)").choices(["json", "pretty"]),
+    )
     .action(async (flags: RunFlags) => {
-      const given = [flags.generator, flags.oracle, flags.optimizer].filter(Boolean).length;
-      if (given !== 0 && given !== 3) {
-        throw new RpcError(Code.INVALID_ARGUMENT, "give all three of --generator, --oracle and --optimizer, or none to start them here");
-      }
-      const targets = given === 3 ? { generator: flags.generator!, oracle: flags.oracle!, optimizer: flags.optimizer! } : undefined;
+      const given: RunTargets = Object.fromEntries((["generator", "oracle", "optimizer"] as const).flatMap((name) => (flags[name] ? [[name, flags[name]]] : [])));
+      const targets = Object.keys(given).length > 0 ? given : undefined;
+      const logFormat = logFormatOf(flags.logFormat);
+      const display = { logFormat, onDashboard: (url: string) => process.stderr.write(`dashboard: ${url}\n`) };
+      const report = (out: string, summary: RunSummary) =>
+        process.stdout.write(logFormat === "pretty" ? summaryTable(summary, out) : `${JSON.stringify({ out, ...summary })}\n`);
       if (flags.resume !== undefined) {
         if (flags.config !== undefined || flags.iterations !== undefined) {
           throw new RpcError(Code.INVALID_ARGUMENT, "--resume continues a run with the config it started with: leave out --config and --iterations");
@@ -60,8 +72,8 @@ export function register(program: Command): void {
         const invocation: RunInvocation = { ...state.invocation, ...(targets ? { targets } : {}) };
         const config = loadConfig({ file: invocation.config, overrides: { pipeline: { iterations: invocation.iterations } } });
         checkSameSettings(state, config, flags.resume);
-        const summary = await runSelfPlay({ config, outDir: flags.resume, targets: invocation.targets, resume: true, invocation });
-        process.stdout.write(`${JSON.stringify({ out: flags.resume, ...summary })}\n`);
+        const summary = await runSelfPlay({ config, outDir: flags.resume, targets: invocation.targets, resume: true, invocation, ...display });
+        report(flags.resume, summary);
         return;
       }
       const file = resolve(flags.config ?? DEFAULT_TASK_CONFIG);
@@ -70,7 +82,7 @@ export function register(program: Command): void {
       const unfinished = flags.continue ? unfinishedRun(flags.out) : undefined;
       if (unfinished) checkSameSettings(unfinished.state, config, flags.out);
       const resume = unfinished !== undefined;
-      const summary = await runSelfPlay({ config, outDir: flags.out, targets, invocation, resume });
-      process.stdout.write(`${JSON.stringify({ out: flags.out, ...summary })}\n`);
+      const summary = await runSelfPlay({ config, outDir: flags.out, targets, invocation, resume, ...display });
+      report(flags.out, summary);
     });
 }

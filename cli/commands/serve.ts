@@ -4,6 +4,8 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { loadConfig } from "../../lib/config/load.js";
+import type { Config } from "../../lib/config/schema.js";
+import { DEFAULT_METRICS_PORTS } from "../../lib/config/server.js";
 import { installShutdownSignals, serve } from "../../lib/grpc/serve.js";
 import { log } from "../../lib/log.js";
 import { defaultPorts, type ServiceName, serviceFactories } from "../../services/index.js";
@@ -14,6 +16,11 @@ export function parsePort(value: string): number {
   return port;
 }
 
+/** The ports `sppo serve NAME` binds: the config's (flags included) where set, else the service's own defaults. */
+export function servePorts(name: ServiceName, config: Config): { port: number; metricsPort: number } {
+  return { port: config.server.port ?? defaultPorts[name], metricsPort: config.server.metricsPort ?? DEFAULT_METRICS_PORTS[name] };
+}
+
 export function register(program: Command): void {
   program
     .command("serve")
@@ -21,7 +28,11 @@ export function register(program: Command): void {
     .addArgument(program.createArgument("<service>", "the service to serve").choices(Object.keys(serviceFactories)))
     .option("--port <n>", "gRPC port on 0.0.0.0 (default: generator 50051, oracle 50052, optimizer 50053; 0 = any free)", parsePort)
     .option("--config <file>", "YAML or JSON config file")
-    .addOption(new Option("--metrics-port <n>", "Prometheus /metrics port (-1 = off)").argParser((v) => (v === "-1" ? -1 : parsePort(v))))
+    .addOption(
+      new Option("--metrics-port <n>", "Prometheus /metrics port (default: generator 9464, oracle 9465, optimizer 9466; 0 = any free, -1 = off)").argParser((v) =>
+        v === "-1" ? -1 : parsePort(v),
+      ),
+    )
     .action(async (name: ServiceName, flags: { port?: number; config?: string; metricsPort?: number }) => {
       const config = loadConfig({
         file: flags.config,
@@ -36,8 +47,9 @@ export function register(program: Command): void {
         const running = await serve({
           name,
           services: instance.services,
-          config: { ...config.server, port: config.server.port ?? defaultPorts[name] },
+          config: { ...config.server, ...servePorts(name, config) },
           onStopped: markStopped,
+          settings: { port: "server.port or --port (0 = any free port)", metricsPort: "server.metricsPort or --metrics-port (0 = any free port, -1 = off)" },
         });
         installShutdownSignals(running);
       } catch (err) {

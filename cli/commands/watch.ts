@@ -1,9 +1,14 @@
-/** `sppo watch ADDR [--json] [--history]`: prints the live telemetry stream of a running loop (sppo.v1.Telemetry/Watch). */
+/**
+ * `sppo watch ADDR [--json] [--history] [--wait S]`: prints the live telemetry stream of a running loop
+ * (sppo.v1.Telemetry/Watch). Says what it waits for; ends with the run (exit 0), or with one line if the loop
+ * never answers or goes away (exit 1).
+ */
 import { toJsonString } from "@bufbuild/protobuf";
 import type { Command } from "commander";
-import { TelemetryEventSchema, Telemetry } from "../../gen/sppo/v1/telemetry_pb.js";
-import { createClient } from "../../lib/grpc/client.js";
+import { TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
+import { Code, RpcError } from "../../lib/errors.js";
 import { describeEvent } from "../../pipeline/telemetry.js";
+import { connectToLoop, seconds } from "../loop-telemetry.js";
 
 export function register(program: Command): void {
   program
@@ -12,19 +17,17 @@ export function register(program: Command): void {
     .argument("<addr>", "the loop's telemetry address (host:port, default port 50054)")
     .option("--json", "one protobuf-JSON event per line")
     .option("--history", "replay the events recorded before connecting")
-    .option("--wait <seconds>", "how long to wait for the loop to come up", (v) => Number(v), 60)
+    .option("--wait <seconds>", "how long to wait for the loop to come up", seconds, 60)
     .action(async (addr: string, flags: { json?: boolean; history?: boolean; wait: number }) => {
-      // Waiting for a loop that is not up yet: retry the connection often (grpc-js backs off up to 2 minutes by
-      // default, long enough to miss a short run entirely).
-      const client = createClient(Telemetry, addr, {
-        channelOptions: { "grpc.initial_reconnect_backoff_ms": 100, "grpc.max_reconnect_backoff_ms": 500 },
-      });
+      const client = await connectToLoop(addr, flags.wait);
       try {
-        await client.waitForReady(flags.wait * 1000);
         for await (const response of client.watch({ includeHistory: Boolean(flags.history) })) {
           if (!response.event) continue;
           process.stdout.write(`${flags.json ? toJsonString(TelemetryEventSchema, response.event) : describeEvent(response.event)}\n`);
         }
+        process.stderr.write("the run's telemetry ended\n");
+      } catch (err) {
+        throw new RpcError(Code.UNAVAILABLE, `the loop at ${addr} went away: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       } finally {
         client.close();
       }

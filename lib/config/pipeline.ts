@@ -45,10 +45,23 @@ const pipelineObject = z
     /** How long the loop waits for a service to come back after its stream broke (a replica or the optimizer
      * restarting) before the run fails, in ms. @default 300000 */
     reconnectTimeoutMs: z.number().int().min(0).default(300_000),
+    /** How long the loop waits at start for each service to answer (remote ones may still be starting), in ms.
+     * @default 60000 */
+    startupTimeoutMs: z.number().int().min(1).default(60_000),
     /** Seed of prompt shuffling and of every sampling request. @default 1 */
     seed: z.number().int().min(0).default(1),
     /** Port of the loop's telemetry service (sppo.v1.Telemetry/Watch); 0 = any free port, -1 = off. @default 50054 */
     telemetryPort: z.number().int().min(-1).max(65535).default(50054),
+    /** Port of the live dashboard `sppo run` serves (http://HOST:PORT/, printed as the run starts); 0 = any free
+     * port, -1 = off. @default 0 */
+    dashboardPort: z.number().int().min(-1).max(65535).default(0),
+    /** Interface the loop's own listeners bind: telemetry, dashboard, /metrics and the services it starts itself.
+     * Unset: loopback (127.0.0.1) when the run starts any service itself, else server.host (a loop in a cluster is
+     * watched from other pods). */
+    host: z.string().min(1).optional(),
+    /** Every n-th judged set of an iteration goes to telemetry (prompt, candidates, K×K matrix, P̂: what the
+     * dashboard shows); 0 = none. The journal keeps every set regardless. @default 1 */
+    judgedSetEvery: z.number().int().min(0).default(1),
     /** "overlapped": stages run concurrently (the oracle judges while later prompts are sampled; training starts
      * with the first full batch). "sequential": each stage finishes before the next starts (generate all, rank all,
      * train), as the official scripts do — for comparison. @default "overlapped" */

@@ -1,5 +1,11 @@
 import { z } from "zod";
 
+/**
+ * Each process's own default `/metrics` port, so that the three `sppo serve` processes and a loop run side by side
+ * on one host with no flags. `server.metricsPort` (or `--metrics-port`) overrides it for every process.
+ */
+export const DEFAULT_METRICS_PORTS: Readonly<Record<string, number>> = { generator: 9464, oracle: 9465, optimizer: 9466, loop: 9467 };
+
 /** How every service is served (lib/grpc/serve.ts). */
 export const serverConfigSchema = z
   .object({
@@ -7,8 +13,11 @@ export const serverConfigSchema = z
     host: z.string().default("0.0.0.0"),
     /** Port to bind; 0 picks a free one. Unset: the service's own default (generator 50051, oracle 50052, optimizer 50053). */
     port: z.number().int().min(0).max(65535).optional(),
-    /** Port of the Prometheus `/metrics` HTTP endpoint; 0 picks a free one, -1 turns it off. @default 9464 */
-    metricsPort: z.number().int().min(-1).max(65535).default(9464),
+    /**
+     * Port of the Prometheus `/metrics` HTTP endpoint; 0 picks a free one, -1 turns it off. Unset: the process's own
+     * default (DEFAULT_METRICS_PORTS: generator 9464, oracle 9465, optimizer 9466, the loop of `sppo run` 9467).
+     */
+    metricsPort: z.number().int().min(-1).max(65535).optional(),
     /** Largest message received or sent, in bytes. grpc-js's default is 4 MiB. @default 64 MiB */
     maxMessageBytes: z.number().int().positive().default(64 * 1024 * 1024),
     /** Close connections after this long so that clients re-resolve DNS and see new pods. @default 5 min */

@@ -16,6 +16,7 @@ import { type ClientConfig, clientConfigSchema } from "../config/server.js";
 import { RpcError } from "../errors.js";
 import { resolveToken } from "./auth.js";
 import { deserializer, methodPath, serializer } from "./definition.js";
+import "./logging.js";
 import { channelCredentials } from "./tls.js";
 
 export interface CallOptions {

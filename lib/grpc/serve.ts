@@ -12,7 +12,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { HealthImplementation } from "grpc-health-check";
 import { setMaxListeners } from "node:events";
 import type { Server as HttpServer } from "node:http";
-import type { ServerConfig } from "../config/server.js";
+import { DEFAULT_METRICS_PORTS, type ServerConfig } from "../config/server.js";
 import { Code, RpcError } from "../errors.js";
 import { log } from "../log.js";
 import { grpcHandled, grpcHandlingSeconds, grpcInFlight, serveMetrics } from "../metrics.js";
@@ -20,6 +20,7 @@ import { resolveToken } from "./auth.js";
 import { serviceDefinition } from "./definition.js";
 import { adaptImplementation, type ServiceImplementation } from "./implementation.js";
 import { addReflection } from "./reflection.js";
+import "./logging.js";
 import { type ServerCredentialsConfig, serverCredentials } from "./tls.js";
 
 /** A service descriptor with its implementation. */
@@ -56,6 +57,23 @@ export interface ServeOptions {
     ServerCredentialsConfig;
   /** Called once the server has stopped (after shutdown). */
   onStopped?: () => void;
+  /**
+   * Where a person sets each port, named in the one-line error when it is taken (e.g. "server.port or --port").
+   * @default "server.port (0 = any free port)" and "server.metricsPort (0 = any free port, -1 = off)"
+   */
+  settings?: { port?: string; metricsPort?: string };
+}
+
+/** A listen error as one line for a person: a port in use or not permitted names the setting that chooses it. */
+export function bindError(what: string, address: string, setting: string, err: Error): RpcError {
+  const reason = /EADDRINUSE/.test(err.message)
+    ? "is in use by another process"
+    : /EACCES/.test(err.message)
+      ? "is not permitted (ports below 1024 need privileges)"
+      : /EADDRNOTAVAIL|ENOTFOUND|EAI_AGAIN/.test(err.message)
+        ? "is not an address of this host"
+        : `cannot be bound (${err.message})`;
+  return new RpcError(Code.FAILED_PRECONDITION, `${what}: ${address} ${reason}; choose another with ${setting}`, { cause: err });
 }
 
 export interface RunningServer {
@@ -79,6 +97,7 @@ export interface RunningServer {
 /** Starts a server and resolves once it is bound and SERVING. */
 export async function serve(options: ServeOptions): Promise<RunningServer> {
   const { config, name } = options;
+  const metricsPort = config.metricsPort ?? DEFAULT_METRICS_PORTS[name] ?? -1;
   const server = new grpc.Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
     "grpc.max_send_message_length": config.maxMessageBytes,
@@ -128,18 +147,18 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${config.host}:${config.port}`, serverCredentials(config), (err, bound) => {
       // FAILED_PRECONDITION: the address is taken or not this machine's; the user picks another (one line, no stack).
-      if (err) reject(new RpcError(Code.FAILED_PRECONDITION, `${name}: cannot bind ${config.host}:${config.port}: ${err.message}`, { cause: err }));
+      if (err) reject(bindError(`${name} gRPC port`, `${config.host}:${config.port}`, options.settings?.port ?? "server.port (0 = any free port)", err));
       else resolve(bound);
     });
   });
 
   let metrics: { server: HttpServer; port: number } | undefined;
-  if (config.metricsPort >= 0) {
+  if (metricsPort >= 0) {
     try {
-      metrics = await serveMetrics(config.host, config.metricsPort);
+      metrics = await serveMetrics(config.host, metricsPort);
     } catch (err) {
       server.forceShutdown();
-      throw new RpcError(Code.FAILED_PRECONDITION, `${name}: cannot serve metrics on ${config.host}:${config.metricsPort}: ${(err as Error).message}`, { cause: err });
+      throw bindError(`${name} /metrics port`, `${config.host}:${metricsPort}`, options.settings?.metricsPort ?? "server.metricsPort (0 = any free port, -1 = off)", err as Error);
     }
   }
 

@@ -26,7 +26,6 @@ export {
   traceSteps,
 } from "./nash.js";
 export { bradleyTerryMatrix, matrixFromUpper, sigmoid } from "./bradley-terry.js";
-export { lineChartSvg, type PlotOptions, type PlotSeries } from "./plot.js";
 export { type ChosenRejected, type PairSelectionMode, selectChosenRejected, selectResponses } from "./selection.js";
 export {
   checkPreferenceMatrix,

@@ -39,6 +39,8 @@ export function trainStepTelemetry({ step, epoch, units, settings, result, secon
     chosenLogprob: mean(chosen.map((s) => s.logprob)),
     rejectedLogprob: mean(rejected.map((s) => s.logprob)),
     target: mean(seen.map((s) => settings.eta * (s.sample.winRate - 0.5))),
+    ...(chosen.length > 0 ? { chosenTarget: mean(chosen.map((s) => settings.eta * (s.sample.winRate - 0.5))) } : {}),
+    ...(rejected.length > 0 ? { rejectedTarget: mean(rejected.map((s) => settings.eta * (s.sample.winRate - 0.5))) } : {}),
     gradNorm: result.gradNorm,
     learningRate: settings.learningRate,
     examplesPerSecond: seen.length / seconds,

@@ -18,7 +18,8 @@ export async function startSppo(
   readyMsg: string,
   env: NodeJS.ProcessEnv = {},
 ): Promise<Started & { ready: Record<string, unknown> }> {
-  const child = spawn(process.execPath, ["bin/sppo.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  // The ready line is an info log line: the child logs at info whatever the test runner's quiet default.
+  const child = spawn(process.execPath, ["bin/sppo.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SPPO_LOG_LEVEL: "info", ...env } });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const lines: string[] = [];
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -44,7 +45,7 @@ export async function startSppo(
 }
 
 /** `sppo serve NAME --port 0`: resolves with the bound port. */
-export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Started & { port: number }> {
+export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Started & { port: number; ready: Record<string, unknown> }> {
   const started = await startSppo(["serve", ...args], "serving", env);
   return { ...started, port: Number(String(started.ready.address).split(":").pop()) };
 }

@@ -105,7 +105,11 @@ describe("sppo run against remote services", () => {
         pipeline: { prompts: join(dir, "prompts.jsonl"), iterations: 1, evalPrompts: 4, evalSamples: 1, samplesPerPrompt: 3, maxNewTokens: 5, telemetryPort: -1, progress: false },
       }),
     );
-    const run = spawn(process.execPath, ["bin/sppo.mjs", "run", "--config", configFile, "--out", join(dir, "out")], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const run = spawn(process.execPath, ["bin/sppo.mjs", "run", "--config", configFile, "--out", join(dir, "out")], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, SPPO_LOG_LEVEL: "info" },
+    });
     const runExited = once(run, "exit");
     let log = "";
     run.stderr.on("data", (d) => (log += d));

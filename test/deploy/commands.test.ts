@@ -15,6 +15,7 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { DockerfileParser, type Dockerfile } from "dockerfile-ast";
 import { validate as lintDockerfile } from "dockerfile-utils";
+import { DEFAULT_METRICS_PORTS } from "../../lib/config/server.js";
 import { configSchema } from "../../lib/config/schema.js";
 import { defaultPorts } from "../../services/index.js";
 import { expandedArgs, idOf, mainContainer, overlays, render, repoRoot, workloads } from "./render.js";
@@ -338,7 +339,7 @@ describe("the sppo commands that ship", () => {
 
   test("the images run as a numeric non-root user and expose the services' ports", () => {
     const defaults = configSchema.parse({});
-    const expected = [...Object.values(defaultPorts), defaults.pipeline.telemetryPort, defaults.server.metricsPort].sort((a, b) => a - b);
+    const expected = [...Object.values(defaultPorts), defaults.pipeline.telemetryPort, ...Object.values(DEFAULT_METRICS_PORTS)].sort((a, b) => a - b);
     for (const path of dockerfiles) {
       const instructions = parseDockerfile(path).getInstructions();
       const lastStage = instructions.slice(instructions.map((i) => i.getKeyword()).lastIndexOf("FROM"));

@@ -82,7 +82,8 @@ export interface SppoProcess {
 
 /** Spawns `sppo ARGS` with its output collected. */
 export function spawnSppo(args: string[], env: NodeJS.ProcessEnv = {}): SppoProcess {
-  const child = spawn(process.execPath, ["bin/sppo.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  // The tests read the child's info log lines, whatever the test runner's quiet default.
+  const child = spawn(process.execPath, ["bin/sppo.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SPPO_LOG_LEVEL: "info", ...env } });
   let text = "";
   child.stdout!.on("data", (d) => (text += d));
   child.stderr!.on("data", (d) => (text += d));

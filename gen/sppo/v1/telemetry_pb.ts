@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sppo/v1/telemetry.proto.
  */
 export const file_sppo_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("ChdzcHBvL3YxL3RlbGVtZXRyeS5wcm90bxIHc3Bwby52MSInCgxXYXRjaFJlcXVlc3QSFwoPaW5jbHVkZV9oaXN0b3J5GAEgASgIIjcKDVdhdGNoUmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5zcHBvLnYxLlRlbGVtZXRyeUV2ZW50IuQCCg5UZWxlbWV0cnlFdmVudBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZydW5faWQYAiABKAkSDgoGc291cmNlGAMgASgJEhEKCWl0ZXJhdGlvbhgEIAEoDRIoCgp0cmFpbl9zdGVwGAogASgLMhIuc3Bwby52MS5UcmFpblN0ZXBIABIqCghwcm9ncmVzcxgLIAEoCzIWLnNwcG8udjEuU3RhZ2VQcm9ncmVzc0gAEjYKEWl0ZXJhdGlvbl9zdW1tYXJ5GAwgASgLMhkuc3Bwby52MS5JdGVyYXRpb25TdW1tYXJ5SAASMgoQcG9saWN5X3B1Ymxpc2hlZBgNIAEoCzIWLnNwcG8udjEuUG9saWN5VmVyc2lvbkgAEigKCnJ1bl9zdGF0dXMYDiABKAsyEi5zcHBvLnYxLlJ1blN0YXR1c0gAQgkKB3BheWxvYWQimgIKCVRyYWluU3RlcBIMCgRzdGVwGAEgASgEEg0KBWVwb2NoGAIgASgNEgwKBGxvc3MYAyABKAESFAoMY2hvc2VuX2RlbHRhGAQgASgBEhYKDnJlamVjdGVkX2RlbHRhGAUgASgBEhYKDmNob3Nlbl9sb2dwcm9iGAYgASgBEhgKEHJlamVjdGVkX2xvZ3Byb2IYByABKAESDgoGdGFyZ2V0GAggASgBEhEKCWdyYWRfbm9ybRgJIAEoARIVCg1sZWFybmluZ19yYXRlGAogASgBEhsKE2V4YW1wbGVzX3Blcl9zZWNvbmQYCyABKAESGQoRdG9rZW5zX3Blcl9zZWNvbmQYDCABKAESEAoIZXhhbXBsZXMYDSABKA0iagoNU3RhZ2VQcm9ncmVzcxIdCgVzdGFnZRgBIAEoDjIOLnNwcG8udjEuU3RhZ2USDAoEZG9uZRgCIAEoDRINCgV0b3RhbBgDIAEoDRIMCgRyYXRlGAQgASgBEg8KB3NraXBwZWQYBSABKA0i0AEKEEl0ZXJhdGlvblN1bW1hcnkSDwoHcHJvbXB0cxgBIAEoDRIYChB3aW5fcmF0ZV92c19iYXNlGAIgASgBEhwKFHdpbl9yYXRlX3ZzX3ByZXZpb3VzGAMgASgBEg8KB3NlY29uZHMYBCABKAESJgoGcG9saWN5GAUgASgLMhYuc3Bwby52MS5Qb2xpY3lWZXJzaW9uEiEKFHByb2JlX2V4cGxvaXRhYmlsaXR5GAYgASgBSACIAQFCFwoVX3Byb2JlX2V4cGxvaXRhYmlsaXR5Il4KCVJ1blN0YXR1cxIgCgVzdGF0ZRgBIAEoDjIRLnNwcG8udjEuUnVuU3RhdGUSDwoHbWVzc2FnZRgCIAEoCRIeCgVlcnJvchgDIAEoCzIPLnNwcG8udjEuU3RhdHVzKnsKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEgoOU1RBR0VfR0VORVJBVEUQARIPCgtTVEFHRV9TQ09SRRACEhEKDVNUQUdFX0NPTVBBUkUQAxIPCgtTVEFHRV9UUkFJThAEEhIKDlNUQUdFX0VWQUxVQVRFEAUqfgoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSUlVOX1NUQVRFX1NUQVJUSU5HEAESFQoRUlVOX1NUQVRFX1JVTk5JTkcQAhISCg5SVU5fU1RBVEVfRE9ORRADEhQKEFJVTl9TVEFURV9GQUlMRUQQBDJFCglUZWxlbWV0cnkSOAoFV2F0Y2gSFS5zcHBvLnYxLldhdGNoUmVxdWVzdBoWLnNwcG8udjEuV2F0Y2hSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_sppo_v1_common]);
+  fileDesc("ChdzcHBvL3YxL3RlbGVtZXRyeS5wcm90bxIHc3Bwby52MSInCgxXYXRjaFJlcXVlc3QSFwoPaW5jbHVkZV9oaXN0b3J5GAEgASgIIjcKDVdhdGNoUmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5zcHBvLnYxLlRlbGVtZXRyeUV2ZW50IuYDCg5UZWxlbWV0cnlFdmVudBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZydW5faWQYAiABKAkSDgoGc291cmNlGAMgASgJEhEKCWl0ZXJhdGlvbhgEIAEoDRIoCgp0cmFpbl9zdGVwGAogASgLMhIuc3Bwby52MS5UcmFpblN0ZXBIABIqCghwcm9ncmVzcxgLIAEoCzIWLnNwcG8udjEuU3RhZ2VQcm9ncmVzc0gAEjYKEWl0ZXJhdGlvbl9zdW1tYXJ5GAwgASgLMhkuc3Bwby52MS5JdGVyYXRpb25TdW1tYXJ5SAASMgoQcG9saWN5X3B1Ymxpc2hlZBgNIAEoCzIWLnNwcG8udjEuUG9saWN5VmVyc2lvbkgAEigKCnJ1bl9zdGF0dXMYDiABKAsyEi5zcHBvLnYxLlJ1blN0YXR1c0gAEigKCmp1ZGdlZF9zZXQYDyABKAsyEi5zcHBvLnYxLkp1ZGdlZFNldEgAEjAKDnNlcnZpY2VfaGVhbHRoGBAgASgLMhYuc3Bwby52MS5TZXJ2aWNlSGVhbHRoSAASJAoIcnVuX3BsYW4YESABKAsyEC5zcHBvLnYxLlJ1blBsYW5IAEIJCgdwYXlsb2FkIvoCCglUcmFpblN0ZXASDAoEc3RlcBgBIAEoBBINCgVlcG9jaBgCIAEoDRIMCgRsb3NzGAMgASgBEhQKDGNob3Nlbl9kZWx0YRgEIAEoARIWCg5yZWplY3RlZF9kZWx0YRgFIAEoARIWCg5jaG9zZW5fbG9ncHJvYhgGIAEoARIYChByZWplY3RlZF9sb2dwcm9iGAcgASgBEg4KBnRhcmdldBgIIAEoARIRCglncmFkX25vcm0YCSABKAESFQoNbGVhcm5pbmdfcmF0ZRgKIAEoARIbChNleGFtcGxlc19wZXJfc2Vjb25kGAsgASgBEhkKEXRva2Vuc19wZXJfc2Vjb25kGAwgASgBEhAKCGV4YW1wbGVzGA0gASgNEhoKDWNob3Nlbl90YXJnZXQYDiABKAFIAIgBARIcCg9yZWplY3RlZF90YXJnZXQYDyABKAFIAYgBAUIQCg5fY2hvc2VuX3RhcmdldEISChBfcmVqZWN0ZWRfdGFyZ2V0IpUBCg1TdGFnZVByb2dyZXNzEh0KBXN0YWdlGAEgASgOMg4uc3Bwby52MS5TdGFnZRIMCgRkb25lGAIgASgNEg0KBXRvdGFsGAMgASgNEgwKBHJhdGUYBCABKAESDwoHc2tpcHBlZBgFIAEoDRIOCgZ0b2tlbnMYBiABKAQSGQoRdG9rZW5zX3Blcl9zZWNvbmQYByABKAEiiQEKCUp1ZGdlZFNldBIRCglwcm9tcHRfaWQYASABKAkSDgoGcHJvbXB0GAIgASgJEhYKDnBvbGljeV92ZXJzaW9uGAMgASgNEiwKCmNhbmRpZGF0ZXMYBCADKAsyGC5zcHBvLnYxLkp1ZGdlZENhbmRpZGF0ZRITCgtwcmVmZXJlbmNlcxgFIAMoASJcCg9KdWRnZWRDYW5kaWRhdGUSDAoEdGV4dBgBIAEoCRIQCgh3aW5fcmF0ZRgCIAEoARIZChFyZWZlcmVuY2VfbG9ncHJvYhgDIAEoARIOCgZ0b2tlbnMYBCABKA0iegoNU2VydmljZUhlYWx0aBIPCgdzZXJ2aWNlGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSEAoIZW1iZWRkZWQYAyABKAgSJAoFc3RhdGUYBCABKA4yFS5zcHBvLnYxLlNlcnZpbmdTdGF0ZRIPCgdtZXNzYWdlGAUgASgJIqcBCgdSdW5QbGFuEhEKCWFsZ29yaXRobRgBIAEoCRISCgppdGVyYXRpb25zGAIgASgNEh0KFXByb21wdHNfcGVyX2l0ZXJhdGlvbhgDIAMoDRIUCgxldmFsX3Byb21wdHMYBCABKA0SGgoSc2FtcGxlc19wZXJfcHJvbXB0GAUgASgNEgsKA2V0YRgGIAEoARIXCg9maXJzdF9pdGVyYXRpb24YByABKA0i0AEKEEl0ZXJhdGlvblN1bW1hcnkSDwoHcHJvbXB0cxgBIAEoDRIYChB3aW5fcmF0ZV92c19iYXNlGAIgASgBEhwKFHdpbl9yYXRlX3ZzX3ByZXZpb3VzGAMgASgBEg8KB3NlY29uZHMYBCABKAESJgoGcG9saWN5GAUgASgLMhYuc3Bwby52MS5Qb2xpY3lWZXJzaW9uEiEKFHByb2JlX2V4cGxvaXRhYmlsaXR5GAYgASgBSACIAQFCFwoVX3Byb2JlX2V4cGxvaXRhYmlsaXR5Il4KCVJ1blN0YXR1cxIgCgVzdGF0ZRgBIAEoDjIRLnNwcG8udjEuUnVuU3RhdGUSDwoHbWVzc2FnZRgCIAEoCRIeCgVlcnJvchgDIAEoCzIPLnNwcG8udjEuU3RhdHVzKnsKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEgoOU1RBR0VfR0VORVJBVEUQARIPCgtTVEFHRV9TQ09SRRACEhEKDVNUQUdFX0NPTVBBUkUQAxIPCgtTVEFHRV9UUkFJThAEEhIKDlNUQUdFX0VWQUxVQVRFEAUqhgEKDFNlcnZpbmdTdGF0ZRIdChlTRVJWSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVU0VSVklOR19TVEFURV9TRVJWSU5HEAESHQoZU0VSVklOR19TVEFURV9OT1RfU0VSVklORxACEh0KGVNFUlZJTkdfU1RBVEVfVU5SRUFDSEFCTEUQAyp+CghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIWChJSVU5fU1RBVEVfU1RBUlRJTkcQARIVChFSVU5fU1RBVEVfUlVOTklORxACEhIKDlJVTl9TVEFURV9ET05FEAMSFAoQUlVOX1NUQVRFX0ZBSUxFRBAEMkUKCVRlbGVtZXRyeRI4CgVXYXRjaBIVLnNwcG8udjEuV2F0Y2hSZXF1ZXN0GhYuc3Bwby52MS5XYXRjaFJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_sppo_v1_common]);
 
 /**
  * @generated from message sppo.v1.WatchRequest
@@ -114,6 +114,24 @@ export type TelemetryEvent = Message<"sppo.v1.TelemetryEvent"> & {
      */
     value: RunStatus;
     case: "runStatus";
+  } | {
+    /**
+     * @generated from field: sppo.v1.JudgedSet judged_set = 15;
+     */
+    value: JudgedSet;
+    case: "judgedSet";
+  } | {
+    /**
+     * @generated from field: sppo.v1.ServiceHealth service_health = 16;
+     */
+    value: ServiceHealth;
+    case: "serviceHealth";
+  } | {
+    /**
+     * @generated from field: sppo.v1.RunPlan run_plan = 17;
+     */
+    value: RunPlan;
+    case: "runPlan";
   } | { case: undefined; value?: undefined };
 };
 
@@ -202,6 +220,19 @@ export type TrainStep = Message<"sppo.v1.TrainStep"> & {
    * @generated from field: uint32 examples = 13;
    */
   examples: number;
+
+  /**
+   * Mean SPPO target η(P̂ − 1/2) over the step's chosen responses, and over its rejected ones: what chosen_delta and
+   * rejected_delta regress onto (the square loss). Unset for a step without chosen (rejected) responses.
+   *
+   * @generated from field: optional double chosen_target = 14;
+   */
+  chosenTarget?: number | undefined;
+
+  /**
+   * @generated from field: optional double rejected_target = 15;
+   */
+  rejectedTarget?: number | undefined;
 };
 
 /**
@@ -245,6 +276,21 @@ export type StageProgress = Message<"sppo.v1.StageProgress"> & {
    * @generated from field: uint32 skipped = 5;
    */
   skipped: number;
+
+  /**
+   * Response tokens (policy tokens, prompts not counted) the stage has handled so far in this iteration: sampled
+   * (generate, evaluate) or judged by the oracle (compare). 0 where a stage does not count tokens.
+   *
+   * @generated from field: uint64 tokens = 6;
+   */
+  tokens: bigint;
+
+  /**
+   * tokens per second over the stage so far.
+   *
+   * @generated from field: double tokens_per_second = 7;
+   */
+  tokensPerSecond: number;
 };
 
 /**
@@ -253,6 +299,194 @@ export type StageProgress = Message<"sppo.v1.StageProgress"> & {
  */
 export const StageProgressSchema: GenMessage<StageProgress> = /*@__PURE__*/
   messageDesc(file_sppo_v1_telemetry, 4);
+
+/**
+ * One prompt's K candidates as the oracle judged them, with the loop's estimates: what a dashboard shows of the
+ * data itself. The loop emits one for every pipeline.judgedSetEvery-th set of an iteration (the journal keeps all).
+ *
+ * @generated from message sppo.v1.JudgedSet
+ */
+export type JudgedSet = Message<"sppo.v1.JudgedSet"> & {
+  /**
+   * @generated from field: string prompt_id = 1;
+   */
+  promptId: string;
+
+  /**
+   * @generated from field: string prompt = 2;
+   */
+  prompt: string;
+
+  /**
+   * The policy version the candidates were sampled from.
+   *
+   * @generated from field: uint32 policy_version = 3;
+   */
+  policyVersion: number;
+
+  /**
+   * @generated from field: repeated sppo.v1.JudgedCandidate candidates = 4;
+   */
+  candidates: JudgedCandidate[];
+
+  /**
+   * The oracle's K×K matrix, row-major: preferences[i * K + j] = P(y_i ≻ y_j | x), K = len(candidates).
+   *
+   * @generated from field: repeated double preferences = 5;
+   */
+  preferences: number[];
+};
+
+/**
+ * Describes the message sppo.v1.JudgedSet.
+ * Use `create(JudgedSetSchema)` to create a new message.
+ */
+export const JudgedSetSchema: GenMessage<JudgedSet> = /*@__PURE__*/
+  messageDesc(file_sppo_v1_telemetry, 5);
+
+/**
+ * @generated from message sppo.v1.JudgedCandidate
+ */
+export type JudgedCandidate = Message<"sppo.v1.JudgedCandidate"> & {
+  /**
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * Estimated win rate P̂ against the current policy (pipeline.winRate: mean_j P_ij by default).
+   *
+   * @generated from field: double win_rate = 2;
+   */
+  winRate: number;
+
+  /**
+   * Summed log π_t(y|x) under the policy that sampled it (the reference log-prob of the SPPO loss).
+   *
+   * @generated from field: double reference_logprob = 3;
+   */
+  referenceLogprob: number;
+
+  /**
+   * Response tokens.
+   *
+   * @generated from field: uint32 tokens = 4;
+   */
+  tokens: number;
+};
+
+/**
+ * Describes the message sppo.v1.JudgedCandidate.
+ * Use `create(JudgedCandidateSchema)` to create a new message.
+ */
+export const JudgedCandidateSchema: GenMessage<JudgedCandidate> = /*@__PURE__*/
+  messageDesc(file_sppo_v1_telemetry, 6);
+
+/**
+ * A change in the health of a service the loop uses, as its grpc.health.v1 Watch reports it.
+ *
+ * @generated from message sppo.v1.ServiceHealth
+ */
+export type ServiceHealth = Message<"sppo.v1.ServiceHealth"> & {
+  /**
+   * "generator", "oracle" or "optimizer".
+   *
+   * @generated from field: string service = 1;
+   */
+  service: string;
+
+  /**
+   * The address the loop dials.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * True when the loop started the service in its own process.
+   *
+   * @generated from field: bool embedded = 3;
+   */
+  embedded: boolean;
+
+  /**
+   * @generated from field: sppo.v1.ServingState state = 4;
+   */
+  state: ServingState;
+
+  /**
+   * Why, when not serving (the transport error).
+   *
+   * @generated from field: string message = 5;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message sppo.v1.ServiceHealth.
+ * Use `create(ServiceHealthSchema)` to create a new message.
+ */
+export const ServiceHealthSchema: GenMessage<ServiceHealth> = /*@__PURE__*/
+  messageDesc(file_sppo_v1_telemetry, 7);
+
+/**
+ * What a run is about to do: emitted once as it starts, so that a viewer can show progress against the whole.
+ *
+ * @generated from message sppo.v1.RunPlan
+ */
+export type RunPlan = Message<"sppo.v1.RunPlan"> & {
+  /**
+   * "sppo", "sppo_hard", "dpo" or "ipo".
+   *
+   * @generated from field: string algorithm = 1;
+   */
+  algorithm: string;
+
+  /**
+   * @generated from field: uint32 iterations = 2;
+   */
+  iterations: number;
+
+  /**
+   * Training prompts of each iteration's split, in order.
+   *
+   * @generated from field: repeated uint32 prompts_per_iteration = 3;
+   */
+  promptsPerIteration: number[];
+
+  /**
+   * @generated from field: uint32 eval_prompts = 4;
+   */
+  evalPrompts: number;
+
+  /**
+   * K.
+   *
+   * @generated from field: uint32 samples_per_prompt = 5;
+   */
+  samplesPerPrompt: number;
+
+  /**
+   * The optimizer's η (target η(P̂ − ½)).
+   *
+   * @generated from field: double eta = 6;
+   */
+  eta: number;
+
+  /**
+   * The first iteration this process runs (> 1 when resuming).
+   *
+   * @generated from field: uint32 first_iteration = 7;
+   */
+  firstIteration: number;
+};
+
+/**
+ * Describes the message sppo.v1.RunPlan.
+ * Use `create(RunPlanSchema)` to create a new message.
+ */
+export const RunPlanSchema: GenMessage<RunPlan> = /*@__PURE__*/
+  messageDesc(file_sppo_v1_telemetry, 8);
 
 /**
  * What an iteration achieved: the analogue of one row of the paper's Table 1.
@@ -303,7 +537,7 @@ export type IterationSummary = Message<"sppo.v1.IterationSummary"> & {
  * Use `create(IterationSummarySchema)` to create a new message.
  */
 export const IterationSummarySchema: GenMessage<IterationSummary> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_telemetry, 5);
+  messageDesc(file_sppo_v1_telemetry, 9);
 
 /**
  * @generated from message sppo.v1.RunStatus
@@ -330,7 +564,7 @@ export type RunStatus = Message<"sppo.v1.RunStatus"> & {
  * Use `create(RunStatusSchema)` to create a new message.
  */
 export const RunStatusSchema: GenMessage<RunStatus> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_telemetry, 6);
+  messageDesc(file_sppo_v1_telemetry, 10);
 
 /**
  * @generated from enum sppo.v1.Stage
@@ -374,6 +608,43 @@ export const StageSchema: GenEnum<Stage> = /*@__PURE__*/
   enumDesc(file_sppo_v1_telemetry, 0);
 
 /**
+ * @generated from enum sppo.v1.ServingState
+ */
+export enum ServingState {
+  /**
+   * @generated from enum value: SERVING_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * grpc.health.v1 SERVING.
+   *
+   * @generated from enum value: SERVING_STATE_SERVING = 1;
+   */
+  SERVING = 1,
+
+  /**
+   * Reachable but not serving (e.g. draining before a shutdown).
+   *
+   * @generated from enum value: SERVING_STATE_NOT_SERVING = 2;
+   */
+  NOT_SERVING = 2,
+
+  /**
+   * No answer: the connection failed or broke.
+   *
+   * @generated from enum value: SERVING_STATE_UNREACHABLE = 3;
+   */
+  UNREACHABLE = 3,
+}
+
+/**
+ * Describes the enum sppo.v1.ServingState.
+ */
+export const ServingStateSchema: GenEnum<ServingState> = /*@__PURE__*/
+  enumDesc(file_sppo_v1_telemetry, 1);
+
+/**
  * @generated from enum sppo.v1.RunState
  */
 export enum RunState {
@@ -407,7 +678,7 @@ export enum RunState {
  * Describes the enum sppo.v1.RunState.
  */
 export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
-  enumDesc(file_sppo_v1_telemetry, 1);
+  enumDesc(file_sppo_v1_telemetry, 2);
 
 /**
  * Telemetry streams the events of a running self-play loop (or of one service) to any client: `sppo watch`,

@@ -1,6 +1,6 @@
 /** `sppo nash` end to end in-process (run: node --import tsx --test test/cli/commands/nash.test.ts). */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -66,13 +66,28 @@ describe("sppo nash", () => {
       seed: 1,
       innerSteps: 50,
       json: true,
-      plot: false,
     });
     assert.equal(report.eta, 0.1);
     assert.equal(report.algorithm, "ipo");
     const sppo = report.sppo as { exploitability: number };
     assert.ok((report.exploitability as number) > 3 * sppo.exploitability, `ipo ${report.exploitability} vs sppo ${sppo.exploitability}`);
     assert.match(svg, /iterative IPO/);
+  });
+
+  test("writes no file unless --plot names one", async () => {
+    const cwd = process.cwd();
+    const here = join(dir, "cwd");
+    mkdirSync(here);
+    process.chdir(here);
+    try {
+      const out = await cli(["--matrix", example("rps.json"), "--iterations", "100"]);
+      assert.match(out, /exploitability/);
+      assert.doesNotMatch(out, /plot:/);
+    } finally {
+      process.chdir(cwd);
+    }
+    assert.deepEqual(readdirSync(here), [], "nothing written into the working directory");
+    await assert.rejects(cli(["--matrix", example("rps.json"), "--iterations", "10", "--plot", join(dir, "no-such-dir", "x.svg")]), /--plot .*x\.svg: cannot write it \(ENOENT\)/);
   });
 
   test("a bad matrix fails with the entry named", async () => {

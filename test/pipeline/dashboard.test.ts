@@ -1,0 +1,190 @@
+/**
+ * The live dashboard in a real browser: `sppo run` (a real process, the embedded default task made small) prints
+ * `dashboard: URL`; Debian's chromium, driven by playwright-core, opens it and sees the charts and the preference
+ * matrix change while the run goes, then the run's final numbers (summary.json, metrics.jsonl) once it ends.
+ * `sppo dashboard ADDR` follows the same run through its Telemetry/Watch stream and its page ends on the same
+ * numbers. A screenshot of the final page is saved as a test artifact (test-artifacts/dashboard.png; the README's
+ * picture is this file). Skipped, saying why, where no chromium is installed (`.ci/run` installs it).
+ * Run: node --import tsx --test test/pipeline/dashboard.test.ts
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, describe, it } from "node:test";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { root } from "../cli/processes.js";
+
+const CHROMIUM = [process.env.SPPO_CHROMIUM, "/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path): path is string => path !== undefined && existsSync(path));
+const artifacts = join(root, "test-artifacts");
+
+/** The run: the embedded default task, 3 iterations of 12 prompts, small batches so that each iteration trains a few steps. */
+const RUN_ENV = {
+  SPPO_PIPELINE__PROMPTS_PER_ITERATION: "12",
+  SPPO_PIPELINE__EVAL_PROMPTS: "6",
+  SPPO_PIPELINE__EVAL_SAMPLES: "2",
+  SPPO_PIPELINE__TELEMETRY_PORT: "0",
+  SPPO_OPTIMIZER__BATCH_SIZE: "4",
+  SPPO_SERVER__METRICS_PORT: "-1",
+  // The telemetry port is read from an info log line.
+  SPPO_LOG_LEVEL: "info",
+};
+
+const children: ChildProcess[] = [];
+let browser: Browser | undefined;
+after(async () => {
+  await browser?.close();
+  for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+});
+
+/** Spawns `sppo ARGS`; `lines` collects stdout and stderr lines, `waitFor(re)` resolves with the first match. */
+function sppo(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, ["bin/sppo.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  children.push(child);
+  const lines: string[] = [];
+  const waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  for (const stream of [child.stdout!, child.stderr!]) {
+    createInterface({ input: stream }).on("line", (line) => {
+      lines.push(line);
+      for (const w of [...waiters]) {
+        const m = line.match(w.re);
+        if (m) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(m);
+        }
+      }
+    });
+  }
+  const waitFor = (re: RegExp) =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      const seen = lines.map((l) => l.match(re)).find(Boolean);
+      if (seen) return resolve(seen);
+      waiters.push({ re, resolve });
+      void exited.then((code) => reject(new Error(`sppo ${args[0]} exited (${code}) before printing ${re}:\n${lines.join("\n")}`)));
+    });
+  return { child, lines, exited, waitFor };
+}
+
+async function newPage(b: Browser): Promise<Page> {
+  const page = await b.newPage({ viewport: { width: 1400, height: 900 } });
+  // tsx compiles this file keeping function names through a `__name` helper, which the functions sent to the
+  // page (page.evaluate) then call: give the page one.
+  await page.addInitScript("globalThis.__name = (fn) => fn");
+  return page;
+}
+
+/** What the page shows, read from its DOM. */
+interface Shown {
+  ended: boolean;
+  status: string;
+  events: number;
+  lossPoints: number;
+  deltaPoints: number;
+  winratePoints: number;
+  judged: string[];
+  matrix: number[];
+  winRates: { iteration: number; vsBase: number; vsPrevious: number; text: string[] }[];
+  latestLoss: number;
+  stages: string[];
+  health: string[];
+}
+
+function shown(page: Page): Promise<Shown> {
+  return page.evaluate(() => {
+    const points = (id: string) => Number(document.getElementById(id)?.dataset.points ?? 0);
+    const first = document.querySelector(".judged-set");
+    return {
+      ended: document.body.dataset.ended === "true",
+      status: document.getElementById("status")?.dataset.state ?? "",
+      events: Number(document.body.dataset.events ?? 0),
+      lossPoints: points("chart-loss"),
+      deltaPoints: points("chart-delta"),
+      winratePoints: points("chart-winrate"),
+      judged: [...document.querySelectorAll<HTMLElement>(".judged-set")].map((e) => `${e.dataset.iteration}/${e.dataset.promptId}`),
+      matrix: first ? [...first.querySelectorAll<HTMLElement>("td.p")].map((td) => Number(td.dataset.value)) : [],
+      winRates: [...document.querySelectorAll<HTMLElement>("#winrates tbody tr")].map((tr) => {
+        const cells = [...tr.querySelectorAll<HTMLElement>("td")];
+        return { iteration: Number(tr.dataset.iteration), vsBase: Number(cells[2].dataset.value), vsPrevious: Number(cells[3].dataset.value), text: [cells[2].textContent ?? "", cells[3].textContent ?? ""] };
+      }),
+      latestLoss: Number(document.getElementById("loss-latest")?.dataset.value || Number.NaN),
+      stages: [...document.querySelectorAll<HTMLElement>("#stages tbody tr")].map((tr) => tr.dataset.stage ?? ""),
+      health: [...document.querySelectorAll<HTMLElement>("#health li[data-service]")].map((li) => `${li.dataset.service}:${li.dataset.state}`),
+    };
+  });
+}
+
+describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no chromium found: install Debian's chromium (apt-get install chromium; .ci/run does) to run this test" }, () => {
+  it("shows a run's charts and preference matrices while it runs, and its final numbers when it ends", async () => {
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+    const out = join(mkdtempSync(join(tmpdir(), "sppo-dashboard-")), "run");
+    const run = sppo(["run", "--out", out, "--iterations", "3", "--log-format", "json"], RUN_ENV);
+    const [, url] = await run.waitFor(/^dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/);
+    const page = await newPage(browser);
+    await page.goto(url);
+
+    // `sppo dashboard` on the loop's telemetry address serves the same page for the same run.
+    const [, telemetryPort] = await run.waitFor(/"port":(\d+),"msg":"telemetry: watch with/);
+    const follower = sppo(["dashboard", `127.0.0.1:${telemetryPort}`, "--port", "0"]);
+    const [, followerUrl] = await follower.waitFor(/^dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/);
+    const followerPage = await newPage(browser);
+    await followerPage.goto(followerUrl);
+
+    // While the run goes: a judged set with its K×K matrix and some training steps, then more of both.
+    await page.waitForFunction(() => document.querySelector(".judged-set td.p") !== null && Number(document.getElementById("chart-loss")?.dataset.points) > 0, undefined, { timeout: 120_000 });
+    const early = await shown(page);
+    assert.equal(early.ended, false, "the page saw the run before it ended");
+    assert.equal(early.status, "running");
+    assert.deepEqual(early.stages, ["generate", "compare", "train", "evaluate"]);
+    assert.equal(early.matrix.length, 25, "K = 5: a 5×5 matrix");
+    for (let i = 0; i < 5; i++) assert.equal(early.matrix[i * 5 + i], 0.5, "P_ii = ½");
+    await page.waitForFunction(
+      (before) => {
+        const points = Number(document.getElementById("chart-loss")?.dataset.points);
+        const judged = [...document.querySelectorAll<HTMLElement>(".judged-set")].map((e) => `${e.dataset.iteration}/${e.dataset.promptId}`);
+        return points > before.lossPoints && judged[0] !== before.judged[0];
+      },
+      early,
+      { timeout: 120_000 },
+    );
+    const later = await shown(page);
+    assert.equal(later.ended, false, "the charts and the matrix changed while the run was still going");
+    assert.ok(later.events > early.events);
+
+    // The end: the run exits 0 and both pages show its final numbers.
+    assert.equal(await run.exited, 0, run.lines.join("\n"));
+    const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as { iterations: { iteration: number; win_rate_vs_base: number; win_rate_vs_previous: number }[] };
+    const events = readFileSync(join(out, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    const steps = events.filter((e) => e.trainStep);
+    const lastJudged = events.filter((e) => e.judgedSet).at(-1);
+    for (const [name, p] of [["sppo run", page], ["sppo dashboard", followerPage]] as const) {
+      await p.waitForFunction(() => document.body.dataset.ended === "true" && document.getElementById("status")?.dataset.state === "done", undefined, { timeout: 30_000 });
+      const final = await shown(p);
+      assert.deepEqual(
+        final.winRates.map((r) => [r.iteration, r.vsBase, r.vsPrevious]),
+        summary.iterations.map((r) => [r.iteration, r.win_rate_vs_base, r.win_rate_vs_previous]),
+        `${name}: the win-rate table is summary.json's`,
+      );
+      for (const [i, r] of final.winRates.entries()) assert.deepEqual(r.text, [summary.iterations[i].win_rate_vs_base.toFixed(3), summary.iterations[i].win_rate_vs_previous.toFixed(3)]);
+      assert.equal(final.winratePoints, summary.iterations.length + 1, `${name}: the base at 0, then each iteration`);
+      assert.equal(final.lossPoints, steps.length, `${name}: one loss point per training step`);
+      assert.equal(final.deltaPoints, steps.length);
+      assert.equal(final.latestLoss, steps.at(-1).trainStep.loss, `${name}: the last loss`);
+      assert.equal(final.judged[0], `${lastJudged.iteration}/${lastJudged.judgedSet.promptId}`, `${name}: the latest judged prompt first`);
+      assert.deepEqual(final.matrix, lastJudged.judgedSet.preferences, `${name}: its matrix, as the oracle answered it`);
+      assert.deepEqual(final.health.sort(), ["generator:serving", "optimizer:serving", "oracle:serving"]);
+    }
+
+    mkdirSync(artifacts, { recursive: true });
+    const screenshot = join(artifacts, "dashboard.png");
+    await page.screenshot({ path: screenshot, fullPage: true });
+    assert.ok(readFileSync(screenshot).length > 10_000, "a screenshot with something in it");
+    follower.child.kill("SIGINT");
+    assert.equal(await follower.exited, 0, follower.lines.join("\n"));
+  });
+});
