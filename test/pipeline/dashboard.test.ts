@@ -12,6 +12,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { after, describe, it } from "node:test";
 import { type Browser, chromium, type Page } from "playwright-core";
@@ -25,12 +26,19 @@ const RUN_ENV = {
   SPPO_PIPELINE__PROMPTS_PER_ITERATION: "12",
   SPPO_PIPELINE__EVAL_PROMPTS: "6",
   SPPO_PIPELINE__EVAL_SAMPLES: "2",
-  SPPO_PIPELINE__TELEMETRY_PORT: "0",
   SPPO_OPTIMIZER__BATCH_SIZE: "4",
   SPPO_SERVER__METRICS_PORT: "-1",
-  // The telemetry port is read from an info log line.
   SPPO_LOG_LEVEL: "info",
 };
+
+/** A port free right now (the OS picks it): `sppo dashboard` must be told the loop's telemetry address. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
 
 const children: ChildProcess[] = [];
 let browser: Browser | undefined;
@@ -120,13 +128,13 @@ describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no 
   it("shows a run's charts and preference matrices while it runs, and its final numbers when it ends", async () => {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
     const out = join(mkdtempSync(join(tmpdir(), "sppo-dashboard-")), "run");
-    const run = sppo(["run", "--out", out, "--iterations", "3", "--log-format", "json"], RUN_ENV);
+    const telemetryPort = await freePort();
+    const run = sppo(["run", "--out", out, "--iterations", "3", "--log-format", "pretty"], { ...RUN_ENV, SPPO_PIPELINE__TELEMETRY_PORT: String(telemetryPort) });
     const [, url] = await run.waitFor(/^dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/);
     const page = await newPage(browser);
     await page.goto(url);
 
     // `sppo dashboard` on the loop's telemetry address serves the same page for the same run.
-    const [, telemetryPort] = await run.waitFor(/"port":(\d+),"msg":"telemetry: watch with/);
     const follower = sppo(["dashboard", `127.0.0.1:${telemetryPort}`, "--port", "0"]);
     const [, followerUrl] = await follower.waitFor(/^dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/);
     const followerPage = await newPage(browser);
@@ -155,6 +163,13 @@ describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no 
 
     // The end: the run exits 0 and both pages show its final numbers.
     assert.equal(await run.exited, 0, run.lines.join("\n"));
+    // The terminal got readable lines and the results table; the JSON logs went to run.log.
+    assert.deepEqual(run.lines.filter((l) => l.includes('"level":')), [], "no JSON log line on the terminal");
+    for (const i of [1, 2, 3]) assert.ok(run.lines.some((l) => l.startsWith(`iteration ${i}/3: 12 prompts · win rate vs base `)), `iteration ${i}'s line`);
+    assert.ok(run.lines.includes("run done"));
+    assert.ok(run.lines.some((l) => /^algorithm +iteration +prompts +win rate vs base/.test(l)), "the results table");
+    const logged = readFileSync(join(out, "run.log"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    assert.ok(logged.some((e) => e.msg === "serving"), "run.log holds the JSON logs");
     const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as { iterations: { iteration: number; win_rate_vs_base: number; win_rate_vs_previous: number }[] };
     const events = readFileSync(join(out, "metrics.jsonl"), "utf8")
       .trim()
@@ -182,7 +197,8 @@ describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no 
 
     mkdirSync(artifacts, { recursive: true });
     const screenshot = join(artifacts, "dashboard.png");
-    await page.screenshot({ path: screenshot, fullPage: true });
+    // The stages, services, charts and the first rows of prompts: the README's picture, kept small.
+    await page.screenshot({ path: screenshot, fullPage: true, clip: { x: 0, y: 0, width: 1400, height: 1240 } });
     assert.ok(readFileSync(screenshot).length > 10_000, "a screenshot with something in it");
     follower.child.kill("SIGINT");
     assert.equal(await follower.exited, 0, follower.lines.join("\n"));
