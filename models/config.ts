@@ -180,3 +180,25 @@ export function modelWidth(config: ModelConfig): number {
 export function contextLength(config: ModelConfig): number {
   return config.model_type === "gpt2" ? config.n_positions : config.max_position_embeddings;
 }
+
+/**
+ * What fixes a model's architecture: its family and every size that decides its parameters' shapes and how they are
+ * used. Two models with equal architectures can take each other's weights (a policy version of the same base).
+ */
+export function modelArchitecture(config: ModelConfig): Record<string, string | number | boolean> {
+  if (config.model_type === "gpt2") {
+    const { vocab_size, n_positions, n_embd, n_layer, n_head, activation_function } = config;
+    return { family: "gpt2", vocab_size, n_positions, n_embd, n_layer, n_head, n_inner: config.n_inner ?? 4 * n_embd, activation_function };
+  }
+  const { vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, tie_word_embeddings, attention_bias, mlp_bias } = config;
+  return { family: "llama", vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, tie_word_embeddings, attention_bias, mlp_bias };
+}
+
+/** How `other`'s architecture differs from `base`'s ("family gpt2 ≠ llama", "n_embd 768 ≠ 96"), or undefined. */
+export function architectureMismatch(base: ModelConfig, other: ModelConfig): string | undefined {
+  const a = modelArchitecture(base);
+  const b = modelArchitecture(other);
+  if (a.family !== b.family) return `family ${b.family}, not ${a.family}`;
+  const differ = Object.keys(a).filter((k) => a[k] !== b[k]);
+  return differ.length === 0 ? undefined : differ.map((k) => `${k} ${b[k]}, not ${a[k]}`).join("; ");
+}

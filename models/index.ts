@@ -38,7 +38,7 @@ export {
   writeCheckpointFiles,
 } from "./checkpoint-files.js";
 export { type FloatStorage, floatToBf16, floatToHalf, narrow, widenInPlace } from "./dtype.js";
-export { configToJson, contextLength, type GPT2Config, gpt2Config, type LlamaConfig, llamaConfig, type ModelConfig, modelWidth, normalizeConfig } from "./config.js";
+export { architectureMismatch, configToJson, contextLength, type GPT2Config, gpt2Config, type LlamaConfig, llamaConfig, type ModelConfig, modelArchitecture, modelWidth, normalizeConfig } from "./config.js";
 export { GPT2LMHeadModel, gpt2ParamShapes } from "./gpt2.js";
 export { createModel, deferredTensors, type LoadedModel, loadModel, modelFromTensors, modelTensors, paramShapes, saveModel, type TensorLookup } from "./io.js";
 export { LlamaForCausalLM, llamaParamShapes } from "./llama.js";

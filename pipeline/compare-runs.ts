@@ -24,6 +24,7 @@ import { Code, RpcError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { directoryManifest } from "../lib/weights/index.js";
 import { type ServiceInstance, serviceFactories } from "../services/index.js";
+import { runDirs } from "../services/optimizer/runs.js";
 import { renderComparison } from "./comparison-report.js";
 import { evaluate } from "./evaluate.js";
 import { headToHead } from "./head-to-head.js";
@@ -204,7 +205,9 @@ async function judgeSeed(
   const pipeline = config.pipeline;
   const policyDirs: string[] = [];
   for (const run of runs) {
-    const dir = join(run.dir, "policies", `v${run.last.policyVersion}`);
+    // The embedded optimizer publishes into the run's own folder (services/optimizer/runs.ts).
+    const policies = runDirs({ checkpointDir: join(run.dir, "checkpoints"), policyDir: join(run.dir, "policies") }, readRunState(run.dir).runId ?? "").policyDir;
+    const dir = join(policies, `v${run.last.policyVersion}`);
     const { sha256 } = await directoryManifest(dir);
     if (sha256 !== run.last.policySha256) throw new RpcError(Code.DATA_LOSS, `${dir}: not the policy the run published (sha256 ${sha256}, summary.json says ${run.last.policySha256})`);
     policyDirs.push(dir);

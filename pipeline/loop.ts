@@ -16,12 +16,13 @@
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { defer, from, identity, lastValueFrom, type MonoTypeOperatorFunction, map, mergeMap, tap, toArray } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse, type Generator, type ScoreRequest, ScoreRequestSchema, type ScoreResponse } from "../gen/sppo/v1/generator_pb.js";
-import { type Algorithm, IterationStartSchema, type Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
+import type { PolicyVersion } from "../gen/sppo/v1/common_pb.js";
+import { type Algorithm, IterationStartSchema, type Optimizer, type RunIdentity, type TrainingParamsSchema } from "../gen/sppo/v1/optimizer_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse, type PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { type JudgedSetSchema, RunState, Stage } from "../gen/sppo/v1/telemetry_pb.js";
 import type { PipelineConfig } from "../lib/config/pipeline.js";
 import type { Client } from "../lib/grpc/client.js";
-import { RpcError } from "../lib/errors.js";
+import { Code, RpcError } from "../lib/errors.js";
 import { isRetryable } from "../lib/grpc/codes.js";
 import { log } from "../lib/log.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
@@ -69,8 +70,15 @@ export interface LoopOptions {
   splits: PromptSplits;
   clients: LoopClients;
   hub: TelemetryHub;
-  /** The optimizer's loss for every iteration. */
+  /** The optimizer's loss for every iteration (overridden by `trainingParams.algorithm` when that is given). */
   algorithm: Algorithm;
+  /** The run's training parameters, sent with every IterationStart (run-identity.ts `trainingParams`). */
+  trainingParams?: MessageInitShape<typeof TrainingParamsSchema>;
+  /**
+   * The run's identity (run-identity.ts), sent with every IterationStart: the optimizer trains this run from its
+   * own state, and a policy it publishes for another run fails the loop.
+   */
+  run?: RunIdentity;
   /** First iteration to run (1 unless resuming). @default 1 */
   firstIteration?: number;
   /**
@@ -100,6 +108,25 @@ function judgedSet(set: ScoredSet): MessageInitShape<typeof JudgedSetSchema> {
     candidates: set.candidates.map((c, i) => ({ text: c.text, winRate: set.winRates[i], referenceLogprob: set.referenceLogprobs[i], tokens: c.tokenIds.length })),
     preferences: set.matrix.flat(),
   };
+}
+
+/**
+ * A published version must be this run's: an optimizer that names another run (or another configuration of this
+ * one) would hand the loop an earlier run's policy. An optimizer that records no run (one that predates run
+ * identities) is trusted, with a warning.
+ */
+function checkPublishedRun(policy: PolicyVersion, run: RunIdentity | undefined): void {
+  if (!run || run.runId === "") return;
+  if (policy.runId === "") {
+    log.warn({ version: policy.version, run: run.runId }, "the optimizer does not record which run a version belongs to: it cannot be checked against this run");
+    return;
+  }
+  if (policy.runId !== run.runId || (run.fingerprint !== "" && policy.runFingerprint !== run.fingerprint)) {
+    throw new RpcError(
+      Code.FAILED_PRECONDITION,
+      `the optimizer published version ${policy.version} for run ${policy.runId} (fingerprint ${policy.runFingerprint.slice(0, 12)}…), not for this run ${run.runId} (${run.fingerprint.slice(0, 12)}…): it mixes two runs`,
+    );
+  }
 }
 
 export async function runLoop(options: LoopOptions): Promise<IterationResult[]> {
@@ -199,7 +226,13 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         barrier(),
         trainPolicy({
           train: (requests) => clients.optimizer.train(requests),
-          start: create(IterationStartSchema, { iteration, totalPrompts: prompts.length, baseVersion, params: { algorithm: options.algorithm } }),
+          start: create(IterationStartSchema, {
+            iteration,
+            totalPrompts: prompts.length,
+            baseVersion,
+            params: { algorithm: options.algorithm, ...options.trainingParams },
+            run: options.run,
+          }),
           journal,
           accepted: () => inFlight.release(),
           ready: (ms) => clients.optimizer.waitForReady(ms),
@@ -207,7 +240,11 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         }),
         tap((event) => {
           const forwarded = hub.emit({ ...event, iteration });
-          if (forwarded.payload.case === "policyPublished") published = { version: forwarded.payload.value.version, sha256: forwarded.payload.value.sha256 };
+          if (forwarded.payload.case === "policyPublished") {
+            const policy = forwarded.payload.value;
+            checkPublishedRun(policy, options.run);
+            published = { version: policy.version, sha256: policy.sha256 };
+          }
         }),
       );
       await lastValueFrom(telemetry$, { defaultValue: undefined });

@@ -1,7 +1,8 @@
 /**
  * What a run keeps in its output directory so that `sppo run --resume DIR` can continue it after the loop stopped:
- *  - run.json: how the run was started (config file, flags, service addresses) and the settings that decide its
- *    results, to refuse resuming under a changed configuration;
+ *  - run.json: the run's id (the optimizer keeps each run's state apart by it), how the run was started (config
+ *    file, flags, service addresses) and the settings that decide its results, to refuse resuming under a changed
+ *    configuration;
  *  - summary.json: the finished iterations (written after each one);
  *  - journal/iteration-<t>.jsonl: the open iteration's scored sets (pipeline/journal.ts);
  *  - checkpoints/ and policies/: the embedded optimizer's state, which it resumes from.
@@ -32,6 +33,8 @@ export interface RunInvocation {
 
 export interface RunStateFile {
   format: 1;
+  /** The run's id (run-identity.ts), sent to the optimizer with every IterationStart; absent in older run.json files. */
+  runId?: string;
   startedAt: string;
   invocation: RunInvocation;
   /** The settings that decide the run's results. */
@@ -41,7 +44,7 @@ export interface RunStateFile {
 /** Settings that only change how a run is operated (ports, progress, paths, threads), not its results. */
 const OPERATIONAL = {
   pipeline: new Set(["progress", "telemetryPort", "dashboardPort", "startupTimeoutMs", "host", "judgedSetEvery", "streamsPerService", "reconnectTimeoutMs", "generateConcurrency", "compareConcurrency", "schedule", "compareSeeds"]),
-  optimizer: new Set(["checkpointDir", "policyDir", "checkpointEverySteps", "keepCheckpoints", "resume", "backend", "trainInWorker", "runId"]),
+  optimizer: new Set(["checkpointDir", "policyDir", "checkpointEverySteps", "keepCheckpoints", "resume", "baseMismatch", "backend", "trainInWorker", "runId"]),
 };
 
 /** The oracle settings that decide its judgements (the rest is batching, queues and threads). */
@@ -57,9 +60,9 @@ export function runSettings(config: Config): Record<string, unknown> {
   };
 }
 
-export function writeRunState(outDir: string, invocation: RunInvocation, config: Config): void {
+export function writeRunState(outDir: string, invocation: RunInvocation, config: Config, runId = ""): void {
   mkdirSync(outDir, { recursive: true });
-  const state: RunStateFile = { format: 1, startedAt: new Date().toISOString(), invocation, settings: runSettings(config) };
+  const state: RunStateFile = { format: 1, runId, startedAt: new Date().toISOString(), invocation, settings: runSettings(config) };
   writeFileAtomic(join(outDir, "run.json"), `${JSON.stringify(state, null, 2)}\n`);
 }
 

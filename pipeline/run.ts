@@ -21,7 +21,8 @@ import { log, logTo } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
 import { type Dashboard, serveDashboard } from "./dashboard/serve-dashboard.js";
 import { type IterationResult, runLoop } from "./loop.js";
-import { finishedIterations, prepareFreshOutDir, type RunInvocation, type RunTargets, writeRunState } from "./run-state.js";
+import { newRunId, runIdentity, trainingParams } from "./run-identity.js";
+import { finishedIterations, prepareFreshOutDir, readRunState, type RunInvocation, type RunTargets, writeRunState } from "./run-state.js";
 import { showProgress } from "./progress.js";
 import { loadPrompts, splitPrompts } from "./prompts.js";
 import { renderReport } from "./report.js";
@@ -116,10 +117,13 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
   const pipeline = config.pipeline;
   // A comparison run that had not started when the run stopped starts afresh in its folder.
   const resuming = options.resume === true && existsSync(join(outDir, "run.json"));
-  if (!resuming) {
+  // The run's id: new for a new run, the recorded one for a resumed run ("" for a run recorded before run ids).
+  let runId = newRunId(new Date(started));
+  if (resuming) runId = readRunState(outDir).runId ?? "";
+  else {
     prepareFreshOutDir(outDir);
     mkdirSync(outDir, { recursive: true });
-    writeRunState(outDir, options.invocation ?? { config: "", ...(options.targets ? { targets: options.targets } : {}) }, config);
+    writeRunState(outDir, options.invocation ?? { config: "", ...(options.targets ? { targets: options.targets } : {}) }, config, runId);
   }
   mkdirSync(join(outDir, "checkpoints"), { recursive: true });
   const metricsPath = join(outDir, "metrics.jsonl");
@@ -130,7 +134,7 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
   // elsewhere (a cluster) listens where the servers do, so that other pods can watch it.
   const loopHost = pipeline.host ?? (embeddedNames.length > 0 ? "127.0.0.1" : config.server.host);
 
-  const hub = new TelemetryHub(`run-${new Date(started).toISOString()}`);
+  const hub = new TelemetryHub(runId || `run-${new Date(started).toISOString()}`);
   const stopJsonl = writeJsonl(hub, metricsPath);
   const stopGauges = exportGauges(hub);
   const pretty = options.logFormat === "pretty";
@@ -228,6 +232,10 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
           }),
         ),
       );
+      // The run's base is the policy the generator samples from first (its version 0); the optimizer must hold it too.
+      const base = (await clients.generator.getPolicy({})).loaded.find((v) => v.version === 0);
+      const run = runIdentity(runId, base?.sha256 ?? "", config, splits);
+      log.info({ run: runId, fingerprint: run.fingerprint, base: run.baseSha256 }, resuming ? "continuing the run" : "a new run");
       const resumeAt = finished.length > 0 ? finished[finished.length - 1].iteration + 1 : 1;
       const resumedFrom = resuming ? ` (resumed at iteration ${resumeAt})` : "";
       hub.emit({
@@ -263,6 +271,8 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
         clients,
         hub,
         algorithm: algorithms[config.optimizer.algorithm],
+        trainingParams: trainingParams(config.optimizer),
+        run,
         firstIteration: resumeAt,
         maxMessageBytes: config.client.maxMessageBytes,
         journalDir: outDir,

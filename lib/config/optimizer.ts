@@ -45,8 +45,18 @@ const optimizerObject = z
     checkpointEverySteps: z.number().int().min(0).default(0),
     /** Checkpoints kept on disk; older ones are deleted after a new one is written. @default 3 */
     keepCheckpoints: z.number().int().min(1).default(3),
-    /** Continue from the newest valid checkpoint in `checkpointDir` at start-up. @default true */
+    /**
+     * Continue at start-up from the newest valid checkpoint of the run the optimizer last worked for (in
+     * `checkpointDir`, or `checkpointDir/runs/<run id>/`). A run that comes back later continues from its own
+     * checkpoints whatever this says. @default true
+     */
     resume: z.boolean().default(true),
+    /**
+     * A checkpoint trained from another base model than `modelDir` (at start-up, or in the folder of a run that asks
+     * for it): "refuse" fails with one line naming both models; "fresh" leaves it on disk, unused, and starts from
+     * `modelDir`. Never resumed silently. @default "refuse"
+     */
+    baseMismatch: z.enum(["refuse", "fresh"]).default("refuse"),
     /** tfjs backend for training: "auto" tries tensorflow → wasm → cpu. @default "auto" */
     backend: z.enum(["auto", "tensorflow", "wasm", "cpu"]).default("auto"),
     /**
@@ -64,7 +74,7 @@ const optimizerObject = z
      * keepalive pings, GetWeights). Off: the trainer runs in the server's thread (tests, tiny models). @default true
      */
     trainInWorker: z.boolean().default(true),
-    /** Telemetry `run_id` of the events this optimizer emits. @default "" */
+    /** Telemetry `run_id` of the events this optimizer emits; "" uses the id of the run being trained. @default "" */
     runId: z.string().default(""),
   })
   .strict()

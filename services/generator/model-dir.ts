@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { PolicyTokenizer } from "../../models/index.js";
+import { architectureMismatch, normalizeConfig, PolicyTokenizer } from "../../models/index.js";
 import type { EngineLoader, EngineLoadOptions, PolicyEngine } from "./engine.js";
 import { kindError } from "../../lib/errors.js";
 
@@ -66,4 +66,17 @@ export async function openModelDir(dir: string, load: EngineLoader, options: Eng
   const engine = await load(dir, options);
   const eosId = eosOf(dir, tokenizer);
   return { engine, tokenizer, eosId, padId: tokenizer?.padId ?? eosId ?? 0 };
+}
+
+/**
+ * Why the model directory `dir` cannot be a policy version of the base model in `baseDir` (another family, or other
+ * sizes: models/config.ts `architectureMismatch`), or undefined when it can. Reads only the two config.json files.
+ */
+export function notSameArchitecture(baseDir: string, dir: string): string | undefined {
+  const config = (d: string) => {
+    const raw = readJsonIfPresent(join(d, "config.json"));
+    if (!raw) throw kindError("model-format", `${d}: no config.json`);
+    return normalizeConfig(raw, join(d, "config.json"));
+  };
+  return architectureMismatch(config(baseDir), config(dir));
 }

@@ -40,7 +40,7 @@ import { untilAborted } from "../../lib/streams/until-aborted.js";
 import { directoryManifest, pullWeights } from "../../lib/weights/index.js";
 import type { OrtSessionOptions } from "../../models/onnx/session.js";
 import { type EngineLoader, type EngineLoadOptions, loadEngine } from "./engine.js";
-import { checkModelDir, type OpenedModel, openModelDir } from "./model-dir.js";
+import { checkModelDir, notSameArchitecture, type OpenedModel, openModelDir } from "./model-dir.js";
 import { cancelled, invalid, shuttingDown } from "./errors.js";
 
 /** One policy version in memory. */
@@ -297,6 +297,16 @@ export class VersionStore {
     });
     let handle: PolicyHandle;
     try {
+      // A version is the base model trained further: one of another family or shape belongs to another model (an
+      // optimizer on another base, or holding another run), and is refused before its weights are loaded.
+      const base = this.versions.get(0) as PolicyHandle;
+      const why = notSameArchitecture(base.dir, pulled.dir);
+      if (why) {
+        throw new RpcError(
+          Code.FAILED_PRECONDITION,
+          `version ${version} from the optimizer at ${target} does not fit this generator's base model (generator.modelDir ${base.dir}): ${why}. The optimizer holds another base model or another run's policy: give it the same base model as the generator (optimizer.modelDir)`,
+        );
+      }
       handle = await openVersion(this.options, pulled.dir, { version, iteration: pulled.policy.iteration, sha256: pulled.policy.sha256 }, true);
     } catch (err) {
       rmSync(pulled.dir, { recursive: true, force: true });

@@ -211,15 +211,21 @@ export function listCheckpoints(root: string): CheckpointEntry[] {
   return out.sort((a, b) => (a.name < b.name ? 1 : a.name > b.name ? -1 : 0));
 }
 
-/** The newest checkpoint under `root` that verifies and reads; damaged ones are skipped with a warning. */
-export function newestValidCheckpoint<T>(root: string): LoadedCheckpoint<T> | undefined {
+/**
+ * The newest checkpoint under `root` that verifies, reads and that `accept` takes (may throw to refuse); damaged
+ * ones are skipped with a warning.
+ */
+export function newestValidCheckpoint<T>(root: string, accept: (loaded: LoadedCheckpoint<T>) => boolean = () => true): LoadedCheckpoint<T> | undefined {
   for (const entry of listCheckpoints(root)) {
+    let loaded: LoadedCheckpoint<T>;
     try {
-      return readCheckpoint<T>(entry.dir);
+      loaded = readCheckpoint<T>(entry.dir);
     } catch (err) {
       if (!(RpcError.is(err, "checkpoint"))) throw err;
       log.warn({ checkpoint: entry.dir, err: err.message }, "skipping a damaged checkpoint");
+      continue;
     }
+    if (accept(loaded)) return loaded;
   }
   return undefined;
 }

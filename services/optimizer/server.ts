@@ -14,7 +14,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { type PolicyVersion, PolicyVersionSchema } from "../../gen/sppo/v1/common_pb.js";
+import type { PolicyVersion } from "../../gen/sppo/v1/common_pb.js";
 import { type Checkpoint, CheckpointSchema, type Optimizer, TrainResponseSchema } from "../../gen/sppo/v1/optimizer_pb.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { Code, RpcError } from "../../lib/errors.js";
@@ -24,8 +24,10 @@ import { MAX_CHUNK_BYTES, weightStream } from "../../lib/weights/index.js";
 import { initBackend } from "../../models/index.js";
 import type { CheckpointEntry } from "./checkpoint.js";
 import { createTrainEngine } from "./engine.js";
+import type { TrainerSnapshot } from "./state.js";
 import { Trainer } from "./trainer.js";
 import { inProcessTrainer, startTrainerWorker, type TrainerApi } from "./trainer-api.js";
+import { versionMessage } from "./versions.js";
 
 /** What the optimizer service needs of the project config (a full `Config` fits). */
 export interface OptimizerServiceConfig {
@@ -37,21 +39,19 @@ export interface OptimizerServiceConfig {
 /** Bytes a FileChunk adds around its data (field tags, lengths, offset): generous. */
 const CHUNK_OVERHEAD_BYTES = 1024;
 
-/** The latest policy version a checkpoint recorded (read from its trainer.json). */
-function checkpointPolicy(entry: CheckpointEntry): PolicyVersion | undefined {
+/** The latest policy version and the run a checkpoint recorded (read from its trainer.json). */
+function checkpointRecord(entry: CheckpointEntry): { policy?: PolicyVersion; runId: string } {
   try {
-    const doc = JSON.parse(readFileSync(join(entry.dir, "trainer.json"), "utf8")) as {
-      trainer?: { versions?: { version: number; iteration: number; sha256: string; family: string; parameters: string }[] };
-    };
+    const doc = JSON.parse(readFileSync(join(entry.dir, "trainer.json"), "utf8")) as { trainer?: Partial<TrainerSnapshot> };
     const v = doc.trainer?.versions?.at(-1);
-    return v ? create(PolicyVersionSchema, { version: v.version, iteration: v.iteration, sha256: v.sha256, family: v.family, parameters: BigInt(v.parameters) }) : undefined;
+    return { policy: v ? versionMessage(v) : undefined, runId: doc.trainer?.run?.runId ?? "" };
   } catch {
-    return undefined;
+    return { runId: "" };
   }
 }
 
-function checkpointMessage(entry: CheckpointEntry, policy: PolicyVersion | undefined): Checkpoint {
-  return create(CheckpointSchema, { name: entry.name, iteration: entry.iteration, step: BigInt(entry.step), policy, sha256: entry.sha256 });
+function checkpointMessage(entry: CheckpointEntry, record: { policy?: PolicyVersion; runId: string }): Checkpoint {
+  return create(CheckpointSchema, { name: entry.name, iteration: entry.iteration, step: BigInt(entry.step), policy: record.policy, sha256: entry.sha256, runId: record.runId });
 }
 
 /** Handlers over an open trainer (in this thread or in a worker). */
@@ -87,11 +87,11 @@ export function optimizerImplementation(trainer: TrainerApi, config: OptimizerSe
 
     async saveCheckpoint() {
       const saved = await trainer.saveCheckpoint();
-      return { checkpoint: checkpointMessage(saved, saved.policy) };
+      return { checkpoint: checkpointMessage(saved, saved) };
     },
 
     async listCheckpoints() {
-      return { checkpoints: (await trainer.listCheckpoints()).map((entry) => checkpointMessage(entry, checkpointPolicy(entry))) };
+      return { checkpoints: (await trainer.listCheckpoints()).map((entry) => checkpointMessage(entry, checkpointRecord(entry))) };
     },
 
     async listPolicyVersions() {

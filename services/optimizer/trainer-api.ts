@@ -26,7 +26,7 @@ export interface TrainerApi {
   handle(request: TrainRequest): Promise<TelemetryEvent[]>;
   listVersions(): Promise<PolicyVersion[]>;
   versionFiles(version: number): Promise<VersionFiles>;
-  saveCheckpoint(): Promise<CheckpointEntry & { policy: PolicyVersion }>;
+  saveCheckpoint(): Promise<CheckpointEntry & { policy: PolicyVersion; runId: string }>;
   listCheckpoints(): Promise<CheckpointEntry[]>;
   /** Frees the model (and ends the worker). */
   close(): Promise<void>;
@@ -64,15 +64,21 @@ export type WorkerRequest = { id: number; op: "handle"; request: Uint8Array } | 
 /** The published versions as the worker reports them: the message (binary) and its directory. */
 export type WorkerVersions = { policy: Uint8Array; dir: string }[];
 
+/** What the main thread answers from, as of the worker's last reply: the current run's versions and checkpoint folder. */
+export interface WorkerView {
+  versions: WorkerVersions;
+  checkpointDir: string;
+}
+
 /**
- * Replies from the worker: `value` is op-specific (binaries for messages), `error` keeps the gRPC code; `versions`
- * (after every request) keeps the main thread's copy of the published versions current.
+ * Replies from the worker: `value` is op-specific (binaries for messages), `error` keeps the gRPC code; `view`
+ * (after every request) keeps the main thread's copy of the published versions and checkpoint folder current.
  */
-export type WorkerReply = { id: number; value: unknown; versions: WorkerVersions } | { id: number; error: { code?: number; message: string }; versions: WorkerVersions };
+export type WorkerReply = { id: number; value: unknown; view: WorkerView } | { id: number; error: { code?: number; message: string }; view: WorkerView };
 
 /** The first message of a worker: ready (with the backend it chose) or failed to open. */
 export type WorkerHello =
-  | { ready: true; backend: string; engine: string; iteration: number; step: number; versions: WorkerVersions }
+  | { ready: true; backend: string; engine: string; iteration: number; step: number; view: WorkerView }
   | { ready: false; error: { code?: number; message: string } };
 
 function toError(e: { code?: number; message: string }): Error {
@@ -110,9 +116,11 @@ export async function startTrainerWorker(config: OptimizerConfig): Promise<Train
     throw toError(first.error);
   }
   const toVersions = (vs: WorkerVersions) => vs.map((v) => ({ policy: fromBinary(PolicyVersionSchema, v.policy), dir: v.dir }));
-  let versions = toVersions(first.versions);
+  let versions = toVersions(first.view.versions);
+  let checkpointDir = first.view.checkpointDir;
   worker.on("message", (reply: WorkerReply) => {
-    versions = toVersions(reply.versions);
+    versions = toVersions(reply.view.versions);
+    checkpointDir = reply.view.checkpointDir;
     const p = pending.get(reply.id);
     if (!p) return;
     pending.delete(reply.id);
@@ -142,10 +150,10 @@ export async function startTrainerWorker(config: OptimizerConfig): Promise<Train
       return { policy: record.policy, dir: record.dir, files };
     },
     saveCheckpoint: async () => {
-      const r = await call<CheckpointEntry & { policy: Uint8Array }>({ op: "saveCheckpoint" });
+      const r = await call<CheckpointEntry & { policy: Uint8Array; runId: string }>({ op: "saveCheckpoint" });
       return { ...r, policy: version(r.policy) };
     },
-    listCheckpoints: async () => listCheckpoints(config.checkpointDir),
+    listCheckpoints: async () => listCheckpoints(checkpointDir),
     close: async () => {
       if (!dead) await call({ op: "close" }).catch(() => {});
       await worker.terminate();

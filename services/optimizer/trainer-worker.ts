@@ -14,7 +14,7 @@ import { RpcError } from "../../lib/errors.js";
 import { initBackend, type TrainStep } from "../../models/index.js";
 import { createTrainEngine } from "./engine.js";
 import { Trainer } from "./trainer.js";
-import { serialized, type WorkerHello, type WorkerReply, type WorkerRequest, type WorkerVersions } from "./trainer-api.js";
+import { serialized, type WorkerHello, type WorkerReply, type WorkerRequest, type WorkerView } from "./trainer-api.js";
 
 const port = parentPort;
 if (!port) throw new Error("trainer-worker.ts runs in a worker thread only");
@@ -27,12 +27,15 @@ function errorOf(err: unknown): { code?: number; message: string } {
 let trainer: Trainer;
 let engine: TrainStep;
 const version = (v: Parameters<typeof toBinary<typeof PolicyVersionSchema>>[1]) => toBinary(PolicyVersionSchema, v);
-const versions = (): WorkerVersions => trainer.publishedVersions().map(({ policy, dir }) => ({ policy: version(policy), dir }));
+const view = (): WorkerView => ({
+  versions: trainer.publishedVersions().map(({ policy, dir }) => ({ policy: version(policy), dir })),
+  checkpointDir: trainer.checkpointDir,
+});
 try {
   const backend = await initBackend(config.backend);
   engine = createTrainEngine(config, backend.name);
   trainer = Trainer.open(config, { engine });
-  port.postMessage({ ready: true, backend: backend.name, engine: engine.name, iteration: trainer.currentIteration(), step: trainer.steps, versions: versions() } satisfies WorkerHello);
+  port.postMessage({ ready: true, backend: backend.name, engine: engine.name, iteration: trainer.currentIteration(), step: trainer.steps, view: view() } satisfies WorkerHello);
 } catch (err) {
   port.postMessage({ ready: false, error: errorOf(err) } satisfies WorkerHello);
   process.exit(1);
@@ -60,9 +63,9 @@ async function answer(msg: WorkerRequest): Promise<WorkerReply> {
         value = null;
         break;
     }
-    reply = { id: msg.id, value, versions: msg.op === "close" ? [] : versions() };
+    reply = { id: msg.id, value, view: msg.op === "close" ? { versions: [], checkpointDir: config.checkpointDir } : view() };
   } catch (err) {
-    reply = { id: msg.id, error: errorOf(err), versions: versions() };
+    reply = { id: msg.id, error: errorOf(err), view: view() };
   }
   return reply;
 }

@@ -5,8 +5,8 @@
  *  - grouping.ts: examples → complete prompt groups → units ([chosen, rejected] or all K);
  *  - models/ `TrainStep`: the pure step (loss, log-probs, micro-batched gradients, clipping, update), `tfjsStep`
  *    unless another engine is given;
- *  - versions.ts and checkpoint.ts: publishing versions, writing and reading checkpoints.
- *  - step-telemetry.ts: a step's TrainStep event.
+ *  - versions.ts and checkpoint.ts: publishing versions, writing and reading checkpoints;
+ *  - step-telemetry.ts: a step's TrainStep event; state.ts: what checkpoints keep of the trainer.
  * What stays here: which units make a step, the learning-rate schedule, the data cursor, the iteration's life.
  *
  * One iteration (DESIGN §2 step 5, as the official code runs it):
@@ -22,8 +22,10 @@
  * continues it; examples already consumed (same prompt_id and sample_index) are skipped, so a client may replay the
  * iteration from its start. Incomplete groups at IterationEnd are dropped (logged).
  *
- * Engines: `handle`/`start`/`addExample`/`end` run a synchronous engine's steps in the call; `handleAsync` runs any
- * engine (the service uses it). Both drive the same generator-based logic, which yields each step to the engine.
+ * Runs (runs.ts): the trainer holds one run at a time; an IterationStart of another run switches it (`switchRun`).
+ *
+ * Engines (stepping.ts): `handle`/`start`/`addExample`/`end` run a synchronous engine's steps in the call;
+ * `handleAsync` runs any engine (the service uses it).
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -36,7 +38,8 @@ import { removeStaleTemps } from "../../lib/atomic.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
 import { Code, invalidArgument, RpcError } from "../../lib/errors.js";
 import { log } from "../../lib/log.js";
-import { Rng, type RngState } from "../../lib/rng.js";
+import { Rng } from "../../lib/rng.js";
+import { directoryManifestSync } from "../../lib/weights/manifest.js";
 import {
   type CausalLM,
   contextLength,
@@ -44,48 +47,19 @@ import {
   type Optimizer,
   type OptimizerState,
   type PolicyTokenizer,
-  type StepResult,
   type StepSettings,
   type TrainStep,
   tfjsStep,
   warmupLinearSchedule,
 } from "../../models/index.js";
-import { type CheckpointEntry, listCheckpoints, newestValidCheckpoint, pruneCheckpoints, writeCheckpoint } from "./checkpoint.js";
-import { checkExample, exampleKey, groupExample, type OpenGroup, type Unit } from "./grouping.js";
+import { type CheckpointEntry, type LoadedCheckpoint, listCheckpoints, newestValidCheckpoint, pruneCheckpoints, writeCheckpoint } from "./checkpoint.js";
+import { checkExample, exampleKey, groupExample, type Unit } from "./grouping.js";
 import { trainStepTelemetry } from "./step-telemetry.js";
-import { type IterationParams, iterationOptimizer, resolveParams } from "./params.js";
-import { describeVersion, PolicyVersions, type VersionFiles, type VersionRecord, versionMessage } from "./versions.js";
-
-/** The open iteration, JSON-safe (it goes into checkpoints as is). */
-interface IterationState {
-  iteration: number;
-  totalPrompts: number;
-  baseVersion: number;
-  params: IterationParams;
-  groups: Record<string, OpenGroup>;
-  /** Data cursor: `exampleKey`s of every example consumed. */
-  consumed: string[];
-  /** Units waiting for the next epoch-1 step. */
-  pending: Unit[];
-  /** Every unit of the iteration (kept only when epochs > 1, for the later epochs). */
-  units: Unit[];
-  promptsDone: number;
-  droppedGroups: number;
-  unitsPerStep: number | null;
-  totalSteps: number | null;
-  warmupSteps: number | null;
-  /** Optimizer steps taken in this iteration. */
-  iterStep: number;
-}
-
-/** Everything but the weights and optimizer slots that a checkpoint must restore. */
-interface TrainerSnapshot {
-  step: number;
-  rng: RngState;
-  versions: VersionRecord[];
-  iteration: IterationState | null;
-  lastIteration: number;
-}
+import { iterationOptimizer, resolveParams } from "./params.js";
+import { ANONYMOUS_RUN, describeRun, otherBaseError, type RunKey, readCurrentRun, runDirs, runOf, sameRun, writeCurrentRun } from "./runs.js";
+import { type IterationState, newIteration, type TrainerSnapshot } from "./state.js";
+import { runSteps, runStepsAsync, type StepJob, type Stepping } from "./stepping.js";
+import { describeVersion, PolicyVersions, type VersionFiles, versionMessage } from "./versions.js";
 
 export interface TrainerOptions {
   /** Milliseconds, monotonic; for examples/s and tokens/s. @default performance.now */
@@ -94,23 +68,17 @@ export interface TrainerOptions {
   engine?: TrainStep;
 }
 
-/** A step the trainer's logic hands to the engine. */
-interface StepJob {
-  units: Unit[];
-  settings: StepSettings;
-}
-
-/** The trainer's logic between two engine steps: yields each step, receives its result, returns its value. */
-type Stepping<T> = Generator<StepJob, T, StepResult>;
-
 export class Trainer {
-  private model: CausalLM;
-  private readonly tokenizer?: PolicyTokenizer;
   private readonly clock: () => number;
   private readonly engine: TrainStep;
-  private rng: Rng;
+  // The run being trained and its state (all replaced when another run comes: `switchRun`).
+  private run: RunKey = ANONYMOUS_RUN;
+  private dirs: { checkpointDir: string; policyDir: string };
+  private model!: CausalLM;
+  private tokenizer?: PolicyTokenizer;
+  private rng!: Rng;
   private step = 0;
-  private readonly versions: PolicyVersions;
+  private versions!: PolicyVersions;
   private lastIteration = 0;
   private state: IterationState | null = null;
   /** An iteration already published whose stream is being replayed (a client that lost the answer): not trained again. */
@@ -121,40 +89,103 @@ export class Trainer {
 
   private constructor(
     private readonly config: OptimizerConfig,
-    model: CausalLM,
-    tokenizer: PolicyTokenizer | undefined,
-    versions: VersionRecord[],
+    /** optimizer.modelDir's hash: the base every run this optimizer trains must share. */
+    private readonly baseSha256: string,
     options: TrainerOptions,
   ) {
-    this.model = model;
-    this.tokenizer = tokenizer;
-    this.versions = new PolicyVersions(config.policyDir, versions);
     this.clock = options.clock ?? (() => performance.now());
     this.engine = options.engine ?? tfjsStep;
-    this.rng = new Rng(config.seed);
+    this.dirs = runDirs(config, "");
   }
 
   /**
-   * Opens the trainer: from the newest valid checkpoint in `config.checkpointDir` when `config.resume` (damaged ones
-   * are skipped with a warning), else from the base policy in `config.modelDir` (version 0). The tfjs backend must
-   * already be initialised (models/ `initBackend`).
+   * Opens the trainer: when `config.resume`, from the newest valid checkpoint of the run it last worked for (runs.ts;
+   * damaged ones are skipped with a warning, one on another base model than `config.modelDir` is refused or skipped
+   * per `config.baseMismatch`), else from the base policy in `config.modelDir` (version 0) as the anonymous run. The
+   * tfjs backend must already be initialised (models/ `initBackend`).
    */
   static open(config: OptimizerConfig, options: TrainerOptions = {}): Trainer {
-    removeStaleTemps(config.checkpointDir);
-    removeStaleTemps(config.policyDir);
-    const loaded = config.resume ? newestValidCheckpoint<TrainerSnapshot>(config.checkpointDir) : undefined;
-    if (loaded) {
-      const { model, tokenizer } = loadModel(loaded.modelDir);
-      const trainer = new Trainer(config, model, tokenizer, loaded.trainer.versions, options);
-      trainer.restore(loaded.trainer, loaded.optimizer);
-      log.info({ checkpoint: loaded.entry.name, iteration: trainer.currentIteration(), step: trainer.step }, "resumed from checkpoint");
-      return trainer;
-    }
     if (!existsSync(join(config.modelDir, "config.json"))) {
       throw new RpcError(Code.FAILED_PRECONDITION, `optimizer.modelDir ${config.modelDir}: no config.json (expected an HF model directory)`);
     }
-    const { model, tokenizer } = loadModel(config.modelDir);
-    return new Trainer(config, model, tokenizer, [describeVersion(config.modelDir, 0, 0, model)], options);
+    removeStaleTemps(config.checkpointDir);
+    removeStaleTemps(config.policyDir);
+    const trainer = new Trainer(config, directoryManifestSync(config.modelDir).sha256, options);
+    const runId = config.resume ? readCurrentRun(config.checkpointDir) : "";
+    const found = config.resume ? trainer.findCheckpoint(runId) : undefined;
+    if (found) {
+      trainer.adopt(found.trainer.run ?? ANONYMOUS_RUN, found);
+      log.info({ checkpoint: found.entry.name, run: runId, iteration: trainer.currentIteration(), step: trainer.step }, "resumed from checkpoint");
+    } else trainer.adopt(ANONYMOUS_RUN);
+    return trainer;
+  }
+
+  /** The newest usable checkpoint of run `runId` (see `open` for what is skipped or refused). */
+  private findCheckpoint(runId: string): LoadedCheckpoint<TrainerSnapshot> | undefined {
+    const dirs = runDirs(this.config, runId);
+    removeStaleTemps(dirs.checkpointDir);
+    removeStaleTemps(dirs.policyDir);
+    return newestValidCheckpoint<TrainerSnapshot>(dirs.checkpointDir, (loaded) => {
+      const base = loaded.trainer.versions[0];
+      if (base?.sha256 === this.baseSha256) return true;
+      const theirs = { sha256: base?.sha256 ?? "unknown", family: base?.family, parameters: base?.parameters };
+      if (this.config.baseMismatch === "refuse") {
+        throw otherBaseError(
+          `optimizer.checkpointDir: checkpoint ${loaded.entry.dir}`,
+          theirs,
+          this.config.modelDir,
+          { sha256: this.baseSha256 },
+          "point optimizer.modelDir at that model, give this optimizer another checkpointDir, or set optimizer.baseMismatch: fresh to leave it unused and start from optimizer.modelDir",
+        );
+      }
+      log.warn({ checkpoint: loaded.entry.dir, base: theirs.sha256, modelDir: this.config.modelDir }, "a checkpoint on another base model is left unused (optimizer.baseMismatch: fresh)");
+      return false;
+    });
+  }
+
+  /** Takes `run` as the run being trained: from its checkpoint `from`, or fresh from the base policy. */
+  private adopt(run: RunKey, from?: LoadedCheckpoint<TrainerSnapshot>): void {
+    const { model, tokenizer } = loadModel(from ? from.modelDir : this.config.modelDir);
+    this.run = run;
+    this.dirs = runDirs(this.config, run.runId);
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.versions = new PolicyVersions(this.dirs.policyDir, from ? from.trainer.versions : [describeVersion(this.config.modelDir, 0, 0, model, this.baseSha256)]);
+    this.rng = new Rng(this.config.seed);
+    this.step = 0;
+    this.lastIteration = 0;
+    this.state = null;
+    this.replayed = null;
+    this.consumed = new Set();
+    this.optimizer = null;
+    this.schedule = null;
+    if (from) this.restore(from.trainer, from.optimizer);
+  }
+
+  /**
+   * Moves to another run than the current one: to the newest checkpoint of its own (a run that comes back), else to
+   * the base policy (a new run). The run left keeps its open iteration in a checkpoint. A run id whose checkpoints
+   * record another fingerprint is FAILED_PRECONDITION (continuing it would mix two configurations).
+   */
+  private switchRun(next: RunKey): void {
+    const found = next.runId === "" && !this.config.resume ? undefined : this.findCheckpoint(next.runId);
+    const recorded = found ? (found.trainer.run ?? ANONYMOUS_RUN) : next;
+    if (!sameRun(recorded, next)) {
+      throw new RpcError(
+        Code.FAILED_PRECONDITION,
+        `start.run: ${describeRun(next)} was started with other settings (fingerprint ${recorded.fingerprint.slice(0, 12)}… in its checkpoints, ${next.fingerprint.slice(0, 12)}… now): continuing it would mix two configurations; start a new run instead`,
+      );
+    }
+    const left = this.run;
+    if (this.state) this.saveCheckpoint(); // the run left can come back for its open iteration
+    this.optimizer?.dispose();
+    this.model.dispose();
+    this.adopt(next, found);
+    writeCurrentRun(this.config.checkpointDir, next.runId);
+    log.info(
+      { from: left.runId, run: next.runId, resumed: found?.entry.name ?? null, iteration: this.currentIteration(), step: this.step },
+      found ? `${describeRun(next)} comes back: continuing from its checkpoint` : `${describeRun(next)} is new: training it from the base policy`,
+    );
   }
 
   private restore(snapshot: TrainerSnapshot, optimizerState: OptimizerState | undefined): void {
@@ -224,19 +255,14 @@ export class Trainer {
     return this.runSync(this.ending(msg));
   }
 
+  private readonly runStep = (job: StepJob) => this.engine.step(this.model, this.optimizer!, job.units.map((u) => u.samples), job.settings);
+
   private runSync<T>(logic: Stepping<T>): T {
-    for (let next = logic.next(); ; ) {
-      if (next.done) return next.value;
-      if (!this.engine.synchronous) throw new TypeError(`the ${this.engine.name} train step is asynchronous: use handleAsync`);
-      next = logic.next(this.engine.step(this.model, this.optimizer!, next.value.units.map((u) => u.samples), next.value.settings) as StepResult);
-    }
+    return runSteps(logic, this.engine, this.runStep);
   }
 
-  private async runAsync<T>(logic: Stepping<T>): Promise<T> {
-    for (let next = logic.next(); ; ) {
-      if (next.done) return next.value;
-      next = logic.next(await this.engine.step(this.model, this.optimizer!, next.value.units.map((u) => u.samples), next.value.settings));
-    }
+  private runAsync<T>(logic: Stepping<T>): Promise<T> {
+    return runStepsAsync(logic, this.runStep);
   }
 
   private *dispatch(request: TrainRequest): Stepping<TelemetryEvent[]> {
@@ -254,6 +280,18 @@ export class Trainer {
 
   // biome-ignore lint/correctness/useYield: opening an iteration takes no step, but it is dispatched like the others
   private *starting(msg: IterationStart): Stepping<TelemetryEvent[]> {
+    const run = runOf(msg);
+    if (run.baseSha256 !== "" && run.baseSha256 !== this.baseSha256) {
+      const base = this.versions.records[0];
+      throw otherBaseError(
+        `start.run: ${describeRun(run)} (its base policy, version 0 of its generator)`,
+        { sha256: run.baseSha256 },
+        this.config.modelDir,
+        { sha256: this.baseSha256, family: base.family, parameters: base.parameters },
+        "give the optimizer and the generator the same base model (optimizer.modelDir, generator.modelDir), or serve runs on that model from another optimizer",
+      );
+    }
+    if (!sameRun(run, this.run)) this.switchRun(run);
     this.replayed = null;
     const latest = this.versions.latest();
     if (!this.state && msg.iteration > 0 && msg.iteration === this.lastIteration && msg.iteration === latest.version) {
@@ -282,22 +320,7 @@ export class Trainer {
     if (msg.totalPrompts < 1) throw invalidArgument("start.total_prompts", "must be ≥ 1 (it sizes the learning-rate schedule)");
     const params = resolveParams(this.config, msg.params);
     if (params.seed !== null) this.rng = new Rng(params.seed);
-    this.state = {
-      iteration: msg.iteration,
-      totalPrompts: msg.totalPrompts,
-      baseVersion: msg.baseVersion,
-      params,
-      groups: {},
-      consumed: [],
-      pending: [],
-      units: [],
-      promptsDone: 0,
-      droppedGroups: 0,
-      unitsPerStep: null,
-      totalSteps: null,
-      warmupSteps: null,
-      iterStep: 0,
-    };
+    this.state = newIteration(msg.iteration, msg.totalPrompts, msg.baseVersion, params);
     this.consumed = new Set();
     this.optimizer?.dispose();
     this.optimizer = iterationOptimizer(this.engine, params.optimizer);
@@ -373,7 +396,7 @@ export class Trainer {
   private event(payload: TelemetryEvent["payload"]): TelemetryEvent {
     return create(TelemetryEventSchema, {
       time: timestampFromDate(new Date()),
-      runId: this.config.runId,
+      runId: this.config.runId || this.run.runId,
       source: "optimizer",
       iteration: this.currentIteration(),
       payload,
@@ -407,7 +430,7 @@ export class Trainer {
       }
     }
     if (st.promptsDone === 0) log.warn({ iteration: st.iteration }, "iteration ended without a complete prompt: the new version equals the base");
-    const record = this.versions.publish(st.iteration, this.model, this.tokenizer);
+    const record = this.versions.publish(st.iteration, this.model, this.tokenizer, this.run);
     this.lastIteration = st.iteration;
     this.state = null;
     this.consumed = new Set();
@@ -420,28 +443,39 @@ export class Trainer {
   }
 
   /** Writes a checkpoint now (atomically) and prunes old ones beyond `keepCheckpoints`. */
-  saveCheckpoint(): CheckpointEntry & { policy: PolicyVersion } {
+  saveCheckpoint(): CheckpointEntry & { policy: PolicyVersion; runId: string } {
     const snapshot: TrainerSnapshot = {
       step: this.step,
       rng: this.rng.getState(),
       versions: this.versions.records,
       iteration: this.state ? { ...this.state, consumed: [...this.consumed] } : null,
       lastIteration: this.lastIteration,
+      ...(this.run.runId !== "" ? { run: this.run } : {}),
     };
-    const entry = writeCheckpoint(this.config.checkpointDir, this.currentIteration(), this.step, {
+    const entry = writeCheckpoint(this.dirs.checkpointDir, this.currentIteration(), this.step, {
       model: this.model,
       tokenizer: this.tokenizer,
       optimizer: this.state && this.optimizer ? this.optimizer.state() : undefined,
       trainer: snapshot,
     });
-    pruneCheckpoints(this.config.checkpointDir, this.config.keepCheckpoints);
-    log.info({ checkpoint: entry.name, sha256: entry.sha256 }, "checkpoint written");
-    return { ...entry, policy: versionMessage(this.versions.latest()) };
+    pruneCheckpoints(this.dirs.checkpointDir, this.config.keepCheckpoints);
+    log.info({ checkpoint: entry.name, run: this.run.runId, sha256: entry.sha256 }, "checkpoint written");
+    return { ...entry, policy: versionMessage(this.versions.latest()), runId: this.run.runId };
   }
 
-  /** Checkpoints on disk, newest first, each with the latest policy version it recorded. */
+  /** The current run's checkpoints on disk, newest first. */
   listCheckpoints(): CheckpointEntry[] {
-    return listCheckpoints(this.config.checkpointDir);
+    return listCheckpoints(this.dirs.checkpointDir);
+  }
+
+  /** Where the current run's checkpoints are (runs.ts). */
+  get checkpointDir(): string {
+    return this.dirs.checkpointDir;
+  }
+
+  /** The run being trained ("" for the anonymous run). */
+  get runId(): string {
+    return this.run.runId;
   }
 
   /** Frees the model and optimizer state (the engine is its owner's to close). */

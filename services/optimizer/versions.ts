@@ -1,6 +1,7 @@
 /**
  * The optimizer's published policy versions: version 0 is the base model directory, version t the policy after
- * iteration t, written atomically (lib/atomic.ts) as a real model directory under `policyDir/v<t>` and described by
+ * iteration t, written atomically (lib/atomic.ts) as a real model directory under the run's policy folder (runs.ts):
+ * `policyDir/v<t>`, or `policyDir/runs/<run id>/v<t>` for a named run; each described by
  * the SHA-256 of its files in manifest order (lib/weights/manifest.ts). The records are plain JSON: checkpoints keep
  * them, so a resumed optimizer serves the same versions.
  */
@@ -22,6 +23,9 @@ export interface VersionRecord {
   /** Parameter count, as a decimal string (JSON has no 64-bit integers). */
   parameters: string;
   dir: string;
+  /** The run that trained it (absent for the base and for the anonymous run). */
+  runId?: string;
+  runFingerprint?: string;
 }
 
 /** A policy version's files, for GetWeights. */
@@ -31,16 +35,24 @@ export interface VersionFiles {
   files: WeightFile[];
 }
 
-/** Describes the model directory `dir` (holding `model`'s weights) as `version`. */
-export function describeVersion(dir: string, version: number, iteration: number, model: CausalLM): VersionRecord {
+/** Describes the model directory `dir` (holding `model`'s weights) as `version`; `sha256` when already known. */
+export function describeVersion(dir: string, version: number, iteration: number, model: CausalLM, sha256?: string): VersionRecord {
   let parameters = 0;
   for (const p of model.params.values()) parameters += p.size;
-  return { version, iteration, sha256: directoryManifestSync(dir).sha256, family: model.config.model_type, parameters: String(parameters), dir };
+  return { version, iteration, sha256: sha256 ?? directoryManifestSync(dir).sha256, family: model.config.model_type, parameters: String(parameters), dir };
 }
 
 /** A record as the wire message. */
 export function versionMessage(v: VersionRecord): PolicyVersion {
-  return create(PolicyVersionSchema, { version: v.version, iteration: v.iteration, sha256: v.sha256, family: v.family, parameters: BigInt(v.parameters) });
+  return create(PolicyVersionSchema, {
+    version: v.version,
+    iteration: v.iteration,
+    sha256: v.sha256,
+    family: v.family,
+    parameters: BigInt(v.parameters),
+    runId: v.runId ?? "",
+    runFingerprint: v.runFingerprint ?? "",
+  });
 }
 
 export class PolicyVersions {
@@ -72,11 +84,13 @@ export class PolicyVersions {
     return { policy: versionMessage(record), dir: record.dir, files: directoryManifestSync(record.dir, [], false).files };
   }
 
-  /** Saves `model` as version `iteration` (replacing one of that number) and records it. */
-  publish(iteration: number, model: CausalLM, tokenizer: PolicyTokenizer | undefined): VersionRecord {
+  /** Saves `model` as version `iteration` of `run` (replacing one of that number) and records it. */
+  publish(iteration: number, model: CausalLM, tokenizer: PolicyTokenizer | undefined, run: { runId: string; fingerprint: string }): VersionRecord {
     const dir = join(this.policyDir, `v${iteration}`);
     writeDirAtomic(dir, (tmp) => saveModel(tmp, model, tokenizer));
-    const record = describeVersion(dir, iteration, iteration, model);
+    const record: VersionRecord = describeVersion(dir, iteration, iteration, model);
+    // Only named runs are recorded, so that an anonymous run's records (and checkpoints) stay as they always were.
+    if (run.runId !== "") Object.assign(record, { runId: run.runId, runFingerprint: run.fingerprint });
     this.list = [...this.list.filter((v) => v.version !== iteration), record];
     log.info({ version: record.version, sha256: record.sha256, dir }, "policy version published");
     return record;

@@ -127,9 +127,11 @@ export function readSummary(out: string): RunSummaryFile {
   return JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as RunSummaryFile;
 }
 
-/** Checkpoint directory names in `dir`, oldest first. */
+/** Checkpoint directory names in `dir` and in its runs' folders (`runs/<run id>/`, services/optimizer/runs.ts), oldest first. */
 export function checkpointNames(dir: string): string[] {
-  return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith("ckpt-")).sort() : [];
+  const names = (d: string) => (existsSync(d) ? readdirSync(d).filter((n) => n.startsWith("ckpt-")) : []);
+  const runs = join(dir, "runs");
+  return [...names(dir), ...(existsSync(runs) ? readdirSync(runs).flatMap((run) => names(join(runs, run))) : [])].sort();
 }
 
 /** `sppo run` of the task with embedded services into `out`; resolves with its summary (an uninterrupted reference). */

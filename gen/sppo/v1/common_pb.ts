@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sppo/v1/common.proto.
  */
 export const file_sppo_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChRzcHBvL3YxL2NvbW1vbi5wcm90bxIHc3Bwby52MSI2CgZTdGF0dXMSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEg0KBWZpZWxkGAMgASgJImcKDVBvbGljeVZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIRCglpdGVyYXRpb24YAiABKA0SDgoGc2hhMjU2GAMgASgJEg4KBmZhbWlseRgEIAEoCRISCgpwYXJhbWV0ZXJzGAUgASgEYgZwcm90bzM");
+  fileDesc("ChRzcHBvL3YxL2NvbW1vbi5wcm90bxIHc3Bwby52MSI2CgZTdGF0dXMSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEg0KBWZpZWxkGAMgASgJIpABCg1Qb2xpY3lWZXJzaW9uEg8KB3ZlcnNpb24YASABKA0SEQoJaXRlcmF0aW9uGAIgASgNEg4KBnNoYTI1NhgDIAEoCRIOCgZmYW1pbHkYBCABKAkSEgoKcGFyYW1ldGVycxgFIAEoBBIOCgZydW5faWQYBiABKAkSFwoPcnVuX2ZpbmdlcnByaW50GAcgASgJYgZwcm90bzM");
 
 /**
  * Status of one item inside a stream that keeps running after the item failed.
@@ -83,6 +83,18 @@ export type PolicyVersion = Message<"sppo.v1.PolicyVersion"> & {
    * @generated from field: uint64 parameters = 5;
    */
   parameters: bigint;
+
+  /**
+   * The run that trained it (RunIdentity.run_id and fingerprint); empty for the base and for anonymous runs.
+   *
+   * @generated from field: string run_id = 6;
+   */
+  runId: string;
+
+  /**
+   * @generated from field: string run_fingerprint = 7;
+   */
+  runFingerprint: string;
 };
 
 /**

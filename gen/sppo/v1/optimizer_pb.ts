@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sppo/v1/optimizer.proto.
  */
 export const file_sppo_v1_optimizer: GenFile = /*@__PURE__*/
-  fileDesc("ChdzcHBvL3YxL29wdGltaXplci5wcm90bxIHc3Bwby52MSLWAwoOVHJhaW5pbmdQYXJhbXMSJQoJYWxnb3JpdGhtGAEgASgOMhIuc3Bwby52MS5BbGdvcml0aG0SLgoOcGFpcl9zZWxlY3Rpb24YAiABKA4yFi5zcHBvLnYxLlBhaXJTZWxlY3Rpb24SEAoDZXRhGAMgASgBSACIAQESGgoNbGVhcm5pbmdfcmF0ZRgEIAEoAUgBiAEBEikKCW9wdGltaXplchgFIAEoDjIWLnNwcG8udjEuT3B0aW1pemVyS2luZBIXCgpiYXRjaF9zaXplGAYgASgNSAKIAQESIgoVZ3JhZGllbnRfYWNjdW11bGF0aW9uGAcgASgNSAOIAQESGQoMd2FybXVwX3JhdGlvGAggASgBSASIAQESEwoGZXBvY2hzGAkgASgNSAWIAQESGgoNbWF4X2dyYWRfbm9ybRgKIAEoAUgGiAEBEhEKBHNlZWQYCyABKARIB4gBAUIGCgRfZXRhQhAKDl9sZWFybmluZ19yYXRlQg0KC19iYXRjaF9zaXplQhgKFl9ncmFkaWVudF9hY2N1bXVsYXRpb25CDwoNX3dhcm11cF9yYXRpb0IJCgdfZXBvY2hzQhAKDl9tYXhfZ3JhZF9ub3JtQgcKBV9zZWVkInkKDkl0ZXJhdGlvblN0YXJ0EhEKCWl0ZXJhdGlvbhgBIAEoDRIVCg10b3RhbF9wcm9tcHRzGAIgASgNEicKBnBhcmFtcxgDIAEoCzIXLnNwcG8udjEuVHJhaW5pbmdQYXJhbXMSFAoMYmFzZV92ZXJzaW9uGAQgASgNIsQBCg9UcmFpbmluZ0V4YW1wbGUSEQoJcHJvbXB0X2lkGAEgASgJEhgKEHByb21wdF90b2tlbl9pZHMYAiADKAUSGgoScmVzcG9uc2VfdG9rZW5faWRzGAMgAygFEhAKCHdpbl9yYXRlGAQgASgBEhkKEXJlZmVyZW5jZV9sb2dwcm9iGAUgASgBEhEKCWl0ZXJhdGlvbhgGIAEoDRIUCgxzYW1wbGVfaW5kZXgYByABKA0SEgoKZ3JvdXBfc2l6ZRgIIAEoDSIhCgxJdGVyYXRpb25FbmQSEQoJaXRlcmF0aW9uGAEgASgNIpMBCgxUcmFpblJlcXVlc3QSKAoFc3RhcnQYASABKAsyFy5zcHBvLnYxLkl0ZXJhdGlvblN0YXJ0SAASKwoHZXhhbXBsZRgCIAEoCzIYLnNwcG8udjEuVHJhaW5pbmdFeGFtcGxlSAASJAoDZW5kGAMgASgLMhUuc3Bwby52MS5JdGVyYXRpb25FbmRIAEIGCgRraW5kIjcKDVRyYWluUmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5zcHBvLnYxLlRlbGVtZXRyeUV2ZW50IjkKEUdldFdlaWdodHNSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKA0SEwoLY2h1bmtfYnl0ZXMYAiABKA0iPgoKUG9saWN5RmlsZRIMCgRuYW1lGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAQSDgoGc2hhMjU2GAMgASgJIlwKDlBvbGljeU1hbmlmZXN0EiYKBnBvbGljeRgBIAEoCzIWLnNwcG8udjEuUG9saWN5VmVyc2lvbhIiCgVmaWxlcxgCIAMoCzITLnNwcG8udjEuUG9saWN5RmlsZSI9CglGaWxlQ2h1bmsSEgoKZmlsZV9pbmRleBgBIAEoDRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDCJuChJHZXRXZWlnaHRzUmVzcG9uc2USKwoIbWFuaWZlc3QYASABKAsyFy5zcHBvLnYxLlBvbGljeU1hbmlmZXN0SAASIwoFY2h1bmsYAiABKAsyEi5zcHBvLnYxLkZpbGVDaHVua0gAQgYKBGtpbmQicwoKQ2hlY2twb2ludBIMCgRuYW1lGAEgASgJEhEKCWl0ZXJhdGlvbhgCIAEoDRIMCgRzdGVwGAMgASgEEiYKBnBvbGljeRgEIAEoCzIWLnNwcG8udjEuUG9saWN5VmVyc2lvbhIOCgZzaGEyNTYYBSABKAkiFwoVU2F2ZUNoZWNrcG9pbnRSZXF1ZXN0IkEKFlNhdmVDaGVja3BvaW50UmVzcG9uc2USJwoKY2hlY2twb2ludBgBIAEoCzITLnNwcG8udjEuQ2hlY2twb2ludCIYChZMaXN0Q2hlY2twb2ludHNSZXF1ZXN0IkMKF0xpc3RDaGVja3BvaW50c1Jlc3BvbnNlEigKC2NoZWNrcG9pbnRzGAEgAygLMhMuc3Bwby52MS5DaGVja3BvaW50IhsKGUxpc3RQb2xpY3lWZXJzaW9uc1JlcXVlc3QiRgoaTGlzdFBvbGljeVZlcnNpb25zUmVzcG9uc2USKAoIdmVyc2lvbnMYASADKAsyFi5zcHBvLnYxLlBvbGljeVZlcnNpb24qeQoJQWxnb3JpdGhtEhkKFUFMR09SSVRITV9VTlNQRUNJRklFRBAAEhIKDkFMR09SSVRITV9TUFBPEAESFwoTQUxHT1JJVEhNX1NQUE9fSEFSRBACEhEKDUFMR09SSVRITV9EUE8QAxIRCg1BTEdPUklUSE1fSVBPEAQqawoNUGFpclNlbGVjdGlvbhIeChpQQUlSX1NFTEVDVElPTl9VTlNQRUNJRklFRBAAEiIKHlBBSVJfU0VMRUNUSU9OX0NIT1NFTl9SRUpFQ1RFRBABEhYKElBBSVJfU0VMRUNUSU9OX0FMTBACKmQKDU9wdGltaXplcktpbmQSHgoaT1BUSU1JWkVSX0tJTkRfVU5TUEVDSUZJRUQQABIaChZPUFRJTUlaRVJfS0lORF9STVNQUk9QEAESFwoTT1BUSU1JWkVSX0tJTkRfQURBTRACMpgDCglPcHRpbWl6ZXISOgoFVHJhaW4SFS5zcHBvLnYxLlRyYWluUmVxdWVzdBoWLnNwcG8udjEuVHJhaW5SZXNwb25zZSgBMAESRwoKR2V0V2VpZ2h0cxIaLnNwcG8udjEuR2V0V2VpZ2h0c1JlcXVlc3QaGy5zcHBvLnYxLkdldFdlaWdodHNSZXNwb25zZTABElEKDlNhdmVDaGVja3BvaW50Eh4uc3Bwby52MS5TYXZlQ2hlY2twb2ludFJlcXVlc3QaHy5zcHBvLnYxLlNhdmVDaGVja3BvaW50UmVzcG9uc2USVAoPTGlzdENoZWNrcG9pbnRzEh8uc3Bwby52MS5MaXN0Q2hlY2twb2ludHNSZXF1ZXN0GiAuc3Bwby52MS5MaXN0Q2hlY2twb2ludHNSZXNwb25zZRJdChJMaXN0UG9saWN5VmVyc2lvbnMSIi5zcHBvLnYxLkxpc3RQb2xpY3lWZXJzaW9uc1JlcXVlc3QaIy5zcHBvLnYxLkxpc3RQb2xpY3lWZXJzaW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_sppo_v1_common, file_sppo_v1_telemetry]);
+  fileDesc("ChdzcHBvL3YxL29wdGltaXplci5wcm90bxIHc3Bwby52MSLWAwoOVHJhaW5pbmdQYXJhbXMSJQoJYWxnb3JpdGhtGAEgASgOMhIuc3Bwby52MS5BbGdvcml0aG0SLgoOcGFpcl9zZWxlY3Rpb24YAiABKA4yFi5zcHBvLnYxLlBhaXJTZWxlY3Rpb24SEAoDZXRhGAMgASgBSACIAQESGgoNbGVhcm5pbmdfcmF0ZRgEIAEoAUgBiAEBEikKCW9wdGltaXplchgFIAEoDjIWLnNwcG8udjEuT3B0aW1pemVyS2luZBIXCgpiYXRjaF9zaXplGAYgASgNSAKIAQESIgoVZ3JhZGllbnRfYWNjdW11bGF0aW9uGAcgASgNSAOIAQESGQoMd2FybXVwX3JhdGlvGAggASgBSASIAQESEwoGZXBvY2hzGAkgASgNSAWIAQESGgoNbWF4X2dyYWRfbm9ybRgKIAEoAUgGiAEBEhEKBHNlZWQYCyABKARIB4gBAUIGCgRfZXRhQhAKDl9sZWFybmluZ19yYXRlQg0KC19iYXRjaF9zaXplQhgKFl9ncmFkaWVudF9hY2N1bXVsYXRpb25CDwoNX3dhcm11cF9yYXRpb0IJCgdfZXBvY2hzQhAKDl9tYXhfZ3JhZF9ub3JtQgcKBV9zZWVkIkcKC1J1bklkZW50aXR5Eg4KBnJ1bl9pZBgBIAEoCRITCgtmaW5nZXJwcmludBgCIAEoCRITCgtiYXNlX3NoYTI1NhgDIAEoCSKcAQoOSXRlcmF0aW9uU3RhcnQSEQoJaXRlcmF0aW9uGAEgASgNEhUKDXRvdGFsX3Byb21wdHMYAiABKA0SJwoGcGFyYW1zGAMgASgLMhcuc3Bwby52MS5UcmFpbmluZ1BhcmFtcxIUCgxiYXNlX3ZlcnNpb24YBCABKA0SIQoDcnVuGAUgASgLMhQuc3Bwby52MS5SdW5JZGVudGl0eSLEAQoPVHJhaW5pbmdFeGFtcGxlEhEKCXByb21wdF9pZBgBIAEoCRIYChBwcm9tcHRfdG9rZW5faWRzGAIgAygFEhoKEnJlc3BvbnNlX3Rva2VuX2lkcxgDIAMoBRIQCgh3aW5fcmF0ZRgEIAEoARIZChFyZWZlcmVuY2VfbG9ncHJvYhgFIAEoARIRCglpdGVyYXRpb24YBiABKA0SFAoMc2FtcGxlX2luZGV4GAcgASgNEhIKCmdyb3VwX3NpemUYCCABKA0iIQoMSXRlcmF0aW9uRW5kEhEKCWl0ZXJhdGlvbhgBIAEoDSKTAQoMVHJhaW5SZXF1ZXN0EigKBXN0YXJ0GAEgASgLMhcuc3Bwby52MS5JdGVyYXRpb25TdGFydEgAEisKB2V4YW1wbGUYAiABKAsyGC5zcHBvLnYxLlRyYWluaW5nRXhhbXBsZUgAEiQKA2VuZBgDIAEoCzIVLnNwcG8udjEuSXRlcmF0aW9uRW5kSABCBgoEa2luZCI3Cg1UcmFpblJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuc3Bwby52MS5UZWxlbWV0cnlFdmVudCI5ChFHZXRXZWlnaHRzUmVxdWVzdBIPCgd2ZXJzaW9uGAEgASgNEhMKC2NodW5rX2J5dGVzGAIgASgNIj4KClBvbGljeUZpbGUSDAoEbmFtZRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEEg4KBnNoYTI1NhgDIAEoCSJcCg5Qb2xpY3lNYW5pZmVzdBImCgZwb2xpY3kYASABKAsyFi5zcHBvLnYxLlBvbGljeVZlcnNpb24SIgoFZmlsZXMYAiADKAsyEy5zcHBvLnYxLlBvbGljeUZpbGUiPQoJRmlsZUNodW5rEhIKCmZpbGVfaW5kZXgYASABKA0SDgoGb2Zmc2V0GAIgASgEEgwKBGRhdGEYAyABKAwibgoSR2V0V2VpZ2h0c1Jlc3BvbnNlEisKCG1hbmlmZXN0GAEgASgLMhcuc3Bwby52MS5Qb2xpY3lNYW5pZmVzdEgAEiMKBWNodW5rGAIgASgLMhIuc3Bwby52MS5GaWxlQ2h1bmtIAEIGCgRraW5kIoMBCgpDaGVja3BvaW50EgwKBG5hbWUYASABKAkSEQoJaXRlcmF0aW9uGAIgASgNEgwKBHN0ZXAYAyABKAQSJgoGcG9saWN5GAQgASgLMhYuc3Bwby52MS5Qb2xpY3lWZXJzaW9uEg4KBnNoYTI1NhgFIAEoCRIOCgZydW5faWQYBiABKAkiFwoVU2F2ZUNoZWNrcG9pbnRSZXF1ZXN0IkEKFlNhdmVDaGVja3BvaW50UmVzcG9uc2USJwoKY2hlY2twb2ludBgBIAEoCzITLnNwcG8udjEuQ2hlY2twb2ludCIYChZMaXN0Q2hlY2twb2ludHNSZXF1ZXN0IkMKF0xpc3RDaGVja3BvaW50c1Jlc3BvbnNlEigKC2NoZWNrcG9pbnRzGAEgAygLMhMuc3Bwby52MS5DaGVja3BvaW50IhsKGUxpc3RQb2xpY3lWZXJzaW9uc1JlcXVlc3QiRgoaTGlzdFBvbGljeVZlcnNpb25zUmVzcG9uc2USKAoIdmVyc2lvbnMYASADKAsyFi5zcHBvLnYxLlBvbGljeVZlcnNpb24qeQoJQWxnb3JpdGhtEhkKFUFMR09SSVRITV9VTlNQRUNJRklFRBAAEhIKDkFMR09SSVRITV9TUFBPEAESFwoTQUxHT1JJVEhNX1NQUE9fSEFSRBACEhEKDUFMR09SSVRITV9EUE8QAxIRCg1BTEdPUklUSE1fSVBPEAQqawoNUGFpclNlbGVjdGlvbhIeChpQQUlSX1NFTEVDVElPTl9VTlNQRUNJRklFRBAAEiIKHlBBSVJfU0VMRUNUSU9OX0NIT1NFTl9SRUpFQ1RFRBABEhYKElBBSVJfU0VMRUNUSU9OX0FMTBACKmQKDU9wdGltaXplcktpbmQSHgoaT1BUSU1JWkVSX0tJTkRfVU5TUEVDSUZJRUQQABIaChZPUFRJTUlaRVJfS0lORF9STVNQUk9QEAESFwoTT1BUSU1JWkVSX0tJTkRfQURBTRACMpgDCglPcHRpbWl6ZXISOgoFVHJhaW4SFS5zcHBvLnYxLlRyYWluUmVxdWVzdBoWLnNwcG8udjEuVHJhaW5SZXNwb25zZSgBMAESRwoKR2V0V2VpZ2h0cxIaLnNwcG8udjEuR2V0V2VpZ2h0c1JlcXVlc3QaGy5zcHBvLnYxLkdldFdlaWdodHNSZXNwb25zZTABElEKDlNhdmVDaGVja3BvaW50Eh4uc3Bwby52MS5TYXZlQ2hlY2twb2ludFJlcXVlc3QaHy5zcHBvLnYxLlNhdmVDaGVja3BvaW50UmVzcG9uc2USVAoPTGlzdENoZWNrcG9pbnRzEh8uc3Bwby52MS5MaXN0Q2hlY2twb2ludHNSZXF1ZXN0GiAuc3Bwby52MS5MaXN0Q2hlY2twb2ludHNSZXNwb25zZRJdChJMaXN0UG9saWN5VmVyc2lvbnMSIi5zcHBvLnYxLkxpc3RQb2xpY3lWZXJzaW9uc1JlcXVlc3QaIy5zcHBvLnYxLkxpc3RQb2xpY3lWZXJzaW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_sppo_v1_common, file_sppo_v1_telemetry]);
 
 /**
  * Per-iteration overrides of the optimizer's configured hyper-parameters; unset fields keep the config's values.
@@ -90,6 +90,45 @@ export const TrainingParamsSchema: GenMessage<TrainingParams> = /*@__PURE__*/
   messageDesc(file_sppo_v1_optimizer, 0);
 
 /**
+ * Which run an iteration belongs to. An optimizer outlives runs (a long-lived service, new loop Jobs): it trains
+ * each run from its own state and never answers one run with another's policy.
+ *
+ * @generated from message sppo.v1.RunIdentity
+ */
+export type RunIdentity = Message<"sppo.v1.RunIdentity"> & {
+  /**
+   * The loop's run id, one per `sppo run` and kept by `--resume`/`--continue`: 1 to 64 letters, digits, '.', '_' or
+   * '-', starting with a letter or digit. Empty: an anonymous run (a client that does not name its runs).
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Hex SHA-256 over what decides the run's results (base model, training parameters, prompt split): a run id
+   * that comes back with another fingerprint is refused, since continuing it would mix two configurations.
+   *
+   * @generated from field: string fingerprint = 2;
+   */
+  fingerprint: string;
+
+  /**
+   * Hex SHA-256 of the run's base policy (version 0, as PolicyVersion.sha256): an optimizer holding another base
+   * model refuses the run (FAILED_PRECONDITION). Empty: not checked.
+   *
+   * @generated from field: string base_sha256 = 3;
+   */
+  baseSha256: string;
+};
+
+/**
+ * Describes the message sppo.v1.RunIdentity.
+ * Use `create(RunIdentitySchema)` to create a new message.
+ */
+export const RunIdentitySchema: GenMessage<RunIdentity> = /*@__PURE__*/
+  messageDesc(file_sppo_v1_optimizer, 1);
+
+/**
  * @generated from message sppo.v1.IterationStart
  */
 export type IterationStart = Message<"sppo.v1.IterationStart"> & {
@@ -118,6 +157,14 @@ export type IterationStart = Message<"sppo.v1.IterationStart"> & {
    * @generated from field: uint32 base_version = 4;
    */
   baseVersion: number;
+
+  /**
+   * The run the iteration belongs to. Another run than the optimizer's current one switches it: to that run's own
+   * checkpoints when it has some (a resumed run), else to a fresh start from the base policy (a new run).
+   *
+   * @generated from field: sppo.v1.RunIdentity run = 5;
+   */
+  run?: RunIdentity | undefined;
 };
 
 /**
@@ -125,7 +172,7 @@ export type IterationStart = Message<"sppo.v1.IterationStart"> & {
  * Use `create(IterationStartSchema)` to create a new message.
  */
 export const IterationStartSchema: GenMessage<IterationStart> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 1);
+  messageDesc(file_sppo_v1_optimizer, 2);
 
 /**
  * One sampled response with its estimated win rate and reference log-prob.
@@ -189,7 +236,7 @@ export type TrainingExample = Message<"sppo.v1.TrainingExample"> & {
  * Use `create(TrainingExampleSchema)` to create a new message.
  */
 export const TrainingExampleSchema: GenMessage<TrainingExample> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 2);
+  messageDesc(file_sppo_v1_optimizer, 3);
 
 /**
  * @generated from message sppo.v1.IterationEnd
@@ -206,7 +253,7 @@ export type IterationEnd = Message<"sppo.v1.IterationEnd"> & {
  * Use `create(IterationEndSchema)` to create a new message.
  */
 export const IterationEndSchema: GenMessage<IterationEnd> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 3);
+  messageDesc(file_sppo_v1_optimizer, 4);
 
 /**
  * @generated from message sppo.v1.TrainRequest
@@ -241,7 +288,7 @@ export type TrainRequest = Message<"sppo.v1.TrainRequest"> & {
  * Use `create(TrainRequestSchema)` to create a new message.
  */
 export const TrainRequestSchema: GenMessage<TrainRequest> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 4);
+  messageDesc(file_sppo_v1_optimizer, 5);
 
 /**
  * @generated from message sppo.v1.TrainResponse
@@ -258,7 +305,7 @@ export type TrainResponse = Message<"sppo.v1.TrainResponse"> & {
  * Use `create(TrainResponseSchema)` to create a new message.
  */
 export const TrainResponseSchema: GenMessage<TrainResponse> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 5);
+  messageDesc(file_sppo_v1_optimizer, 6);
 
 /**
  * @generated from message sppo.v1.GetWeightsRequest
@@ -284,7 +331,7 @@ export type GetWeightsRequest = Message<"sppo.v1.GetWeightsRequest"> & {
  * Use `create(GetWeightsRequestSchema)` to create a new message.
  */
 export const GetWeightsRequestSchema: GenMessage<GetWeightsRequest> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 6);
+  messageDesc(file_sppo_v1_optimizer, 7);
 
 /**
  * @generated from message sppo.v1.PolicyFile
@@ -313,7 +360,7 @@ export type PolicyFile = Message<"sppo.v1.PolicyFile"> & {
  * Use `create(PolicyFileSchema)` to create a new message.
  */
 export const PolicyFileSchema: GenMessage<PolicyFile> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 7);
+  messageDesc(file_sppo_v1_optimizer, 8);
 
 /**
  * First message of a weight stream: what will follow.
@@ -337,7 +384,7 @@ export type PolicyManifest = Message<"sppo.v1.PolicyManifest"> & {
  * Use `create(PolicyManifestSchema)` to create a new message.
  */
 export const PolicyManifestSchema: GenMessage<PolicyManifest> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 8);
+  messageDesc(file_sppo_v1_optimizer, 9);
 
 /**
  * @generated from message sppo.v1.FileChunk
@@ -366,7 +413,7 @@ export type FileChunk = Message<"sppo.v1.FileChunk"> & {
  * Use `create(FileChunkSchema)` to create a new message.
  */
 export const FileChunkSchema: GenMessage<FileChunk> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 9);
+  messageDesc(file_sppo_v1_optimizer, 10);
 
 /**
  * @generated from message sppo.v1.GetWeightsResponse
@@ -395,7 +442,7 @@ export type GetWeightsResponse = Message<"sppo.v1.GetWeightsResponse"> & {
  * Use `create(GetWeightsResponseSchema)` to create a new message.
  */
 export const GetWeightsResponseSchema: GenMessage<GetWeightsResponse> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 10);
+  messageDesc(file_sppo_v1_optimizer, 11);
 
 /**
  * @generated from message sppo.v1.Checkpoint
@@ -429,6 +476,13 @@ export type Checkpoint = Message<"sppo.v1.Checkpoint"> & {
    * @generated from field: string sha256 = 5;
    */
   sha256: string;
+
+  /**
+   * The run it belongs to (RunIdentity.run_id; empty for an anonymous run).
+   *
+   * @generated from field: string run_id = 6;
+   */
+  runId: string;
 };
 
 /**
@@ -436,7 +490,7 @@ export type Checkpoint = Message<"sppo.v1.Checkpoint"> & {
  * Use `create(CheckpointSchema)` to create a new message.
  */
 export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 11);
+  messageDesc(file_sppo_v1_optimizer, 12);
 
 /**
  * @generated from message sppo.v1.SaveCheckpointRequest
@@ -449,7 +503,7 @@ export type SaveCheckpointRequest = Message<"sppo.v1.SaveCheckpointRequest"> & {
  * Use `create(SaveCheckpointRequestSchema)` to create a new message.
  */
 export const SaveCheckpointRequestSchema: GenMessage<SaveCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 12);
+  messageDesc(file_sppo_v1_optimizer, 13);
 
 /**
  * @generated from message sppo.v1.SaveCheckpointResponse
@@ -466,7 +520,7 @@ export type SaveCheckpointResponse = Message<"sppo.v1.SaveCheckpointResponse"> &
  * Use `create(SaveCheckpointResponseSchema)` to create a new message.
  */
 export const SaveCheckpointResponseSchema: GenMessage<SaveCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 13);
+  messageDesc(file_sppo_v1_optimizer, 14);
 
 /**
  * @generated from message sppo.v1.ListCheckpointsRequest
@@ -479,7 +533,7 @@ export type ListCheckpointsRequest = Message<"sppo.v1.ListCheckpointsRequest"> &
  * Use `create(ListCheckpointsRequestSchema)` to create a new message.
  */
 export const ListCheckpointsRequestSchema: GenMessage<ListCheckpointsRequest> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 14);
+  messageDesc(file_sppo_v1_optimizer, 15);
 
 /**
  * @generated from message sppo.v1.ListCheckpointsResponse
@@ -496,7 +550,7 @@ export type ListCheckpointsResponse = Message<"sppo.v1.ListCheckpointsResponse">
  * Use `create(ListCheckpointsResponseSchema)` to create a new message.
  */
 export const ListCheckpointsResponseSchema: GenMessage<ListCheckpointsResponse> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 15);
+  messageDesc(file_sppo_v1_optimizer, 16);
 
 /**
  * @generated from message sppo.v1.ListPolicyVersionsRequest
@@ -509,7 +563,7 @@ export type ListPolicyVersionsRequest = Message<"sppo.v1.ListPolicyVersionsReque
  * Use `create(ListPolicyVersionsRequestSchema)` to create a new message.
  */
 export const ListPolicyVersionsRequestSchema: GenMessage<ListPolicyVersionsRequest> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 16);
+  messageDesc(file_sppo_v1_optimizer, 17);
 
 /**
  * @generated from message sppo.v1.ListPolicyVersionsResponse
@@ -526,7 +580,7 @@ export type ListPolicyVersionsResponse = Message<"sppo.v1.ListPolicyVersionsResp
  * Use `create(ListPolicyVersionsResponseSchema)` to create a new message.
  */
 export const ListPolicyVersionsResponseSchema: GenMessage<ListPolicyVersionsResponse> = /*@__PURE__*/
-  messageDesc(file_sppo_v1_optimizer, 17);
+  messageDesc(file_sppo_v1_optimizer, 18);
 
 /**
  * @generated from enum sppo.v1.Algorithm
