@@ -63,12 +63,11 @@ export { encodePrompt, sampleText, scoreText, type TextSample } from "./text.js"
 export { type ChatMessage, PolicyTokenizer, wordTokenizerJson } from "./tokenizer.js";
 export { Adam, type AdamOptions, clipGradNorm, type NamedGrads, type Optimizer, type OptimizerState, optimizerFromState, RMSprop, type RMSpropOptions, valueAndGrads, warmupLinearSchedule } from "./train.js";
 export {
-  accumulateGrads,
-  applyGrads,
   type MicroBatch,
   type StepResult,
   type StepSample,
   type StepSettings,
+  StepSums,
   stepLayout,
   stepPadId,
   stepPairs,

@@ -13,8 +13,7 @@ import * as tf from "@tensorflow/tfjs";
 import { preferenceLoss } from "../lib/sppo/losses.js";
 import type { CausalLM } from "./model.js";
 import { DataParallel, type DataParallelOptions } from "./parallel.js";
-import { accumulateGrads, applyGrads, type StepResult, stepLayout, stepPadId, stepPairs, type TrainStep } from "./train-step.js";
-import type { NamedGrads } from "./train.js";
+import { type StepResult, StepSums, stepLayout, stepPadId, stepPairs, type TrainStep } from "./train-step.js";
 
 /** A data-parallel engine; its workers start on the first step (and again when handed another model). */
 export function dataParallelStep(options: DataParallelOptions = {}): TrainStep {
@@ -32,9 +31,7 @@ export function dataParallelStep(options: DataParallelOptions = {}): TrainStep {
       }
       const parallel = dp as DataParallel;
       const padId = stepPadId(model);
-      const logprobs = groups.map((g) => new Array<number>(g.length).fill(0));
-      let accumulated: NamedGrads | null = null;
-      let loss = 0;
+      const sums = new StepSums(groups);
       try {
         for (const mb of stepLayout(groups, settings)) {
           const pairs = stepPairs(mb.samples);
@@ -47,19 +44,14 @@ export function dataParallelStep(options: DataParallelOptions = {}): TrainStep {
             const { value, grad } = tf.valueAndGrad(f)(tf.tensor1d(forward.logprobs));
             return { value: value.dataSync()[0], dLoss: Array.from(grad.dataSync()) };
           });
-          loss += value;
           const { grads } = await parallel.weightedLogProbGrads(pairs, dLoss, { padId });
-          accumulated = accumulateGrads(accumulated, grads);
-          mb.origin.forEach(([g, j], i) => {
-            logprobs[g][j] = forward.logprobs[i];
-          });
+          sums.add(mb, value, grads, forward.logprobs);
         }
       } catch (err) {
-        if (accumulated) tf.dispose(Object.values(accumulated));
+        sums.dispose();
         throw err;
       }
-      const gradNorm = applyGrads(model, optimizer, accumulated, settings);
-      return { loss, logprobs, gradNorm };
+      return sums.apply(model, optimizer, settings);
     },
     async close() {
       await dp?.close();

@@ -128,8 +128,44 @@ export function stepPadId(model: CausalLM): number {
   return model.config.pad_token_id ?? model.config.eos_token_id ?? 0;
 }
 
+/**
+ * What every engine's step gathers over its micro-batches, whatever computes one: the summed loss, each response's
+ * log-prob at its place in the step's groups, and the summed gradients — then clips and applies them once.
+ */
+export class StepSums {
+  private readonly logprobs: number[][];
+  private grads: NamedGrads | null = null;
+  private loss = 0;
+
+  constructor(groups: readonly (readonly StepSample[])[]) {
+    this.logprobs = groups.map((g) => new Array<number>(g.length).fill(0));
+  }
+
+  /** Adds one micro-batch: its weighted loss, its gradients (taken over and disposed of) and its log-probs in loss order. */
+  add(mb: MicroBatch, loss: number, grads: NamedGrads, logprobs: ArrayLike<number>): void {
+    this.loss += loss;
+    this.grads = accumulateGrads(this.grads, grads);
+    mb.origin.forEach(([g, j], i) => {
+      this.logprobs[g][j] = logprobs[i];
+    });
+  }
+
+  /** Frees the gradients gathered so far (the step failed). */
+  dispose(): void {
+    if (this.grads) tf.dispose(Object.values(this.grads));
+    this.grads = null;
+  }
+
+  /** Clips and applies the summed gradients (disposing them): the step's result. */
+  apply(model: CausalLM, optimizer: Optimizer, settings: Pick<StepSettings, "maxGradNorm" | "learningRate">): StepResult {
+    const gradNorm = applyGrads(model, optimizer, this.grads, settings);
+    this.grads = null;
+    return { loss: this.loss, logprobs: this.logprobs, gradNorm };
+  }
+}
+
 /** Adds `grads` into `sum` (by name) and disposes `grads`; returns the sum (which is `grads` itself when `sum` is null). */
-export function accumulateGrads(sum: NamedGrads | null, grads: NamedGrads): NamedGrads {
+function accumulateGrads(sum: NamedGrads | null, grads: NamedGrads): NamedGrads {
   if (sum === null) return grads;
   for (const [name, g] of Object.entries(grads)) {
     const prev = sum[name];
@@ -141,7 +177,7 @@ export function accumulateGrads(sum: NamedGrads | null, grads: NamedGrads): Name
 }
 
 /** Clips the step's summed gradients and applies them; disposes them. Returns the norm before clipping. */
-export function applyGrads(model: CausalLM, optimizer: Optimizer, grads: NamedGrads | null, settings: Pick<StepSettings, "maxGradNorm" | "learningRate">): number {
+function applyGrads(model: CausalLM, optimizer: Optimizer, grads: NamedGrads | null, settings: Pick<StepSettings, "maxGradNorm" | "learningRate">): number {
   const all = grads ?? {};
   const { grads: clipped, norm } = clipGradNorm(all, settings.maxGradNorm);
   try {
@@ -155,9 +191,7 @@ export function applyGrads(model: CausalLM, optimizer: Optimizer, grads: NamedGr
 /** The step on this thread's tfjs backend: one forward and backward pass per micro-batch. */
 export function tfjsTrainStep(model: CausalLM, optimizer: Optimizer, groups: readonly (readonly StepSample[])[], settings: StepSettings): StepResult {
   const padId = stepPadId(model);
-  const logprobs = groups.map((g) => new Array<number>(g.length).fill(0));
-  let accumulated: NamedGrads | null = null;
-  let loss = 0;
+  const sums = new StepSums(groups);
   try {
     for (const mb of stepLayout(groups, settings)) {
       const batch = makeBatch(stepPairs(mb.samples), padId);
@@ -170,13 +204,9 @@ export function tfjsTrainStep(model: CausalLM, optimizer: Optimizer, groups: rea
           kept = tf.keep(lp);
           return tf.mul(preferenceLoss(settings.loss, tf.sub(lp, ref) as tf.Tensor1D, winRate, settings.eta), mb.weight) as tf.Scalar;
         });
-        loss += value.dataSync()[0];
+        const loss = value.dataSync()[0];
         value.dispose();
-        accumulated = accumulateGrads(accumulated, grads);
-        const values = (kept as tf.Tensor1D | null)?.dataSync() ?? new Float32Array(mb.samples.length);
-        mb.origin.forEach(([g, j], i) => {
-          logprobs[g][j] = values[i];
-        });
+        sums.add(mb, loss, grads, (kept as tf.Tensor1D | null)?.dataSync() ?? new Float32Array(mb.samples.length));
       } finally {
         (kept as tf.Tensor1D | null)?.dispose();
         tf.dispose([ref, winRate]);
@@ -184,11 +214,10 @@ export function tfjsTrainStep(model: CausalLM, optimizer: Optimizer, groups: rea
       }
     }
   } catch (err) {
-    if (accumulated) tf.dispose(Object.values(accumulated));
+    sums.dispose();
     throw err;
   }
-  const gradNorm = applyGrads(model, optimizer, accumulated, settings);
-  return { loss, logprobs, gradNorm };
+  return sums.apply(model, optimizer, settings);
 }
 
 /** The reference engine: `tfjsTrainStep` on this thread. */
