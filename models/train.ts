@@ -69,13 +69,95 @@ export interface Optimizer {
   dispose(): void;
 }
 
-abstract class SlotOptimizer implements Optimizer {
+/**
+ * The optimizer kinds: their hyper-parameters with torch's defaults and their per-parameter slots — one table for
+ * the tfjs optimizers here and the array ones of models/onnx-train/optimizer.ts, so a checkpoint of either resumes
+ * on either.
+ */
+export const OPTIMIZER_KINDS = {
+  adam: { defaults: { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 }, slots: ["m", "v"] },
+  rmsprop: { defaults: { alpha: 0.99, epsilon: 1e-8 }, slots: ["v"] },
+} as const;
+
+export type OptimizerKind = keyof typeof OPTIMIZER_KINDS;
+
+/** The hyper-parameters of an optimizer of kind K, every one set. */
+export type OptimizerHyper<K extends OptimizerKind> = { -readonly [N in keyof (typeof OPTIMIZER_KINDS)[K]["defaults"]]: number };
+
+/** The hyper-parameters of an optimizer of `kind`: the defaults, overridden by `options`. */
+export function optimizerOptions<K extends OptimizerKind>(kind: K, options: Partial<OptimizerHyper<K>>): OptimizerHyper<K> {
+  return { ...OPTIMIZER_KINDS[kind].defaults, ...options } as OptimizerHyper<K>;
+}
+
+/** A saved slot: its shape and values in row-major order. */
+type SlotData = { shape: number[]; data: number[] };
+
+/**
+ * What every optimizer with per-parameter slots shares, whatever holds a slot (a tf.Variable here, a Float32Array in
+ * models/onnx-train/optimizer.ts): its kind, hyper-parameters and slot names, the step count, and the state it saves
+ * and is restored from.
+ */
+export abstract class SlotOptimizerBase<K extends OptimizerKind, Slot> implements Optimizer {
   protected step = 0;
-  protected slots = new Map<string, Map<string, tf.Variable>>();
-  protected abstract readonly kind: "adam" | "rmsprop";
-  protected abstract readonly slotNames: string[];
-  protected abstract options(): Record<string, number>;
+  protected readonly slots = new Map<string, Map<string, Slot>>();
+  protected readonly slotNames: readonly string[];
+  /** The hyper-parameters (defaults filled in). */
+  protected readonly o: OptimizerHyper<K>;
+  protected constructor(
+    protected readonly kind: K,
+    options: Partial<OptimizerHyper<K>>,
+  ) {
+    this.slotNames = OPTIMIZER_KINDS[kind].slots;
+    this.o = optimizerOptions(kind, options);
+  }
+  abstract apply(params: ReadonlyMap<string, tf.Variable>, grads: NamedGrads, lr: number): void;
+  abstract dispose(): void;
+  /** A slot as saved data. */
+  protected abstract saveSlot(slot: Slot): SlotData;
+  /** A slot from saved data. */
+  protected abstract loadSlot(data: SlotData): Slot;
+
+  /** An optimizer of this class continuing from a saved state (written by either training path). */
+  static fromState<T extends SlotOptimizerBase<OptimizerKind, unknown>>(this: new (options: Record<string, number>) => T, state: OptimizerState): T {
+    const optimizer = new this(state.options);
+    optimizer.load(state);
+    return optimizer;
+  }
+
+  state(): OptimizerState {
+    const slots: OptimizerState["slots"] = {};
+    for (const [name, s] of this.slots) {
+      slots[name] = {};
+      for (const [slot, v] of s) slots[name][slot] = this.saveSlot(v);
+    }
+    return { kind: this.kind, step: this.step, options: { ...this.o }, slots };
+  }
+
+  protected load(state: OptimizerState): void {
+    if (state.kind !== this.kind) throw new TypeError(`optimizer state is for ${state.kind}, not ${this.kind}`);
+    this.step = state.step;
+    for (const [name, s] of Object.entries(state.slots)) {
+      const m = new Map<string, Slot>();
+      for (const slot of this.slotNames) {
+        const entry = s[slot];
+        if (!entry) throw new TypeError(`optimizer state: parameter ${name} lacks slot ${slot}`);
+        m.set(slot, this.loadSlot(entry));
+      }
+      this.slots.set(name, m);
+    }
+  }
+}
+
+abstract class SlotOptimizer<K extends OptimizerKind> extends SlotOptimizerBase<K, tf.Variable> {
   protected abstract update(p: tf.Variable, g: tf.Tensor, slots: Map<string, tf.Variable>, lr: number): void;
+
+  protected saveSlot(v: tf.Variable): SlotData {
+    return { shape: [...v.shape], data: Array.from(v.dataSync()) };
+  }
+
+  protected loadSlot(entry: SlotData): tf.Variable {
+    return tf.tidy(() => tf.variable(tf.tensor(entry.data, entry.shape, "float32"), false));
+  }
 
   protected slotsFor(name: string, p: tf.Variable): Map<string, tf.Variable> {
     let s = this.slots.get(name);
@@ -93,29 +175,6 @@ abstract class SlotOptimizer implements Optimizer {
       if (!p) throw new RpcError(Code.INTERNAL, `optimizer: gradient for unknown parameter ${name}`);
       const slots = this.slotsFor(name, p);
       tf.tidy(() => this.update(p, g, slots, lr));
-    }
-  }
-
-  state(): OptimizerState {
-    const slots: OptimizerState["slots"] = {};
-    for (const [name, s] of this.slots) {
-      slots[name] = {};
-      for (const [slot, v] of s) slots[name][slot] = { shape: [...v.shape], data: Array.from(v.dataSync()) };
-    }
-    return { kind: this.kind, step: this.step, options: this.options(), slots };
-  }
-
-  protected load(state: OptimizerState): void {
-    if (state.kind !== this.kind) throw new TypeError(`optimizer state is for ${state.kind}, not ${this.kind}`);
-    this.step = state.step;
-    for (const [name, s] of Object.entries(state.slots)) {
-      const m = new Map<string, tf.Variable>();
-      for (const slot of this.slotNames) {
-        const entry = s[slot];
-        if (!entry) throw new TypeError(`optimizer state: parameter ${name} lacks slot ${slot}`);
-        m.set(slot, tf.tidy(() => tf.variable(tf.tensor(entry.data, entry.shape, "float32"), false)));
-      }
-      this.slots.set(name, m);
     }
   }
 
@@ -137,21 +196,9 @@ export interface AdamOptions {
 }
 
 /** Adam/AdamW with bias correction, as torch.optim.Adam(W). The learning rate is passed per step. */
-export class Adam extends SlotOptimizer {
-  protected readonly kind = "adam" as const;
-  protected readonly slotNames = ["m", "v"];
-  private readonly o: Required<AdamOptions>;
+export class Adam extends SlotOptimizer<"adam"> {
   constructor(options: AdamOptions = {}) {
-    super();
-    this.o = { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, ...options };
-  }
-  static fromState(state: OptimizerState): Adam {
-    const a = new Adam(state.options as AdamOptions);
-    a.load(state);
-    return a;
-  }
-  protected options(): Record<string, number> {
-    return { ...this.o };
+    super("adam", options);
   }
   protected update(p: tf.Variable, g: tf.Tensor, slots: Map<string, tf.Variable>, lr: number): void {
     const { beta1, beta2, epsilon, weightDecay } = this.o;
@@ -175,21 +222,9 @@ export interface RMSpropOptions {
 }
 
 /** RMSprop as torch.optim.RMSprop (no momentum, not centered): v = αv + (1-α)g², p -= lr·g/(√v + ε). */
-export class RMSprop extends SlotOptimizer {
-  protected readonly kind = "rmsprop" as const;
-  protected readonly slotNames = ["v"];
-  private readonly o: Required<RMSpropOptions>;
+export class RMSprop extends SlotOptimizer<"rmsprop"> {
   constructor(options: RMSpropOptions = {}) {
-    super();
-    this.o = { alpha: 0.99, epsilon: 1e-8, ...options };
-  }
-  static fromState(state: OptimizerState): RMSprop {
-    const r = new RMSprop(state.options as RMSpropOptions);
-    r.load(state);
-    return r;
-  }
-  protected options(): Record<string, number> {
-    return { ...this.o };
+    super("rmsprop", options);
   }
   protected update(p: tf.Variable, g: tf.Tensor, slots: Map<string, tf.Variable>, lr: number): void {
     const v = slots.get("v")!;

@@ -12,7 +12,7 @@
  *   const saved = opt.state();                // → checkpoints; arrayOptimizerFromState(saved) resumes
  */
 import * as tf from "@tensorflow/tfjs";
-import type { AdamOptions, NamedGrads, Optimizer, OptimizerState, RMSpropOptions } from "../train.js";
+import { type AdamOptions, type NamedGrads, type Optimizer, type OptimizerKind, type OptimizerState, type RMSpropOptions, SlotOptimizerBase } from "../train.js";
 
 /** An optimizer whose update runs on plain arrays. */
 export interface ArrayOptimizer extends Optimizer {
@@ -25,13 +25,19 @@ export function isArrayOptimizer(optimizer: Optimizer): optimizer is ArrayOptimi
   return typeof (optimizer as Partial<ArrayOptimizer>).applyArrays === "function";
 }
 
-abstract class SlotArrays implements ArrayOptimizer {
-  protected step = 0;
-  protected readonly slots = new Map<string, Map<string, { shape: number[]; data: Float32Array }>>();
-  protected abstract readonly kind: "adam" | "rmsprop";
-  protected abstract readonly slotNames: readonly string[];
-  protected abstract options(): Record<string, number>;
+/** A slot: its shape (as saved) and its values. */
+type ArraySlot = { shape: number[]; data: Float32Array };
+
+abstract class SlotArrays<K extends OptimizerKind> extends SlotOptimizerBase<K, ArraySlot> implements ArrayOptimizer {
   protected abstract update(p: Float32Array, g: Float32Array, slots: Float32Array[], lr: number): void;
+
+  protected saveSlot(v: ArraySlot): { shape: number[]; data: number[] } {
+    return { shape: [...v.shape], data: Array.from(v.data) };
+  }
+
+  protected loadSlot(entry: { shape: number[]; data: number[] }): ArraySlot {
+    return { shape: [...entry.shape], data: Float32Array.from(entry.data) };
+  }
 
   applyArrays(params: ReadonlyMap<string, Float32Array>, grads: ReadonlyMap<string, Float32Array>, lr: number, shapes?: ReadonlyMap<string, readonly number[]>): void {
     this.step++;
@@ -65,49 +71,14 @@ abstract class SlotArrays implements ArrayOptimizer {
     return this.slotNames.map((n) => slots.get(n)!.data);
   }
 
-  state(): OptimizerState {
-    const slots: OptimizerState["slots"] = {};
-    for (const [name, s] of this.slots) {
-      slots[name] = {};
-      for (const [slot, v] of s) slots[name][slot] = { shape: [...v.shape], data: Array.from(v.data) };
-    }
-    return { kind: this.kind, step: this.step, options: this.options(), slots };
-  }
-
   /** Nothing to free: the state is plain arrays. */
   dispose(): void {}
-
-  protected load(state: OptimizerState): void {
-    if (state.kind !== this.kind) throw new TypeError(`optimizer state is for ${state.kind}, not ${this.kind}`);
-    this.step = state.step;
-    for (const [name, s] of Object.entries(state.slots)) {
-      const m = new Map<string, { shape: number[]; data: Float32Array }>();
-      for (const slot of this.slotNames) {
-        const entry = s[slot];
-        if (!entry) throw new TypeError(`optimizer state: parameter ${name} lacks slot ${slot}`);
-        m.set(slot, { shape: [...entry.shape], data: Float32Array.from(entry.data) });
-      }
-      this.slots.set(name, m);
-    }
-  }
 }
 
 /** Adam/AdamW with bias correction, as torch.optim.Adam(W) and models/train.ts's `Adam`. */
-export class ArrayAdam extends SlotArrays {
-  protected readonly kind = "adam" as const;
-  protected readonly slotNames = ["m", "v"];
-  private readonly o: Required<AdamOptions>;
+export class ArrayAdam extends SlotArrays<"adam"> {
   constructor(options: AdamOptions = {}) {
-    super();
-    this.o = { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, ...options };
-  }
-  static fromState(state: OptimizerState): ArrayAdam {
-    const a = new ArrayAdam(state.options as AdamOptions);
-    a.load(state);
-    return a;
-  }
-  protected options(): Record<string, number> {
-    return { ...this.o };
+    super("adam", options);
   }
   protected update(p: Float32Array, g: Float32Array, [m, v]: Float32Array[], lr: number): void {
     const { beta1, beta2, epsilon, weightDecay } = this.o;
@@ -126,21 +97,9 @@ export class ArrayAdam extends SlotArrays {
 }
 
 /** RMSprop as torch.optim.RMSprop (no momentum, not centered) and models/train.ts's `RMSprop`. */
-export class ArrayRMSprop extends SlotArrays {
-  protected readonly kind = "rmsprop" as const;
-  protected readonly slotNames = ["v"];
-  private readonly o: Required<RMSpropOptions>;
+export class ArrayRMSprop extends SlotArrays<"rmsprop"> {
   constructor(options: RMSpropOptions = {}) {
-    super();
-    this.o = { alpha: 0.99, epsilon: 1e-8, ...options };
-  }
-  static fromState(state: OptimizerState): ArrayRMSprop {
-    const r = new ArrayRMSprop(state.options as RMSpropOptions);
-    r.load(state);
-    return r;
-  }
-  protected options(): Record<string, number> {
-    return { ...this.o };
+    super("rmsprop", options);
   }
   protected update(p: Float32Array, g: Float32Array, [v]: Float32Array[], lr: number): void {
     const { alpha, epsilon } = this.o;
