@@ -28,7 +28,7 @@ export interface TokenBatch {
 }
 
 /** Writable (B, L) arrays of a right-padded batch: plain or typed arrays. */
-export interface PaddedRows {
+interface PaddedRows {
   ids: { [i: number]: number };
   mask: { [i: number]: number };
   targets: { [i: number]: number };
@@ -38,9 +38,9 @@ export interface PaddedRows {
 /**
  * Writes `prompt` + `response` into row `b` of right-padded (B, L) arrays (padding positions are left as they are):
  * ids and a mask of 1, targets[t] = ids[t + 1], and responseMask 1 where t + 1 is a response token (the positions
- * whose targets are scored). Shared by makeBatch and models/onnx's scoring.
+ * whose targets are scored). Used by padPairs.
  */
-export function writePairRow(rows: PaddedRows, L: number, b: number, prompt: readonly number[], response: readonly number[]): void {
+function writePairRow(rows: PaddedRows, L: number, b: number, prompt: readonly number[], response: readonly number[]): void {
   const { ids, mask, targets, responseMask } = rows;
   const seq = [...prompt, ...response];
   for (let t = 0; t < seq.length; t++) {
@@ -51,24 +51,40 @@ export function writePairRow(rows: PaddedRows, L: number, b: number, prompt: rea
   }
 }
 
-/** Builds a right-padded batch. Every prompt needs at least one token (the response is predicted from it). */
-export function makeBatch(pairs: TokenPair[], padId = 0): TokenBatch {
-  if (pairs.length === 0) throw new RangeError("makeBatch: no pairs");
+/** The flat (B, L) arrays of right-padded pairs, before they become some engine's tensors. */
+export interface PaddedPairs {
+  B: number;
+  L: number;
+  ids: Int32Array;
+  mask: Float32Array;
+  targets: Int32Array;
+  responseMask: Float32Array;
+}
+
+/**
+ * Right-pads `pairs` into flat (B, L) arrays (ids padded with `padId`); `who` names the caller in errors. Every prompt
+ * needs at least one token (the response is predicted from it). Shared by makeBatch, OrtPolicy's scoring (models/onnx) and the onnxruntime train step.
+ */
+export function padPairs(pairs: readonly TokenPair[], padId: number, who: string): PaddedPairs {
+  if (pairs.length === 0) throw new RangeError(`${who}: no pairs`);
   const B = pairs.length;
   const L = Math.max(...pairs.map((p) => p.prompt.length + p.response.length));
-  const ids = new Int32Array(B * L).fill(padId);
-  const mask = new Float32Array(B * L);
-  const targets = new Int32Array(B * L);
-  const respMask = new Float32Array(B * L);
+  const rows = { B, L, ids: new Int32Array(B * L).fill(padId), mask: new Float32Array(B * L), targets: new Int32Array(B * L), responseMask: new Float32Array(B * L) };
   pairs.forEach(({ prompt, response }, b) => {
-    if (prompt.length === 0) throw new RangeError(`makeBatch: pair ${b} has an empty prompt (prepend BOS)`);
-    writePairRow({ ids, mask, targets, responseMask: respMask }, L, b, prompt, response);
+    if (prompt.length === 0) throw new RangeError(`${who}: pair ${b} has an empty prompt (prepend BOS)`);
+    writePairRow(rows, L, b, prompt, response);
   });
+  return rows;
+}
+
+/** Builds a right-padded batch. Every prompt needs at least one token (the response is predicted from it). */
+export function makeBatch(pairs: TokenPair[], padId = 0): TokenBatch {
+  const { B, L, ids, mask, targets, responseMask } = padPairs(pairs, padId, "makeBatch");
   const batch = {
     ids: tf.tensor2d(ids, [B, L], "int32"),
     attentionMask: tf.tensor2d(mask, [B, L], "float32"),
     targets: tf.tensor2d(targets, [B, L], "int32"),
-    responseMask: tf.tensor2d(respMask, [B, L], "float32"),
+    responseMask: tf.tensor2d(responseMask, [B, L], "float32"),
     responseTokens: pairs.map((p) => p.response.length),
     dispose() {
       batch.ids.dispose();

@@ -11,7 +11,7 @@
  */
 import * as ort from "onnxruntime-node";
 import { serializeModel } from "../../lib/onnx/index.js";
-import { type TokenPair, writePairRow } from "../batch.js";
+import { padPairs, type TokenPair } from "../batch.js";
 import type { ModelConfig } from "../config.js";
 import { paramShapes } from "../io.js";
 import { type OrtSessionOptions, sessionOptions } from "../onnx/session.js";
@@ -71,19 +71,9 @@ export class OrtGradients {
 
   /** Loss, log-probs and gradients of `pairs` (right-padded into one batch) under `weights`. */
   async run(weights: ReadonlyMap<string, Float32Array>, pairs: readonly TokenPair[], loss: LossInputs, padId = 0): Promise<GradientsResult> {
-    const B = pairs.length;
-    if (B === 0) throw new RangeError("OrtGradients.run: no pairs");
+    const { B, L, ids, mask, targets, responseMask } = padPairs(pairs, padId, "OrtGradients.run");
     if (loss.kind !== "sppo" && loss.kind !== "weighted" && B % 2 !== 0) throw new RangeError(`${loss.kind} loss needs chosen/rejected pairs: got ${B} responses`);
-    const L = Math.max(...pairs.map((p) => p.prompt.length + p.response.length));
-    const ids = new Int32Array(B * L).fill(padId);
-    const mask = new Int32Array(B * L);
-    const targets = new Int32Array(B * L);
-    const responseMask = new Float32Array(B * L);
-    pairs.forEach(({ prompt, response }, b) => {
-      if (prompt.length === 0) throw new RangeError(`OrtGradients.run: pair ${b} has an empty prompt (prepend BOS)`);
-      writePairRow({ ids, mask, targets, responseMask }, L, b, prompt, response);
-    });
-    const i64 = (a: Int32Array) => new ort.Tensor("int64", BigInt64Array.from(a, (v) => BigInt(v)), [B, L]);
+    const i64 = (a: ArrayLike<number>) => new ort.Tensor("int64", BigInt64Array.from(a, (v) => BigInt(v)), [B, L]);
     const feeds: Record<string, ort.Tensor> = {
       input_ids: i64(ids),
       attention_mask: i64(mask),

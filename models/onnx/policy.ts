@@ -20,7 +20,7 @@
 import type * as ort from "onnxruntime-node";
 import { Tensor } from "onnxruntime-node";
 import type { ModelProto } from "onnx-buf";
-import { type TokenPair, writePairRow } from "../batch.js";
+import { padPairs, type TokenPair } from "../batch.js";
 import { contextLength, type ModelConfig } from "../config.js";
 import { checkSampleOptions, leftPadPrompts, rowRngs, type SampleOptions, type SampleResult, takeToken } from "../sample.js";
 import type { Score } from "../score.js";
@@ -358,20 +358,17 @@ export class OrtPolicy {
       const out = new Array<Score>(pairs.length);
       for (let start = 0; start < order.length; start += batchSize) {
         const rows = order.slice(start, start + batchSize);
-        const B = rows.length;
-        const L = Math.max(...rows.map(length));
-        // Right padding, rows written as models/batch.ts's makeBatch writes them (writePairRow): targets[t] = ids[t + 1],
-        // scored where t + 1 is a response token.
-        const ids = new Array<number>(B * L).fill(padId);
-        const mask = new Array<number>(B * L).fill(0);
-        const targets = new Array<number>(B * L).fill(0);
-        const respMask = new Float32Array(B * L);
-        for (const [b, i] of rows.entries()) writePairRow({ ids, mask, targets, responseMask: respMask }, L, b, pairs[i].prompt, pairs[i].response);
+        // Right padding as makeBatch pads (models/batch.ts): targets[t] = ids[t + 1], scored where t + 1 is a response token.
+        const { B, L, ids, mask, targets, responseMask } = padPairs(
+          rows.map((i) => pairs[i]),
+          padId,
+          "score",
+        );
         const result = await session.run({
           input_ids: int64(ids, [B, L]),
           attention_mask: int64(mask, [B, L]),
           targets: int64(targets, [B, L]),
-          response_mask: new Tensor("float32", respMask, [B, L]),
+          response_mask: new Tensor("float32", responseMask, [B, L]),
         });
         const logprob = result.logprob.data as Float32Array;
         rows.forEach((i, b) => {
