@@ -10,7 +10,7 @@ import * as ort from "onnxruntime-node";
 import { z } from "zod";
 import { Code, kindError, RpcError } from "../../lib/errors.js";
 import { TokenEncoder } from "./token-encoder.js";
-import { type OracleSession, type RunOutput, WorkerSession } from "./worker-session.js";
+import { type OracleSession, type RunOutput, type SessionIO, WorkerSession } from "./worker-session.js";
 
 /** `oracle_config.json`: optional; snake_case so that the Python export script can write it as is. */
 export const modelDirConfigSchema = z
@@ -103,17 +103,8 @@ export interface SessionSpec {
 /** A session on the calling thread (its runs block the event loop while they last). */
 export class InlineSession implements OracleSession {
   constructor(readonly session: ort.InferenceSession) {}
-  get inputNames() {
-    return this.session.inputNames;
-  }
-  get outputNames() {
-    return this.session.outputNames;
-  }
-  get inputMetadata() {
-    return this.session.inputMetadata;
-  }
-  get outputMetadata() {
-    return this.session.outputMetadata;
+  get io(): SessionIO {
+    return this.session;
   }
   async run(feeds: Record<string, { data: BigInt64Array; dims: number[] }>, output: string): Promise<RunOutput> {
     const tensors = Object.fromEntries(Object.entries(feeds).map(([name, f]) => [name, new ort.Tensor("int64", f.data, f.dims)]));
@@ -156,10 +147,10 @@ export async function loadOracleSession(dir: string, spec: SessionSpec): Promise
 }
 
 function checkSignature(path: string, session: OracleSession, spec: SessionSpec): Omit<LoadedSession, "session"> {
-  const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
+  const inputs = new Map(session.io.inputMetadata.map((m) => [m.name, m]));
   for (const name of REQUIRED_INPUTS) {
     const meta = inputs.get(name);
-    if (!meta) throw modelError(`${path}: the model has no input "${name}" (inputs: ${session.inputNames.join(", ")}); an oracle model takes input_ids and attention_mask`);
+    if (!meta) throw modelError(`${path}: the model has no input "${name}" (inputs: ${session.io.inputNames.join(", ")}); an oracle model takes input_ids and attention_mask`);
     if (!meta.isTensor || meta.type !== "int64") {
       throw modelError(`${path}: input "${name}" must be an int64 tensor, it is ${meta.isTensor ? meta.type : "not a tensor"}`);
     }
@@ -168,7 +159,7 @@ function checkSignature(path: string, session: OracleSession, spec: SessionSpec)
     }
   }
   const zeroInputs: string[] = [];
-  for (const meta of session.inputMetadata) {
+  for (const meta of session.io.inputMetadata) {
     if ((REQUIRED_INPUTS as readonly string[]).includes(meta.name)) continue;
     if (meta.name === "token_type_ids" && meta.isTensor && meta.type === "int64") {
       zeroInputs.push(meta.name);
@@ -176,11 +167,11 @@ function checkSignature(path: string, session: OracleSession, spec: SessionSpec)
     }
     throw modelError(`${path}: unexpected input "${meta.name}"; an oracle model takes input_ids, attention_mask (and optionally token_type_ids)`);
   }
-  const outputName = spec.outputNames.find((n) => session.outputNames.includes(n));
+  const outputName = spec.outputNames.find((n) => session.io.outputNames.includes(n));
   if (!outputName) {
-    throw modelError(`${path}: the model has no output named ${spec.outputNames.map((n) => `"${n}"`).join(" or ")} (outputs: ${session.outputNames.join(", ")})`);
+    throw modelError(`${path}: the model has no output named ${spec.outputNames.map((n) => `"${n}"`).join(" or ")} (outputs: ${session.io.outputNames.join(", ")})`);
   }
-  const out = session.outputMetadata.find((m) => m.name === outputName)!;
+  const out = session.io.outputMetadata.find((m) => m.name === outputName)!;
   if (!out.isTensor || (out.type !== "float32" && out.type !== "float64")) {
     throw modelError(`${path}: output "${outputName}" must be a float32 or float64 tensor, it is ${out.isTensor ? out.type : "not a tensor"}`);
   }

@@ -12,11 +12,17 @@ export interface RunOutput {
 }
 
 /** What the oracle needs of a session: its signature, runs and release. */
-export interface OracleSession {
+/** A session's inputs and outputs: names and metadata, as onnxruntime describes them. */
+export interface SessionIO {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   readonly inputMetadata: readonly ort.InferenceSession.ValueMetadata[];
   readonly outputMetadata: readonly ort.InferenceSession.ValueMetadata[];
+}
+
+export interface OracleSession {
+  /** The model's inputs and outputs. */
+  readonly io: SessionIO;
   /** Runs int64 feeds ({name: {data, dims}}) and returns one output. The feeds' buffers may be transferred. */
   run(feeds: Record<string, { data: BigInt64Array; dims: number[] }>, output: string): Promise<RunOutput>;
   release(): Promise<void>;
@@ -85,17 +91,8 @@ export class WorkerSession implements OracleSession {
     return new WorkerSession(worker, loaded);
   }
 
-  get inputNames() {
-    return this.loaded.inputNames;
-  }
-  get outputNames() {
-    return this.loaded.outputNames;
-  }
-  get inputMetadata() {
-    return this.loaded.inputMetadata;
-  }
-  get outputMetadata() {
-    return this.loaded.outputMetadata;
+  get io(): SessionIO {
+    return this.loaded;
   }
 
   run(feeds: Record<string, { data: BigInt64Array; dims: number[] }>, output: string): Promise<RunOutput> {
