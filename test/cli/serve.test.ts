@@ -71,30 +71,6 @@ describe("sppo serve", () => {
     assert.match(stderr, new RegExp(`config file ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: field server\\.maxMessageBytes: .*`));
   });
 
-  it("a port already taken is one line naming the address, with no stack", async () => {
-    const { writeFileSync } = await import("node:fs");
-    const { createServer } = await import("node:net");
-    const taken = createServer();
-    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
-    const port = (taken.address() as { port: number }).port;
-    try {
-      const dir = mkdtempSync(join(tmpdir(), "sppo-config-"));
-      const file = join(dir, "taken.yaml");
-      writeFileSync(file, `server:\n  host: 127.0.0.1\n  port: ${port}\n  metricsPort: -1\noracle:\n  backend: synthetic-adjectives\n`);
-      const child = spawn(process.execPath, ["bin/sppo.mjs", "serve", "oracle", "--config", file], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
-      let stderr = "";
-      child.stderr.on("data", (d) => (stderr += d));
-      const [code] = await once(child, "exit");
-      assert.equal(code, 1);
-      const printed = stderr.trim().split("\n").filter((l) => l.startsWith("sppo: "));
-      assert.equal(printed.length, 1, stderr);
-      assert.match(printed[0], new RegExp(`cannot bind 127\\.0\\.0\\.1:${port}`));
-      assert.ok(!/^\s+at /m.test(stderr), `a stack trace was printed:\n${stderr}`);
-    } finally {
-      taken.close();
-    }
-  });
-
   it("lists serve in --help", () => {
     const help = execFileSync(process.execPath, ["bin/sppo.mjs", "--help"], { cwd: root, encoding: "utf8" });
     assert.match(help, /serve \[options\] <service>/);
