@@ -9,7 +9,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-export const SHARED_BENCH = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "shared", "bench");
+/** ../shared/bench beside the checkout, or `SPPO_SHARED_BENCH` (a checkout elsewhere, e.g. a git worktree). */
+export const SHARED_BENCH = process.env.SPPO_SHARED_BENCH ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "shared", "bench");
 const PYTHON = "/usr/bin/python3";
 
 /** reference-model.json. */

@@ -7,13 +7,13 @@
  *   node --import tsx bench/run.ts --only train [--quick]
  *
  * Rows `train.<model>.<route>`: value tokens/s (median step), `torch`, `ratio`, `step_ms` (each measured step),
- * `spread` (slowest ÷ fastest step), `peak_rss_mb`. Routes: onnxruntime (models/onnx-train, the default engine) on
+ * `spread` (slowest ÷ fastest step), `peak_rss_mb`, `load_1m` (the machine's load average after the route). Routes: onnxruntime (models/onnx-train, the default engine) on
  * all cores and on one; tfjs on one wasm thread; tfjs data-parallel over worker threads. At GPT-2 small only
  * onnxruntime and one tfjs step run (a data-parallel replica per core would double the tfjs memory); `--quick`
  * skips the tfjs routes there.
  */
 import { execFileSync } from "node:child_process";
-import { availableParallelism } from "node:os";
+import { availableParallelism, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchOptions, BenchRow } from "./row.js";
@@ -33,6 +33,8 @@ interface RouteResult {
   sequence_tokens: number;
   optimizer: string;
   step_ms: number[];
+  /** Set when the route could not train at this size. */
+  error?: string;
   peak_rss_mb: number;
 }
 
@@ -78,6 +80,10 @@ export default async function trainBench(options: BenchOptions): Promise<BenchRo
         rows.push({ metric: `train.${name}.${route}_${threads}t.error`, value: 1, unit: "error", error: (err as Error).message.split("\n")[0] });
         continue;
       }
+      if (r.error) {
+        rows.push({ metric: `train.${name}.${route}_${threads}t.error`, value: 1, unit: "error", error: r.error, params: r.params, peak_rss_mb: r.peak_rss_mb });
+        continue;
+      }
       const ms = median(r.step_ms);
       const rate = (r.batch * r.sequence_tokens) / (ms / 1000);
       rows.push({
@@ -95,6 +101,9 @@ export default async function trainBench(options: BenchOptions): Promise<BenchRo
         spread: +(Math.max(...r.step_ms) / Math.min(...r.step_ms)).toFixed(2),
         gflops: +((6 * r.params * r.batch * r.sequence_tokens) / (ms / 1000) / 1e9).toFixed(1),
         peak_rss_mb: r.peak_rss_mb,
+        // The machine's 1-minute load average after the route: PyTorch's OpenMP threads suffer far more from
+        // competing processes than ours, so a ratio taken under load flatters us (docs/training-speed.md §2).
+        load_1m: +loadavg()[0].toFixed(1),
       });
     }
   }

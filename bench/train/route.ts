@@ -58,15 +58,21 @@ const settings: StepSettings = { loss: "sppo", eta: 1000, selection: "chosen_rej
 
 const stepMs: number[] = [];
 const losses: number[] = [];
-for (let s = 0; s <= steps; s++) {
-  const t = performance.now();
-  const result = await engine.step(model, optimizer, groups, settings);
-  if (s > 0) stepMs.push(performance.now() - t); // step 0 warms up (session build, kernel caches)
-  losses.push(result.loss);
+let error: string | undefined;
+try {
+  for (let s = 0; s <= steps; s++) {
+    const t = performance.now();
+    const result = await engine.step(model, optimizer, groups, settings);
+    if (s > 0) stepMs.push(performance.now() - t); // step 0 warms up (session build, kernel caches)
+    losses.push(result.loss);
+  }
+  await engine.close();
+  optimizer.dispose();
+  model.dispose();
+} catch (err) {
+  // A route that cannot run at this size (tfjs's wasm heap stops at 4 GiB) is a finding, reported as such.
+  error = `${(err as Error).name}: ${(err as Error).message.split("\n")[0]}`;
 }
-await engine.close();
-optimizer.dispose();
-model.dispose();
-process.stdout.write(
-  `${JSON.stringify({ route, threads, backend: backend.name, params, batch: B, sequence_tokens: T, optimizer: kind, step_ms: stepMs, losses, peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024) })}\n`,
-);
+const peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
+process.stdout.write(`${JSON.stringify({ route, threads, backend: backend.name, params, batch: B, sequence_tokens: T, optimizer: kind, step_ms: stepMs, losses, error, peak_rss_mb: peakRssMb })}\n`);
+process.exit(0);
