@@ -14,7 +14,7 @@ import { type PolicyVersion, PolicyVersionSchema } from "../../gen/sppo/v1/commo
 import { type TrainRequest, TrainRequestSchema } from "../../gen/sppo/v1/optimizer_pb.js";
 import { type TelemetryEvent, TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
-import { Code, RpcError } from "../../lib/errors.js";
+import { Code, type ErrorKind, RpcError } from "../../lib/errors.js";
 import { directoryManifest } from "../../lib/weights/index.js";
 import { type CheckpointEntry, listCheckpoints } from "./checkpoint.js";
 import type { Trainer } from "./trainer.js";
@@ -74,15 +74,32 @@ export interface WorkerView {
  * Replies from the worker: `value` is op-specific (binaries for messages), `error` keeps the gRPC code; `view`
  * (after every request) keeps the main thread's copy of the published versions and checkpoint folder current.
  */
-export type WorkerReply = { id: number; value: unknown; view: WorkerView } | { id: number; error: { code?: number; message: string }; view: WorkerView };
+export type WorkerReply = { id: number; value: unknown; view: WorkerView } | { id: number; error: WorkerError; view: WorkerView };
 
 /** The first message of a worker: ready (with the backend it chose) or failed to open. */
 export type WorkerHello =
   | { ready: true; backend: string; engine: string; iteration: number; step: number; view: WorkerView }
-  | { ready: false; error: { code?: number; message: string } };
+  | { ready: false; error: WorkerError };
 
-function toError(e: { code?: number; message: string }): Error {
-  return e.code !== undefined ? new RpcError(e.code as Code, e.message) : new Error(e.message);
+/** An error crossing the thread boundary: an RpcError's code, field and kind, or a plain throw's message and stack. */
+export interface WorkerError {
+  code?: number;
+  message: string;
+  field?: string;
+  kind?: ErrorKind;
+  /** The worker's stack, for a throw that was not an RpcError (a bug): kept as the cause, for logs. */
+  stack?: string;
+}
+
+/** The worker's side: what `toError` rebuilds on this side. */
+export function workerError(err: unknown): WorkerError {
+  if (err instanceof RpcError) return { code: err.code, message: err.message, field: err.field, kind: err.kind };
+  return err instanceof Error ? { message: err.message, stack: err.stack } : { message: String(err) };
+}
+
+function toError(e: WorkerError): RpcError {
+  const cause = e.stack === undefined ? undefined : Object.assign(new Error(e.message), { stack: e.stack });
+  return new RpcError((e.code ?? Code.UNKNOWN) as Code, e.message, { field: e.field, kind: e.kind, ...(cause ? { cause } : {}) });
 }
 
 /**

@@ -10,19 +10,15 @@ import { PolicyVersionSchema } from "../../gen/sppo/v1/common_pb.js";
 import { TrainRequestSchema } from "../../gen/sppo/v1/optimizer_pb.js";
 import { TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
-import { RpcError } from "../../lib/errors.js";
+import { Code, RpcError } from "../../lib/errors.js";
 import { initBackend, type TrainStep } from "../../models/index.js";
 import { createTrainEngine } from "./engine.js";
 import { Trainer } from "./trainer.js";
-import { serialized, type WorkerHello, type WorkerReply, type WorkerRequest, type WorkerView } from "./trainer-api.js";
+import { serialized, type WorkerHello, type WorkerReply, type WorkerRequest, type WorkerView, workerError } from "./trainer-api.js";
 
 const port = parentPort;
-if (!port) throw new Error("trainer-worker.ts runs in a worker thread only");
+if (!port) throw new RpcError(Code.INTERNAL, "trainer-worker.ts runs in a worker thread only");
 const { config } = workerData as { config: OptimizerConfig };
-
-function errorOf(err: unknown): { code?: number; message: string } {
-  return err instanceof RpcError ? { code: err.code, message: err.message } : { message: err instanceof Error ? err.message : String(err) };
-}
 
 let trainer: Trainer;
 let engine: TrainStep;
@@ -37,7 +33,7 @@ try {
   trainer = Trainer.open(config, { engine });
   port.postMessage({ ready: true, backend: backend.name, engine: engine.name, iteration: trainer.currentIteration(), step: trainer.steps, view: view() } satisfies WorkerHello);
 } catch (err) {
-  port.postMessage({ ready: false, error: errorOf(err) } satisfies WorkerHello);
+  port.postMessage({ ready: false, error: workerError(err) } satisfies WorkerHello);
   process.exit(1);
 }
 
@@ -65,7 +61,7 @@ async function answer(msg: WorkerRequest): Promise<WorkerReply> {
     }
     reply = { id: msg.id, value, view: msg.op === "close" ? { versions: [], checkpointDir: config.checkpointDir } : view() };
   } catch (err) {
-    reply = { id: msg.id, error: errorOf(err), view: view() };
+    reply = { id: msg.id, error: workerError(err), view: view() };
   }
   return reply;
 }
