@@ -119,7 +119,9 @@ async function startServer(name: Target, env: NodeJS.ProcessEnv): Promise<Server
   const child = spawn(process.execPath, ["bin/sppo.mjs", "serve", name, "--port", "0", "--metrics-port", "-1"], {
     cwd: root,
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, SPPO_SERVER__HOST: "127.0.0.1", SPPO_SERVER__DRAIN_DELAY_MS: "0", SPPO_SERVER__SHUTDOWN_GRACE_MS: "5000", ...env },
+    // The "serving" and "oracle ready" lines are read below: the server logs at info whatever level this process
+    // inherited (the test runner sets SPPO_LOG_LEVEL=silent, which left the wait for "serving" to its time limit).
+    env: { ...process.env, SPPO_LOG_LEVEL: "info", SPPO_SERVER__HOST: "127.0.0.1", SPPO_SERVER__DRAIN_DELAY_MS: "0", SPPO_SERVER__SHUTDOWN_GRACE_MS: "5000", ...env },
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const lines: string[] = [];
