@@ -5,13 +5,16 @@
  * `npm run bench`. A helper module, not a row group (no default export).
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** ../shared/bench beside the checkout, or `SPPO_SHARED_BENCH` (a checkout elsewhere, e.g. a git worktree). */
 export const SHARED_BENCH = process.env.SPPO_SHARED_BENCH ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "shared", "bench");
 const PYTHON = "/usr/bin/python3";
+/** GNU time: reports a child's peak RSS (Debian package `time`). */
+const TIME = "/usr/bin/time";
 
 /** reference-model.json. */
 export interface Reference {
@@ -31,21 +34,30 @@ export function readReference(): Reference {
 const cache = new Map<string, unknown>();
 
 /**
- * Runs `script args…` with Debian's python3 when it has torch and returns its last stdout line as JSON; undefined,
- * with the reason on stderr, when torch is absent or the script fails (an overloaded machine can stall torch's
- * OpenMP threads for minutes: `SPPO_BENCH_TORCH_TIMEOUT_MS`, default 15 min). `group` names the caller in messages.
+ * Runs `script args…` with Debian's python3 when it has torch and returns its last stdout line as JSON, with
+ * `peak_rss_mb` (the Python process's high-water mark, through GNU time where installed) added; undefined, with the
+ * reason on stderr, when torch is absent or the script fails (an overloaded machine can stall torch's OpenMP threads
+ * for minutes: `SPPO_BENCH_TORCH_TIMEOUT_MS`, default 15 min). `group` names the caller in messages.
  */
-export function runTorch<T>(script: string, args: string[], group: string): T | undefined {
+export function runTorch<T>(script: string, args: string[], group: string): (T & { peak_rss_mb?: number }) | undefined {
   const key = JSON.stringify([script, args]);
-  if (cache.has(key)) return cache.get(key) as T | undefined;
-  let result: T | undefined;
+  if (cache.has(key)) return cache.get(key) as (T & { peak_rss_mb?: number }) | undefined;
+  let result: (T & { peak_rss_mb?: number }) | undefined;
   if (existsSync(PYTHON) && existsSync(script)) {
+    const scratch = mkdtempSync(join(tmpdir(), "sppo-bench-torch-"));
     try {
       execFileSync(PYTHON, ["-c", "import torch"], { stdio: "ignore" });
-      const out = execFileSync(PYTHON, [script, ...args], { encoding: "utf8", timeout: Number(process.env.SPPO_BENCH_TORCH_TIMEOUT_MS ?? 900_000) });
-      result = JSON.parse(out.trim().split("\n").at(-1) as string) as T;
+      const rssFile = join(scratch, "rss");
+      const timed = existsSync(TIME);
+      const [file, argv] = timed ? [TIME, ["-f", "%M", "-o", rssFile, PYTHON, script, ...args]] : [PYTHON, [script, ...args]];
+      const out = execFileSync(file, argv, { encoding: "utf8", timeout: Number(process.env.SPPO_BENCH_TORCH_TIMEOUT_MS ?? 900_000) });
+      const parsed = JSON.parse(out.trim().split("\n").at(-1) as string) as T & { peak_rss_mb?: number };
+      result = parsed;
+      if (timed) parsed.peak_rss_mb = Math.round(Number(readFileSync(rssFile, "utf8").trim().split("\n").at(-1)) / 1024);
     } catch (err) {
       process.stderr.write(`bench/${group}: no PyTorch numbers (${(err as Error).message.split("\n")[0]}); rows carry no torch ratio\n`);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
     }
   }
   cache.set(key, result);

@@ -1,8 +1,9 @@
-"""PyTorch reference for scoring, the work bench/onnx.ts measures on onnxruntime: the summed log-probability of each
-row's response tokens under the reference policy (../shared/bench/reference-model.json, the same GPT-2-style model
-as ../shared/bench/torch_reference.py), forward only, batch 16 x 128 tokens (first 32 tokens prompt, masked).
-Prints one JSON line.
-Usage: /usr/bin/python3 bench/torch_score.py [threads=2] [reps=5]   (Debian's python3-torch and libopenblas0-pthread)"""
+"""PyTorch reference for scoring, the work bench/onnx.ts and bench/scale.ts measure on onnxruntime: the summed
+log-probability of each row's response tokens under a GPT-2-style policy of the shape in MODEL.json (default
+../shared/bench/reference-model.json, the same model as ../shared/bench/torch_reference.py), tied head, forward only,
+batch B x 128 tokens (first 32 tokens prompt, masked). Prints one JSON line.
+Usage: /usr/bin/python3 bench/torch_score.py [threads=2] [reps=5] [MODEL.json] [batch=16]
+(Debian's python3-torch and libopenblas0-pthread)"""
 import json, math, os, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
 
@@ -10,9 +11,9 @@ torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
 REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 torch.manual_seed(0)
 here = os.path.dirname(os.path.abspath(__file__))
-cfg = json.load(open(os.path.join(here, '..', '..', 'shared', 'bench', 'reference-model.json')))
+cfg = json.load(open(sys.argv[3] if len(sys.argv) > 3 else os.path.join(here, '..', '..', 'shared', 'bench', 'reference-model.json')))
 V, D, L, H, CTX = cfg['vocab_size'], cfg['d_model'], cfg['n_layers'], cfg['n_heads'], cfg['context']
-B, T, PROMPT = 16, 128, 32
+B, T, PROMPT = int(sys.argv[4]) if len(sys.argv) > 4 else 16, 128, 32
 
 class Block(nn.Module):
     """torch_reference.py's block (pre-LayerNorm, fused qkv, GELU MLP), without the cache."""

@@ -63,6 +63,16 @@ export interface IterationResult {
   /** With pipeline.probes: mean P(r ≻ y_new) for each probe r, in the order of pipeline.probes. */
   probe_win_rates?: number[];
   seconds: number;
+  /**
+   * This process's peak resident memory so far, in MB (its high-water mark when the iteration ended): with the
+   * embedded services, generator, oracle and optimizer included; with remote ones, the loop alone.
+   */
+  peak_rss_mb: number;
+}
+
+/** The process's resident-memory high-water mark, in MB. */
+export function peakRssMb(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024);
 }
 
 export interface LoopOptions {
@@ -279,6 +289,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         ...(evaluation.probeExploitability !== undefined ? { probe_exploitability: evaluation.probeExploitability } : {}),
         ...(evaluation.probeWinRates !== undefined ? { probe_win_rates: evaluation.probeWinRates } : {}),
         seconds: (Date.now() - started) / 1000,
+        peak_rss_mb: peakRssMb(),
       };
       hub.emit({
         iteration,

@@ -20,7 +20,7 @@ import { Code, kindError, RpcError } from "../lib/errors.js";
 import { log, logTo } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
 import { type Dashboard, serveDashboard } from "./dashboard/serve-dashboard.js";
-import { type IterationResult, runLoop } from "./loop.js";
+import { type IterationResult, peakRssMb, runLoop } from "./loop.js";
 import { newRunId, runIdentity, trainingParams } from "./run-identity.js";
 import { finishedIterations, prepareFreshOutDir, readRunState, type RunInvocation, type RunTargets, writeRunState } from "./run-state.js";
 import { showProgress } from "./progress.js";
@@ -67,6 +67,8 @@ export interface RunSummary {
   comparison?: Record<string, IterationResult[]>;
   prompts: { file: string; training: number; evaluation: number };
   seconds: number;
+  /** This process's peak resident memory, in MB, when the summary was written (see IterationResult.peak_rss_mb). */
+  peak_rss_mb: number;
 }
 
 const algorithms: Record<Config["optimizer"]["algorithm"], Algorithm> = {
@@ -260,6 +262,7 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
         iterations,
         prompts: { file: pipeline.prompts, training: splits.iterations.reduce((n, s) => n + s.length, 0), evaluation: splits.evaluation.length },
         seconds: (Date.now() - started) / 1000,
+        peak_rss_mb: peakRssMb(),
       });
       const writeOutputs = () => {
         writeFileAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary(), null, 2)}\n`);

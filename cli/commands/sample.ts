@@ -118,6 +118,7 @@ function printSamples(flags: SampleFlags, engine: string, samples: TextSample[])
       prompt: flags.prompt,
       engine,
       samples: samples.map((s) => ({ text: s.text, tokenIds: s.tokenIds, logprob: s.logprob, tokens: s.tokenIds.length, finished: s.finished })),
+      peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024), // the command's memory high-water mark
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } else {

@@ -2,7 +2,8 @@
  * `sppo score [--model DIR] --prompt TEXT --response TEXT [--no-eos] [--engine onnx|tfjs] [--backend B] [--config FILE]
  * [--json]`: the summed log-probability of the response's tokens given the prompt under a policy (onnxruntime by
  * default, or tfjs), EOS appended
- * by default as sampled responses end with it. `--json` prints {"logprob": <sum>, "tokens": <count>, "engine": ...}.
+ * by default as sampled responses end with it. `--json` prints {"logprob": <sum>, "tokens": <count>, "engine": ...,
+ * "peak_rss_mb": <the process's peak resident memory>}.
  */
 import type { Command } from "commander";
 import { scoreText } from "../../models/index.js";
@@ -37,7 +38,8 @@ export function register(program: Command): void {
 
 function printScore(flags: ScoreFlags, engine: string, score: { logprob: number; tokens: number }): void {
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ logprob: score.logprob, tokens: score.tokens, engine })}\n`);
+    const peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024); // the command's memory high-water mark
+    process.stdout.write(`${JSON.stringify({ logprob: score.logprob, tokens: score.tokens, engine, peak_rss_mb: peakRssMb })}\n`);
   } else {
     process.stdout.write(`logprob ${score.logprob.toFixed(4)} over ${score.tokens} tokens (${engine})\n`);
   }

@@ -47,6 +47,11 @@ export interface OrtPolicyOptions extends OrtSessionOptions {
    * per decode step; products in float16, see docs/onnx.md for the log-prob difference it causes). @default "float32"
    */
   dtype?: OnnxWeightDtype;
+  /**
+   * Build the model directory's tokenizer (`policy.tokenizer`). Off where the caller has its own (the generator reads
+   * it once for all engines). @default true
+   */
+  readTokenizer?: boolean;
   /** Folder for weights files written for the sessions (converted or in-memory weights). @default /dev/shm where it has room, else os.tmpdir() */
   weightsDir?: string;
 }
@@ -238,7 +243,7 @@ export class OrtPolicy {
   async refresh(source: PolicySource): Promise<RefreshTiming> {
     if (this.disposed) throw new RpcError(Code.INTERNAL, "OrtPolicy: refresh() after dispose()");
     const t0 = performance.now();
-    const { set } = sessionSetOf(source, this.options, this.structures);
+    const { set } = sessionSetOf(source, this.options, this.structures, false); // the tokenizer stays the first one's
     const timing = { graphMs: performance.now() - t0, sessionMs: 0 };
     try {
       for (const op of this.options.prepare ?? ["sample"]) await set.session(op === "sample" ? "step" : "score", timing);
@@ -394,8 +399,8 @@ function checkWeightDtype(dtype: string | undefined): void {
 }
 
 /** Opens `source`, lays its weights out as external data and wraps them in a session set (no session built yet). */
-function sessionSetOf(source: PolicySource, options: OrtPolicyOptions, structures: StructureCache): { set: SessionSet; tokenizer?: PolicyTokenizer } {
-  const opened = openSource(source);
+function sessionSetOf(source: PolicySource, options: OrtPolicyOptions, structures: StructureCache, tokenizer = true): { set: SessionSet; tokenizer?: PolicyTokenizer } {
+  const opened = openSource(source, { tokenizer: tokenizer && options.readTokenizer !== false });
   try {
     return { set: new SessionSet(opened.config, externalWeightsOf(opened, options), options, structures), tokenizer: opened.tokenizer };
   } finally {

@@ -76,16 +76,18 @@ export interface OpenedSource {
 }
 
 /**
- * Opens any source without reading its weights: a directory's config, tokenizer and safetensors headers (pickle
- * files refused with how to convert them), a tfjs model's variables as deferred reads, raw weights as they are.
+ * Opens any source without reading its weights: a directory's config, tokenizer (unless `options.tokenizer` is false:
+ * a real tokenizer takes a while to build) and safetensors headers (pickle files refused with how to convert them), a
+ * tfjs model's variables as deferred reads, raw weights as they are.
  */
-export function openSource(source: PolicySource): OpenedSource {
+export function openSource(source: PolicySource, options: { tokenizer?: boolean } = {}): OpenedSource {
   if (typeof source === "string") {
     const configPath = join(source, "config.json");
     const config = normalizeConfig(readModelJson(configPath), configPath);
     const files = CheckpointFiles.open(source); // refuses pickle-based weights with a clear message
     try {
-      return { config, tokenizer: readTokenizer(source), weights: files, files, close: () => files.close() };
+      const tokenizer = options.tokenizer === false ? undefined : readTokenizer(source);
+      return { config, tokenizer, weights: files, files, close: () => files.close() };
     } catch (err) {
       files.close();
       throw err;

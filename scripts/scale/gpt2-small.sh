@@ -4,7 +4,8 @@
 # (scripts/scale/make_checkpoint.py; nothing downloaded or committed; it goes to .cache/scale/). Then:
 #   1. verify: sppo's onnxruntime engine (float32 and float16 weights) against PyTorch's log-probs;
 #   2. `sppo score`, `sppo sample`, `sppo export` (the exported file run in a fresh session by verify-export.ts);
-#   3. `sppo run`: one embedded SPPO iteration (16 prompts, K = 4, 32 new tokens) with the default oracle.
+#   3. `sppo run`: one embedded SPPO iteration (16 prompts, K = 4, 32 new tokens) with the default oracle
+#      (bench/scale/run-gpt2-small.yaml).
 # Each command prints its wall time and peak RSS (/usr/bin/time).
 #
 #   scripts/scale/gpt2-small.sh          # SPPO_SCALE_DIR=... puts the cache elsewhere
@@ -21,28 +22,5 @@ measure score node bin/sppo.mjs score --model "$DIR" --prompt "Tell me about the
 measure sample node bin/sppo.mjs sample --model "$DIR" --prompt "Tell me about the moon" -k 4 --max-new-tokens 32 --seed 1 --json
 measure export node bin/sppo.mjs export --model "$DIR" --out "$CACHE/gpt2-small-onnx/model.onnx" --external-data --json
 measure verify-export node --import tsx scripts/scale/verify-export.ts "$CACHE/gpt2-small-onnx/model.onnx" "$DIR"
-cat > "$CACHE/gpt2-small-run.yaml" <<YAML
-# One SPPO iteration on the 124M checkpoint with the embedded default oracle (written by scripts/scale/gpt2-small.sh).
-generator:
-  modelDir: $DIR
-oracle:
-  backend: pairwise-onnx
-  modelDir: assets/oracle
-optimizer:
-  modelDir: $DIR
-  eta: 5
-  learningRate: 0.00001
-  batchSize: 8
-pipeline:
-  prompts: assets/prompts/default.jsonl
-  iterations: 1
-  promptsPerIteration: 16
-  samplesPerPrompt: 4
-  sampling:
-    maxNewTokens: 32
-  evalPrompts: 16
-  evalSamples: 2
-  telemetryPort: -1
-  progress: false
-YAML
-measure run node bin/sppo.mjs run --config "$CACHE/gpt2-small-run.yaml" --out "$CACHE/gpt2-small-run"
+# The run's config names .cache/scale/gpt2-small: with SPPO_SCALE_DIR elsewhere, point both modelDirs at $DIR.
+SPPO_GENERATOR__MODEL_DIR=$DIR SPPO_OPTIMIZER__MODEL_DIR=$DIR measure run node bin/sppo.mjs run --config bench/scale/run-gpt2-small.yaml --out "$CACHE/gpt2-small-run"

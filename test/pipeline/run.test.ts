@@ -50,6 +50,10 @@ describe("sppo run (embedded services)", () => {
       assert.ok(r.win_rate_vs_base >= 0 && r.win_rate_vs_base <= 1, `win_rate_vs_base ${r.win_rate_vs_base}`);
       assert.ok(r.win_rate_vs_previous >= 0 && r.win_rate_vs_previous <= 1);
     }
+    // Peak RSS: this process's high-water mark, never falling, and at least the memory this test process holds now.
+    const [first, second] = file.iterations.map((r: { peak_rss_mb: number }) => r.peak_rss_mb);
+    assert.ok(first > 0 && second >= first && file.peak_rss_mb >= second, `peak_rss_mb ${first}, ${second}, ${file.peak_rss_mb}`);
+    assert.ok(file.peak_rss_mb * 2 ** 20 >= process.memoryUsage().rss * 0.5);
     assert.deepEqual(
       file.iterations.map((r: { policyVersion: number }) => r.policyVersion),
       [1, 2],

@@ -1,0 +1,138 @@
+/**
+ * An OrtPolicy in a worker thread. onnxruntime-node's `session.run` and session creation execute synchronously on
+ * the calling thread (the run's promise only defers the call with setImmediate), so on the main thread a long run
+ * blocks the event loop: at GPT-2-small scale a prefill of 32 rows runs for seconds (tens of seconds on a loaded
+ * machine), long enough for gRPC keepalive pings to go unanswered and for peers to drop every stream of the process.
+ * A service (the generator) runs its policy here instead: the main thread only posts prompts and gets results, the
+ * sampling loop and the sessions live in the worker. Weights come from a model directory the worker opens itself
+ * (mapped as external data, so the weights are in the process once whichever thread maps them).
+ *
+ *   const policy = await createWorkerPolicy("runs/v3", { prepare: ["sample", "score"] });
+ *   const [r] = await policy.sample([[0, 5, 9]], { maxNewTokens: 32, seed: 1 });
+ *   await policy.refresh("runs/v4");
+ *   await policy.dispose();
+ */
+import { Worker } from "node:worker_threads";
+import { Code, RpcError } from "../../lib/errors.js";
+import type { TokenPair } from "../batch.js";
+import type { ModelConfig } from "../config.js";
+import type { SampleOptions, SampleResult } from "../sample.js";
+import type { Score } from "../score.js";
+import type { OrtPolicyOptions, RefreshTiming, ScoreOptions } from "./policy.js";
+import type { PolicyReply, PolicyRequest, WorkerError } from "./policy-worker.js";
+
+type Call = PolicyRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+
+/** Rebuilds a worker's error on this side: its class (RangeError, TypeError, RpcError with its code) and message. */
+function reviveError(e: WorkerError): Error {
+  if (e.code !== undefined) return new RpcError(e.code as Code, e.message, { kind: e.kind });
+  if (e.name === "RangeError") return new RangeError(e.message);
+  if (e.name === "TypeError") return new TypeError(e.message);
+  return new RpcError(Code.INTERNAL, `policy worker: ${e.message}`);
+}
+
+/** The OrtPolicy surface a service uses, served from a worker thread. Create with `createWorkerPolicy`. */
+export class WorkerPolicy {
+  readonly name = "onnxruntime" as const;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private nextId = 0;
+  private failure: Error | undefined;
+  private disposed = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    private current: { config: ModelConfig; parameters: number },
+  ) {}
+
+  /** Starts the worker and builds the policy's sessions there (see `createWorkerPolicy`). */
+  static async create(dir: string, options: OrtPolicyOptions = {}): Promise<WorkerPolicy> {
+    const worker = new Worker(new URL("./policy-worker.mjs", import.meta.url));
+    const policy = new WorkerPolicy(worker, { config: undefined as unknown as ModelConfig, parameters: 0 });
+    policy.listen();
+    try {
+      policy.current = (await policy.call({ op: "create", dir, options })) as { config: ModelConfig; parameters: number };
+    } catch (err) {
+      worker.removeAllListeners("exit");
+      await worker.terminate();
+      throw err;
+    }
+    return policy;
+  }
+
+  private listen(): void {
+    this.worker.on("message", (reply: PolicyReply) => {
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      if ("error" in reply) p.reject(reviveError(reply.error));
+      else p.resolve(reply.ok);
+    });
+    const fail = (err: Error) => {
+      this.failure = err;
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    this.worker.on("error", (err) => fail(new RpcError(Code.INTERNAL, `policy worker: ${err.message}`, { cause: err })));
+    this.worker.on("exit", (code) => fail(new RpcError(Code.UNAVAILABLE, `the policy worker thread exited (code ${code})`)));
+  }
+
+  private call(request: Call): Promise<unknown> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...request, id });
+    });
+  }
+
+  /** The architecture of the current weights. */
+  get config(): ModelConfig {
+    return this.current.config;
+  }
+
+  /** Number of parameters (a tied head counted once). */
+  get parameters(): number {
+    return this.current.parameters;
+  }
+
+  /** As OrtPolicy.sample, run in the worker. */
+  async sample(prompts: number[][], options: SampleOptions = {}): Promise<SampleResult[]> {
+    if (this.disposed) throw new RpcError(Code.INTERNAL, "WorkerPolicy: used after dispose()");
+    return (await this.call({ op: "sample", prompts, options })) as SampleResult[];
+  }
+
+  /** As OrtPolicy.score, run in the worker. */
+  async score(pairs: TokenPair[], options: ScoreOptions = {}): Promise<Score[]> {
+    if (this.disposed) throw new RpcError(Code.INTERNAL, "WorkerPolicy: used after dispose()");
+    return (await this.call({ op: "score", pairs, options })) as Score[];
+  }
+
+  /** As OrtPolicy.refresh, from a model directory. */
+  async refresh(dir: string): Promise<RefreshTiming> {
+    if (this.disposed) throw new RpcError(Code.INTERNAL, "WorkerPolicy: refresh() after dispose()");
+    const { config, parameters, ...timing } = (await this.call({ op: "refresh", dir })) as RefreshTiming & { config: ModelConfig; parameters: number };
+    this.current = { config, parameters };
+    return timing;
+  }
+
+  /** Releases the sessions (after the calls in flight end) and stops the worker. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    try {
+      if (!this.failure) await this.call({ op: "dispose" });
+    } finally {
+      this.worker.removeAllListeners("exit");
+      await this.worker.terminate();
+    }
+  }
+}
+
+/**
+ * An onnxruntime policy over the model directory `dir`, run in a worker thread (the event loop stays free while it
+ * samples and scores). Options as `createOrtPolicy`; the tokenizer is not built (the caller reads its own).
+ * Throws as `createOrtPolicy` does (a "model-format" RpcError for a bad directory, TypeError for bad options).
+ */
+export function createWorkerPolicy(dir: string, options: OrtPolicyOptions = {}): Promise<WorkerPolicy> {
+  return WorkerPolicy.create(dir, options);
+}
