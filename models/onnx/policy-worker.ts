@@ -1,25 +1,27 @@
 /**
- * The worker-thread side of `WorkerPolicy` (worker-policy.ts): hosts one OrtPolicy and answers the main thread's
- * calls on it. Loaded by policy-worker.mjs, which registers tsx first.
+ * The worker-thread side of `WorkerPolicy` (worker-policy.ts): hosts the process's worker-run OrtPolicies (one per
+ * policy version a generator holds) and answers the main thread's calls on them. Loaded by policy-worker.mjs, which
+ * registers tsx first. One thread serves every policy, so a new version costs its sessions, not a new thread.
  *
- * Protocol (every request carries an id; each gets exactly one reply with that id):
- *   { id, op: "create", dir, options }            → { id, ok: { name, config, parameters } }
- *   { id, op: "sample", prompts, options }        → { id, ok: SampleResult[] }
- *   { id, op: "score", pairs, options }           → { id, ok: Score[] }
- *   { id, op: "refresh", dir }                    → { id, ok: RefreshTiming & { config, parameters } }
- *   { id, op: "dispose" }                         → { id, ok: null }
- *   a failure                                     → { id, error: { name, message, code? } }
+ * Protocol (every request carries an id and the policy it is about; each gets exactly one reply with that id):
+ *   { id, policy, op: "create", dir, options }    → { id, ok: { name, config, parameters } }
+ *   { id, policy, op: "sample", prompts, options } → { id, ok: SampleResult[] }
+ *   { id, policy, op: "score", pairs, options }   → { id, ok: Score[] }
+ *   { id, policy, op: "refresh", dir }            → { id, ok: RefreshTiming & { config, parameters } }
+ *   { id, policy, op: "dispose" }                 → { id, ok: null }
+ *   a failure                                     → { id, error: { name, message, code?, kind? } }
  */
 import { parentPort } from "node:worker_threads";
 import { Code, type ErrorKind, RpcError } from "../../lib/errors.js";
 import { createOrtPolicy, type OrtPolicy, type OrtPolicyOptions } from "./policy.js";
 
-export type PolicyRequest =
-  | { id: number; op: "create"; dir: string; options: OrtPolicyOptions }
-  | { id: number; op: "sample"; prompts: number[][]; options: Parameters<OrtPolicy["sample"]>[1] }
-  | { id: number; op: "score"; pairs: Parameters<OrtPolicy["score"]>[0]; options: Parameters<OrtPolicy["score"]>[1] }
-  | { id: number; op: "refresh"; dir: string }
-  | { id: number; op: "dispose" };
+export type PolicyRequest = { id: number; policy: number } & (
+  | { op: "create"; dir: string; options: OrtPolicyOptions }
+  | { op: "sample"; prompts: number[][]; options: Parameters<OrtPolicy["sample"]>[1] }
+  | { op: "score"; pairs: Parameters<OrtPolicy["score"]>[0]; options: Parameters<OrtPolicy["score"]>[1] }
+  | { op: "refresh"; dir: string }
+  | { op: "dispose" }
+);
 
 /** A failure as it crosses the thread boundary: enough to rebuild the error (an RpcError keeps its code and kind). */
 export interface WorkerError {
@@ -31,14 +33,16 @@ export interface WorkerError {
 
 export type PolicyReply = { id: number; ok: unknown } | { id: number; error: WorkerError };
 
-let policy: OrtPolicy | undefined;
+const policies = new Map<number, OrtPolicy>();
 
 async function handle(request: PolicyRequest): Promise<unknown> {
   if (request.op === "create") {
-    policy = await createOrtPolicy(request.dir, { ...request.options, readTokenizer: false });
-    return { name: policy.name, config: policy.config, parameters: policy.parameters };
+    const created = await createOrtPolicy(request.dir, { ...request.options, readTokenizer: false });
+    policies.set(request.policy, created);
+    return { name: created.name, config: created.config, parameters: created.parameters };
   }
-  if (!policy) throw new RpcError(Code.UNAVAILABLE, "the policy worker holds no policy (create failed or it was disposed)");
+  const policy = policies.get(request.policy);
+  if (!policy) throw new RpcError(Code.UNAVAILABLE, `the policy worker holds no policy ${request.policy} (its creation failed, or it was disposed)`);
   switch (request.op) {
     case "sample":
       return policy.sample(request.prompts, request.options);
@@ -49,8 +53,8 @@ async function handle(request: PolicyRequest): Promise<unknown> {
       return { ...timing, config: policy.config, parameters: policy.parameters };
     }
     case "dispose":
+      policies.delete(request.policy);
       await policy.dispose();
-      policy = undefined;
       return null;
   }
 }

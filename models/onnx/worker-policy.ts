@@ -5,7 +5,8 @@
  * machine), long enough for gRPC keepalive pings to go unanswered and for peers to drop every stream of the process.
  * A service (the generator) runs its policy here instead: the main thread only posts prompts and gets results, the
  * sampling loop and the sessions live in the worker. Weights come from a model directory the worker opens itself
- * (mapped as external data, so the weights are in the process once whichever thread maps them).
+ * (mapped as external data, so the weights are in the process once whichever thread maps them). Every policy of the
+ * process shares one worker thread (policy-worker.ts), so loading a new version does not start a thread.
  *
  *   const policy = await createWorkerPolicy("runs/v3", { prepare: ["sample", "score"] });
  *   const [r] = await policy.sample([[0, 5, 9]], { maxNewTokens: 32, seed: 1 });
@@ -21,7 +22,7 @@ import type { Score } from "../score.js";
 import type { OrtPolicyOptions, RefreshTiming, ScoreOptions } from "./policy.js";
 import type { PolicyReply, PolicyRequest, WorkerError } from "./policy-worker.js";
 
-type Call = PolicyRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+type Call = PolicyRequest extends infer R ? (R extends { id: number; policy: number } ? Omit<R, "id" | "policy"> : never) : never;
 
 /** Rebuilds a worker's error on this side: its class (RangeError, TypeError, RpcError with its code) and message. */
 function reviveError(e: WorkerError): Error {
@@ -31,36 +32,20 @@ function reviveError(e: WorkerError): Error {
   return new RpcError(Code.INTERNAL, `policy worker: ${e.message}`);
 }
 
-/** The OrtPolicy surface a service uses, served from a worker thread. Create with `createWorkerPolicy`. */
-export class WorkerPolicy {
-  readonly name = "onnxruntime" as const;
+/**
+ * The worker thread every WorkerPolicy of this process shares (starting one costs seconds: a thread, tsx, the
+ * modules), started by the first policy and stopped when the last is disposed.
+ */
+class PolicyHost {
+  private static shared: PolicyHost | undefined;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private nextId = 0;
+  private nextPolicy = 0;
+  private users = 0;
   private failure: Error | undefined;
-  private disposed = false;
 
-  private constructor(
-    private readonly worker: Worker,
-    private current: { config: ModelConfig; parameters: number },
-  ) {}
-
-  /** Starts the worker and builds the policy's sessions there (see `createWorkerPolicy`). */
-  static async create(dir: string, options: OrtPolicyOptions = {}): Promise<WorkerPolicy> {
-    const worker = new Worker(new URL("./policy-worker.mjs", import.meta.url));
-    const policy = new WorkerPolicy(worker, { config: undefined as unknown as ModelConfig, parameters: 0 });
-    policy.listen();
-    try {
-      policy.current = (await policy.call({ op: "create", dir, options })) as { config: ModelConfig; parameters: number };
-    } catch (err) {
-      worker.removeAllListeners("exit");
-      await worker.terminate();
-      throw err;
-    }
-    return policy;
-  }
-
-  private listen(): void {
-    this.worker.on("message", (reply: PolicyReply) => {
+  private constructor(private readonly worker: Worker) {
+    worker.on("message", (reply: PolicyReply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;
       this.pending.delete(reply.id);
@@ -69,20 +54,61 @@ export class WorkerPolicy {
     });
     const fail = (err: Error) => {
       this.failure = err;
+      if (PolicyHost.shared === this) PolicyHost.shared = undefined; // the next policy starts a fresh worker
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
     };
-    this.worker.on("error", (err) => fail(new RpcError(Code.INTERNAL, `policy worker: ${err.message}`, { cause: err })));
-    this.worker.on("exit", (code) => fail(new RpcError(Code.UNAVAILABLE, `the policy worker thread exited (code ${code})`)));
+    worker.on("error", (err) => fail(new RpcError(Code.INTERNAL, `policy worker: ${err.message}`, { cause: err })));
+    worker.on("exit", (code) => fail(new RpcError(Code.UNAVAILABLE, `the policy worker thread exited (code ${code})`)));
   }
 
-  private call(request: Call): Promise<unknown> {
+  /** The shared host, with one more user; pair with `release`. Returns the policy id the user is to use. */
+  static acquire(): { host: PolicyHost; policy: number } {
+    PolicyHost.shared ??= new PolicyHost(new Worker(new URL("./policy-worker.mjs", import.meta.url)));
+    const host = PolicyHost.shared;
+    host.users++;
+    return { host, policy: host.nextPolicy++ };
+  }
+
+  /** One user fewer; the last one stops the thread. */
+  async release(): Promise<void> {
+    if (--this.users > 0) return;
+    if (PolicyHost.shared === this) PolicyHost.shared = undefined;
+    this.worker.removeAllListeners("exit");
+    await this.worker.terminate();
+  }
+
+  call(policy: number, request: Call): Promise<unknown> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...request, id });
+      this.worker.postMessage({ ...request, id, policy });
     });
+  }
+}
+
+/** The OrtPolicy surface a service uses, served from the worker thread. Create with `createWorkerPolicy`. */
+export class WorkerPolicy {
+  readonly name = "onnxruntime" as const;
+  private disposed = false;
+
+  private constructor(
+    private readonly host: PolicyHost,
+    private readonly id: number,
+    private current: { config: ModelConfig; parameters: number },
+  ) {}
+
+  /** Builds the policy's sessions in the worker thread (see `createWorkerPolicy`). */
+  static async create(dir: string, options: OrtPolicyOptions = {}): Promise<WorkerPolicy> {
+    const { host, policy } = PolicyHost.acquire();
+    try {
+      const created = (await host.call(policy, { op: "create", dir, options })) as { config: ModelConfig; parameters: number };
+      return new WorkerPolicy(host, policy, created);
+    } catch (err) {
+      await host.release();
+      throw err;
+    }
   }
 
   /** The architecture of the current weights. */
@@ -95,35 +121,38 @@ export class WorkerPolicy {
     return this.current.parameters;
   }
 
+  private check(what: string): void {
+    if (this.disposed) throw new RpcError(Code.INTERNAL, `WorkerPolicy: ${what} after dispose()`);
+  }
+
   /** As OrtPolicy.sample, run in the worker. */
   async sample(prompts: number[][], options: SampleOptions = {}): Promise<SampleResult[]> {
-    if (this.disposed) throw new RpcError(Code.INTERNAL, "WorkerPolicy: used after dispose()");
-    return (await this.call({ op: "sample", prompts, options })) as SampleResult[];
+    this.check("sample()");
+    return (await this.host.call(this.id, { op: "sample", prompts, options })) as SampleResult[];
   }
 
   /** As OrtPolicy.score, run in the worker. */
   async score(pairs: TokenPair[], options: ScoreOptions = {}): Promise<Score[]> {
-    if (this.disposed) throw new RpcError(Code.INTERNAL, "WorkerPolicy: used after dispose()");
-    return (await this.call({ op: "score", pairs, options })) as Score[];
+    this.check("score()");
+    return (await this.host.call(this.id, { op: "score", pairs, options })) as Score[];
   }
 
   /** As OrtPolicy.refresh, from a model directory. */
   async refresh(dir: string): Promise<RefreshTiming> {
-    if (this.disposed) throw new RpcError(Code.INTERNAL, "WorkerPolicy: refresh() after dispose()");
-    const { config, parameters, ...timing } = (await this.call({ op: "refresh", dir })) as RefreshTiming & { config: ModelConfig; parameters: number };
+    this.check("refresh()");
+    const { config, parameters, ...timing } = (await this.host.call(this.id, { op: "refresh", dir })) as RefreshTiming & { config: ModelConfig; parameters: number };
     this.current = { config, parameters };
     return timing;
   }
 
-  /** Releases the sessions (after the calls in flight end) and stops the worker. Idempotent. */
+  /** Releases the sessions (after the calls in flight end); the last policy also stops the thread. Idempotent. */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
     try {
-      if (!this.failure) await this.call({ op: "dispose" });
+      await this.host.call(this.id, { op: "dispose" });
     } finally {
-      this.worker.removeAllListeners("exit");
-      await this.worker.terminate();
+      await this.host.release();
     }
   }
 }

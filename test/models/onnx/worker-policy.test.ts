@@ -1,6 +1,6 @@
 /**
  * WorkerPolicy: an OrtPolicy run in a worker thread gives exactly the main-thread policy's samples and scores,
- * refreshes to a new directory, rebuilds errors as their own class (RangeError for a bad id, a "model-format"
+ * refreshes to a new directory, shares its thread with the process's other worker policies, rebuilds errors as their own class (RangeError for a bad id, a "model-format"
  * RpcError for a bad directory).
  * Run: node --import tsx --test test/models/onnx/worker-policy.test.ts
  */
@@ -40,12 +40,17 @@ describe("WorkerPolicy", () => {
       assert.equal(remote.config.model_type, "llama");
       const llama = await createOrtPolicy(join(FIXTURES, "llama"), options);
       assert.deepEqual(await remote.score(PAIRS), await llama.score(PAIRS));
+      // A second policy shares the worker; disposing it leaves the first one serving.
+      const second = await createWorkerPolicy(join(FIXTURES, "gpt2"), options);
+      assert.deepEqual(await second.score(PAIRS), await local.score(PAIRS));
+      await second.dispose();
+      assert.deepEqual(await remote.score(PAIRS), await llama.score(PAIRS));
       await llama.dispose();
     } finally {
       await local.dispose();
       await remote.dispose();
     }
-    await assert.rejects(remote.score(PAIRS), /used after dispose/);
+    await assert.rejects(remote.score(PAIRS), /after dispose/);
   });
 
   it("a worker's errors arrive as their own class, and a bad directory fails the creation", async () => {
