@@ -38,7 +38,7 @@ try {
   const versions = new PolicyVersions(join(work, "policies"), [describeVersion(base, 0, 0, model)]);
 
   let t = performance.now();
-  const record = versions.publish(1, model, undefined);
+  const record = versions.publish(1, model, undefined, { runId: "", fingerprint: "" });
   const publishMs = performance.now() - t;
   model.dispose();
 

@@ -19,6 +19,7 @@ const iteration = (i: number, extra: Partial<IterationResult> = {}): IterationRe
   win_rate_vs_base: 0.5 + 0.05 * i,
   win_rate_vs_previous: 0.55,
   seconds: 3.5,
+  peak_rss_mb: 100,
   ...extra,
 });
 
