@@ -2,6 +2,9 @@
  * The live dashboard in a real browser: `sppo run` (a real process, the embedded default task made small) prints
  * `dashboard: URL`; Debian's chromium, driven by playwright-core, opens it and sees the charts and the preference
  * matrix change while the run goes, then the run's final numbers (summary.json, metrics.jsonl) once it ends.
+ * The run's oracle is the default task's (assets/oracle), served by this test behind a gate: the run cannot get past
+ * the start of its 2nd, then its 3rd iteration's comparisons before the page has shown the state before it, however
+ * fast the run and however slow the browser.
  * `sppo dashboard ADDR` follows the same run through its Telemetry/Watch stream and its page ends on the same
  * numbers. A screenshot of the final page is saved as a test artifact (test-artifacts/dashboard.png; the README's
  * picture is this file). Skipped, saying why, where no chromium is installed (`.ci/run` installs it).
@@ -16,7 +19,10 @@ import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { after, describe, it } from "node:test";
 import { type Browser, chromium, type Page } from "playwright-core";
+import { createOracle } from "../../services/oracle/create-oracle.js";
+import type { Oracle } from "../../services/oracle/oracle.js";
 import { root } from "../cli/processes.js";
+import { oracleConfig, serveOracle } from "../services/oracle/fixtures.js";
 
 const CHROMIUM = [process.env.SPPO_CHROMIUM, "/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path): path is string => path !== undefined && existsSync(path));
 const artifacts = join(root, "test-artifacts");
@@ -40,11 +46,54 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** The K of the compare stage's requests (pipeline.samplesPerPrompt); evaluation's have other Ks (versions × samples). */
+const K = 5;
+const PROMPTS_PER_ITERATION = Number(RUN_ENV.SPPO_PIPELINE__PROMPTS_PER_ITERATION);
+
+interface Gate {
+  /** Resolves when the run has sent the request the gate holds. */
+  reached: Promise<void>;
+  release(): void;
+}
+
+/**
+ * `inner`, except that each gate made by `holdFrom(n)` holds the n-th compare-stage request (K candidates) and every
+ * later one until it is released: the run waits there (its requests are only late, not lost or failed).
+ */
+function gatedOracle(inner: Oracle) {
+  let seen = 0;
+  const gates: { from: number; reached: () => void; released: Promise<void> }[] = [];
+  const oracle: Oracle = {
+    async compare(prompt, candidates) {
+      if (candidates.length === K) {
+        const index = ++seen;
+        for (const gate of gates.filter((g) => index >= g.from)) {
+          gate.reached();
+          await gate.released;
+        }
+      }
+      return inner.compare(prompt, candidates);
+    },
+    describe: () => inner.describe(),
+    close: () => inner.close(),
+  };
+  const holdFrom = (from: number): Gate => {
+    let reached = () => {};
+    let release = () => {};
+    const gate = { from, reached: () => reached(), released: new Promise<void>((resolve) => (release = resolve)) };
+    gates.push(gate);
+    return { reached: new Promise<void>((resolve) => (reached = resolve)), release };
+  };
+  return { oracle, holdFrom };
+}
+
 const children: ChildProcess[] = [];
 let browser: Browser | undefined;
+const stops: (() => Promise<void>)[] = [];
 after(async () => {
   await browser?.close();
   for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+  for (const stop of stops) await stop();
 });
 
 /** Spawns `sppo ARGS`; `lines` collects stdout and stderr lines, `waitFor(re)` resolves with the first match. */
@@ -129,7 +178,21 @@ describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no 
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
     const out = join(mkdtempSync(join(tmpdir(), "sppo-dashboard-")), "run");
     const telemetryPort = await freePort();
-    const run = sppo(["run", "--out", out, "--iterations", "3", "--log-format", "pretty"], { ...RUN_ENV, SPPO_PIPELINE__TELEMETRY_PORT: String(telemetryPort) });
+    // The default task's oracle behind the gates: held from iteration 2's first comparison, then iteration 3's.
+    const { oracle, holdFrom } = gatedOracle(await createOracle(oracleConfig({ backend: "pairwise-onnx", modelDir: join(root, "assets/oracle") })));
+    const iteration2 = holdFrom(PROMPTS_PER_ITERATION + 1);
+    const iteration3 = holdFrom(2 * PROMPTS_PER_ITERATION + 1);
+    const served = await serveOracle(oracle);
+    stops.push(async () => {
+      iteration2.release();
+      iteration3.release();
+      await served.stop();
+      await oracle.close();
+    });
+    const run = sppo(["run", "--out", out, "--iterations", "3", "--log-format", "pretty", "--oracle", `127.0.0.1:${served.running.port}`], {
+      ...RUN_ENV,
+      SPPO_PIPELINE__TELEMETRY_PORT: String(telemetryPort),
+    });
     const [, url] = await run.waitFor(/^dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/);
     const page = await newPage(browser);
     await page.goto(url);
@@ -140,9 +203,12 @@ describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no 
     const followerPage = await newPage(browser);
     await followerPage.goto(followerUrl);
 
-    // While the run goes: a judged set with its K×K matrix and some training steps, then more of both.
+    // While the run goes (held at iteration 2's comparisons): a judged set with its K×K matrix and some training
+    // steps, then (held at iteration 3's) more of both.
+    await Promise.race([iteration2.reached, run.exited.then((code) => assert.fail(`sppo run exited (${code}) before iteration 2's comparisons:\n${run.lines.join("\n")}`))]);
     await page.waitForFunction(() => document.querySelector(".judged-set td.p") !== null && Number(document.getElementById("chart-loss")?.dataset.points) > 0, undefined, { timeout: 120_000 });
     const early = await shown(page);
+    iteration2.release();
     assert.equal(early.ended, false, "the page saw the run before it ended");
     assert.equal(early.status, "running");
     assert.deepEqual(early.stages, ["generate", "compare", "train", "evaluate"]);
@@ -158,6 +224,7 @@ describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no 
       { timeout: 120_000 },
     );
     const later = await shown(page);
+    iteration3.release();
     assert.equal(later.ended, false, "the charts and the matrix changed while the run was still going");
     assert.ok(later.events > early.events);
 
