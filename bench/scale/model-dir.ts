@@ -1,14 +1,15 @@
 /**
  * A GPT-2 of a reference shape (../shared/bench/reference-model*.json) written as a model directory with random
  * weights (normal 0.02, norms 1, seeded), drawn tensor by tensor as the writer asks for them, so that the writing
- * process never holds the whole set. The directory goes where weights files go (/dev/shm when it has room).
+ * process never holds the whole set. The directory goes into the OS's temporary folder (not /dev/shm: a tmpfs file
+ * that a prepacking session leaves unmapped is memory the row's peak RSS would not show).
  * A helper of the bench/scale children, not a row group.
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRng } from "../../lib/rng.js";
 import { configToJson, type DeferredTensor, type GPT2Config, gpt2Config, paramShapes, writeCheckpointFiles } from "../../models/index.js";
-import { defaultWeightsParent } from "../../models/onnx/index.js";
 import type { Reference } from "../torch.js";
 
 /** The GPT-2 config of a reference shape. */
@@ -18,8 +19,7 @@ export function referenceConfig(ref: Reference): GPT2Config {
 
 /** Writes a random model directory of `config` (weights from `seed`) into a new folder; returns its path. */
 export function writeRandomModelDir(config: GPT2Config, seed: number, prefix = "sppo-bench-scale-"): string {
-  const bytes = paramShapes(config).reduce((n, [, s]) => n + s.reduce((a, d) => a * d, 1) * 4, 0);
-  const dir = mkdtempSync(join(defaultWeightsParent(bytes * 2), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
   const tensors = new Map<string, DeferredTensor>();
   for (const [index, [name, shape]] of paramShapes(config).entries()) {
     tensors.set(name, {

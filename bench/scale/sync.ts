@@ -56,7 +56,7 @@ try {
     ],
   });
   const target = `127.0.0.1:${optimizer.port}`;
-  const onnx = { intraOpThreads: Number(values.threads), graphOptimizationLevel: "all" as const, executionProviders: ["cpu" as const], allowSpinning: false, dtype: "float32" as const, prepackWeights: true };
+  const onnx = { intraOpThreads: Number(values.threads), graphOptimizationLevel: "all" as const, executionProviders: ["cpu" as const], allowSpinning: false, dtype: "float32" as const, prepackWeights: true, weightsDir: "" };
   const service = await createGeneratorService({
     generator: generatorConfigSchema.parse({ modelDir: base, engine: "onnx", weightsDir: join(work, "generator"), optimizerTarget: target }),
     engine: { onnx },

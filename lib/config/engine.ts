@@ -25,6 +25,13 @@ const onnxEngineConfigSchema = z
      * machines. @default true
      */
     prepackWeights: z.boolean().default(true),
+    /**
+     * Folder for the float32 weights file the sessions map when the checkpoint cannot be mapped as it is (BF16/F16
+     * weights, `dtype: float16`, weights held in memory); "" = the OS temporary folder. A memory-backed folder such as
+     * /dev/shm writes faster, but its pages are memory no one can reclaim, count against a container's memory limit,
+     * and are not all in the process's RSS (docs/models.md). @default ""
+     */
+    weightsDir: z.string().default(""),
   })
   .strict();
 

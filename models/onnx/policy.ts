@@ -52,7 +52,7 @@ export interface OrtPolicyOptions extends OrtSessionOptions {
    * it once for all engines). @default true
    */
   readTokenizer?: boolean;
-  /** Folder for weights files written for the sessions (converted or in-memory weights). @default /dev/shm where it has room, else os.tmpdir() */
+  /** Folder for weights files written for the sessions (converted or in-memory weights); "" or unset: os.tmpdir() (engine.onnx.weightsDir). */
   weightsDir?: string;
 }
 

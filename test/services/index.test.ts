@@ -62,7 +62,7 @@ describe("serviceFactories", () => {
 });
 
 test("generator.tfjsBackend and generator.onnxThreads override the engine section when set", () => {
-  const engine = { backend: "wasm" as const, onnx: { intraOpThreads: 1, graphOptimizationLevel: "basic" as const, executionProviders: ["cpu" as const], allowSpinning: true, dtype: "float32" as const, prepackWeights: true } };
+  const engine = { backend: "wasm" as const, onnx: { intraOpThreads: 1, graphOptimizationLevel: "basic" as const, executionProviders: ["cpu" as const], allowSpinning: true, dtype: "float32" as const, prepackWeights: true, weightsDir: "" } };
   const fromEngine = engineLoadOptions({ generator: generatorConfigSchema.parse({}), engine });
   assert.deepEqual(fromEngine, { tfjsBackend: "wasm", onnx: engine.onnx, maxBatch: 32 });
   const overridden = engineLoadOptions({ generator: generatorConfigSchema.parse({ tfjsBackend: "cpu", onnxThreads: 0 }), engine });

@@ -2,18 +2,18 @@
  * ONNX past 2 GiB: weights as external data. An exported graph with its weights in FILE.onnx.data runs in a fresh
  * onnxruntime session (from the file alone) with the PyTorch fixture's logits; the engine's sessions map an F32
  * checkpoint in place (no weights file written), convert a sharded BF16 checkpoint into a weights file removed at
- * dispose (and folders crashed processes left are removed), and run float16 weight matrices (engine.onnx.dtype) within a bounded log-prob difference.
+ * dispose, in the OS's temporary folder unless one is named (and folders crashed processes left are removed), and run float16 weight matrices (engine.onnx.dtype) within a bounded log-prob difference.
  * Run: node --import tsx --test test/models/onnx/external-data.test.ts
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as ort from "onnxruntime-node";
-import { initBackend, loadModel, saveModel, scorePairs } from "../../../models/index.js";
-import { createOrtPolicy, exportPolicy } from "../../../models/onnx/index.js";
+import { initBackend, loadModel, paramShapes, saveModel, scorePairs } from "../../../models/index.js";
+import { createOrtPolicy, exportPolicy, writeExternalWeights } from "../../../models/onnx/index.js";
 import { FIXTURES, maxAbsDiff, readExpected } from "../helpers.js";
 import { fullFeeds } from "./helpers.js";
 
@@ -114,6 +114,19 @@ describe("engine sessions over external data", () => {
     await policy.dispose();
     assert.deepEqual(own(), [], "disposed: the weights file is gone");
     rounded.dispose();
+  });
+
+  it("with no folder named (engine.onnx.weightsDir \"\"), the weights file goes to the OS's temporary folder, not /dev/shm", () => {
+    const { model } = loadModel(join(FIXTURES, "llama"));
+    const weights = new Map(paramShapes(model.config).map(([name]) => [name, { shape: model.params.get(name)!.shape, data: model.params.get(name)!.dataSync() as Float32Array }]));
+    const written = writeExternalWeights(model.config, weights, "float32", "");
+    try {
+      assert.equal(dirname(written.folder), tmpdir());
+      assert.ok(statSync(join(written.folder, "weights.bin")).size >= written.bytes);
+    } finally {
+      written.release();
+      model.dispose();
+    }
   });
 
   it("engine.onnx.dtype float16: the same samples' log-probs within a bounded difference, and different from float32", async () => {
