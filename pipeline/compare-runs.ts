@@ -125,18 +125,13 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
   for (const runs of plan) {
     for (const run of runs) {
       done++;
-      const reuse = options.continue && existsSync(join(run.dir, "run.json")) && !unfinishedRun(run.dir);
-      log.info({ seed: run.config.pipeline.seed, algorithm: run.algorithm, run: done, of: seeds * algorithms.length, dir: run.dir }, reuse ? "compare-runs: reusing the finished run" : "compare-runs: run");
+      const kept = options.continue === true && existsSync(join(run.dir, "run.json"));
+      const reuse = kept && !unfinishedRun(run.dir);
+      const what = reuse ? "reusing the finished run" : kept ? "continuing the unfinished run" : "run";
+      log.info({ seed: run.config.pipeline.seed, algorithm: run.algorithm, run: done, of: seeds * algorithms.length, dir: run.dir }, `compare-runs: ${what}`);
       const its = reuse
         ? finishedIterations(run.dir)
-        : (
-            await runSelfPlay({
-              config: run.config,
-              outDir: run.dir,
-              resume: options.continue === true && existsSync(join(run.dir, "run.json")),
-              invocation: { config: options.invocation?.config ?? "", iterations },
-            })
-          ).iterations;
+        : (await runSelfPlay({ config: run.config, outDir: run.dir, resume: kept, invocation: { config: options.invocation?.config ?? "", iterations } })).iterations;
       if (its.length !== iterations) throw new Error(`${run.dir}: the run finished ${its.length} of ${iterations} iterations`);
       results.get(run.algorithm)!.push(its);
     }
