@@ -132,7 +132,7 @@ export async function compareRuns(options: CompareRunsOptions): Promise<Comparis
       const its = reuse
         ? finishedIterations(run.dir)
         : (await runSelfPlay({ config: run.config, outDir: run.dir, resume: kept, invocation: { config: options.invocation?.config ?? "", iterations } })).iterations;
-      if (its.length !== iterations) throw new Error(`${run.dir}: the run finished ${its.length} of ${iterations} iterations`);
+      if (its.length !== iterations) throw new RpcError(Code.INTERNAL, `${run.dir}: the run finished ${its.length} of ${iterations} iterations`);
       results.get(run.algorithm)!.push(its);
     }
     const judged = await judgeSeed(runs[0].config, runs.map((r) => ({ name: r.algorithm, dir: r.dir, last: results.get(r.algorithm)!.at(-1)!.at(-1)! })));
@@ -267,7 +267,7 @@ async function judgeSeed(
       concurrency: pipeline.generateConcurrency,
       sampling: pipeline.sampling,
     });
-    if (base.probeExploitability === undefined || base.probeWinRates === undefined) throw new Error("evaluation of the base policy: the oracle refused every probe judgement");
+    if (base.probeExploitability === undefined || base.probeWinRates === undefined) throw new RpcError(Code.FAILED_PRECONDITION, "evaluation of the base policy: the oracle refused every probe judgement");
     return { headToHead: judged, baseProbe: { exploitability: base.probeExploitability, winRates: base.probeWinRates } };
   } finally {
     for (const close of closers.reverse()) close();

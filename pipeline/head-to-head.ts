@@ -10,7 +10,7 @@ import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
 import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js";
-import { RpcError } from "../lib/errors.js";
+import { Code, RpcError } from "../lib/errors.js";
 import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
 import type { Multiplexer } from "./multiplexer.js";
@@ -103,7 +103,7 @@ export async function headToHead(config: HeadToHeadConfig): Promise<HeadToHead> 
   );
   const total = await firstValueFrom(perPrompt$, { defaultValue: { sum: zero(), n: 0, skipped: 0 } });
   if (total.n === 0) {
-    throw new Error(`head-to-head of ${config.policies.map((p) => p.name).join(", ")}: no judgement (${total.skipped} refused by the oracle, ${config.prompts.length} prompts)`);
+    throw new RpcError(Code.FAILED_PRECONDITION, `head-to-head of ${config.policies.map((p) => p.name).join(", ")}: no judgement (${total.skipped} refused by the oracle, ${config.prompts.length} prompts)`);
   }
   return { matrix: total.sum.map((row) => row.map((v) => v / total.n)), comparisons: total.n, skipped: total.skipped };
 }
