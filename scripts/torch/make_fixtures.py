@@ -145,5 +145,6 @@ def write(name, fixture):
     print(name, "logits", list(logits.shape), "params", sum(t.numel() for t in w.values()))
 
 
-write("gpt2", gpt2_fixture())
-write("llama", llama_fixture())
+if __name__ == "__main__":  # make_grad_fixtures.py imports the models above
+    write("gpt2", gpt2_fixture())
+    write("llama", llama_fixture())

@@ -3,16 +3,20 @@
  * against the tfjs reference's autodiff: for the tiny GPT-2 and Llama fixtures and every loss (sppo, sppo_hard, dpo,
  * ipo, and the weighted log-prob sum), the loss, the per-row log-probs and every parameter's gradient agree to 1e-4
  * relative; the architecture variants (tied Llama with biases; GPT-2 with erf GELU and with ReLU) too; and two runs
- * give bit-identical results.
+ * give bit-identical results. And against PyTorch: the fixtures' loss values, log-probs and the gradients of sppo and
+ * dpo computed in float64 by an independent implementation (scripts/torch/make_grad_fixtures.py, which wrote
+ * test/models/fixtures/<family>/grads.{json,safetensors}).
  * Run: node --import tsx --test test/models/onnx-train/gradients.test.ts
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { type LossName, preferenceLoss } from "../../../lib/sppo/losses.js";
-import { type CausalLM, gpt2Config, initBackend, llamaConfig, loadModel, makeBatch, type ModelConfig, modelFromTensors, sequenceLogProbs, valueAndGrads } from "../../../models/index.js";
+import { type CausalLM, gpt2Config, initBackend, llamaConfig, loadModel, type ModelConfig, makeBatch, modelFromTensors, sequenceLogProbs, valueAndGrads } from "../../../models/index.js";
 import { type LossInputs, OrtGradients, TRAIN_LOSSES, type TrainLoss } from "../../../models/onnx-train/index.js";
+import { readSafetensors } from "../../../models/safetensors.js";
 import { FIXTURES } from "../helpers.js";
 import { randomWeights } from "../onnx/helpers.js";
 
@@ -130,4 +134,45 @@ describe("onnxruntime training gradients = tfjs autodiff", () => {
     assert.deepEqual(a.logprobs, b.logprobs);
     for (const [name, g] of a.grads) assert.deepEqual(b.grads.get(name), g, name);
   });
+});
+
+describe("onnxruntime training gradients = PyTorch (float64, scripts/torch/make_grad_fixtures.py)", () => {
+  for (const family of ["gpt2", "llama"]) {
+    it(`${family} fixture: every loss's value and log-probs, sppo's and dpo's gradients`, async () => {
+      const dir = join(FIXTURES, family);
+      const want = JSON.parse(readFileSync(join(dir, "grads.json"), "utf8")) as {
+        pairs: typeof PAIRS;
+        ref: number[];
+        win_rate: number[];
+        eta: number;
+        scale: number;
+        logprobs: number[];
+        losses: Record<string, number>;
+        grad_losses: TrainLoss[];
+      };
+      const grads = readSafetensors(join(dir, "grads.safetensors"));
+      const { model } = loadModel(dir);
+      const engine = await OrtGradients.create(model.config, { intraOpThreads: 2 });
+      try {
+        const weights = weightsOf(model);
+        for (const kind of TRAIN_LOSSES.filter((k) => k !== "weighted")) {
+          const got = await engine.run(weights, want.pairs, { kind, ref: want.ref, winRate: want.win_rate, eta: want.eta, scale: want.scale });
+          assert.ok(relativeError([want.losses[kind]], [got.loss]) < 1e-4, `${kind}: loss ${got.loss} vs PyTorch ${want.losses[kind]}`);
+          assert.ok(relativeError(want.logprobs, got.logprobs) < 1e-4, `${kind}: log-probs ${got.logprobs} vs PyTorch ${want.logprobs}`);
+          if (!want.grad_losses.includes(kind)) continue;
+          assert.deepEqual([...got.grads.keys()].sort(), [...model.params.keys()].sort(), `${kind}: gradient names`);
+          for (const [name, g] of got.grads) {
+            const ref = grads.get(`${kind}/${name}`);
+            assert.ok(ref, `${kind}/${name} in grads.safetensors`);
+            assert.deepEqual(g.length, ref.data.length, `${kind}: size of ${name}`);
+            const err = relativeError(ref.data, g);
+            assert.ok(err < 1e-4, `${kind}: gradient of ${name} off PyTorch by ${err.toExponential(2)} (relative)`);
+          }
+        }
+      } finally {
+        await engine.dispose();
+        model.dispose();
+      }
+    });
+  }
 });
