@@ -7,8 +7,10 @@
  *   node --import tsx bench/run.ts --only train [--quick]
  *
  * Rows `train.<model>.<route>`: value tokens/s (median step), `torch`, `ratio`, `step_ms` (each measured step),
- * `spread` (slowest ÷ fastest step), `peak_rss_mb`, `load_1m` (the machine's load average after the route). Routes: onnxruntime (models/onnx-train, the default engine) on
- * all cores and on one; tfjs on one wasm thread; tfjs data-parallel over worker threads. At GPT-2 small only
+ * `spread` (slowest ÷ fastest step), `peak_rss_mb`, `load_1m` (the machine's load average after the route), and on
+ * the reference model's one-thread rows `torch_1t`/`ratio_1t`: PyTorch on one thread too (one thread against one
+ * thread is the ratio that a loaded machine distorts least: no OpenMP barrier to wait at). Routes: onnxruntime
+ * (models/onnx-train, the default engine) on all cores and on one; tfjs on one wasm thread; tfjs data-parallel over worker threads. At GPT-2 small only
  * onnxruntime and one tfjs step run (a data-parallel replica per core would double the tfjs memory); `--quick`
  * skips the tfjs routes there.
  */
@@ -72,6 +74,8 @@ export default async function trainBench(options: BenchOptions): Promise<BenchRo
   const rows: BenchRow[] = [];
   for (const { name, file, routes } of models) {
     const torch = runTorch<TorchTrain>(join(SHARED_BENCH, "torch_reference.py"), name === "reference" ? ["2"] : ["2", file], "train");
+    // At GPT-2 small a one-thread PyTorch run (its sampling part included) would take many minutes: reference only.
+    const torch1 = name === "reference" ? runTorch<TorchTrain>(join(SHARED_BENCH, "torch_reference.py"), ["1"], "train") : undefined;
     for (const [route, threads, steps] of routes) {
       let r: RouteResult;
       try {
@@ -91,6 +95,7 @@ export default async function trainBench(options: BenchOptions): Promise<BenchRo
         value: +rate.toFixed(1),
         unit: "tokens/s",
         ...(torch ? { torch: torch.train_tokens_per_s, ratio: +(rate / torch.train_tokens_per_s).toFixed(3) } : {}),
+        ...(torch1 && threads === 1 ? { torch_1t: torch1.train_tokens_per_s, ratio_1t: +(rate / torch1.train_tokens_per_s).toFixed(3) } : {}),
         route,
         threads,
         params: r.params,
