@@ -43,7 +43,7 @@ export interface RunStateFile {
 
 /** Settings that only change how a run is operated (ports, progress, paths, threads), not its results. */
 const OPERATIONAL = {
-  pipeline: new Set(["progress", "telemetryPort", "dashboardPort", "startupTimeoutMs", "host", "judgedSetEvery", "streamsPerService", "reconnectTimeoutMs", "generateConcurrency", "compareConcurrency", "schedule", "compareSeeds"]),
+  pipeline: new Set(["progress", "telemetryPort", "dashboardPort", "startupTimeoutMs", "host", "judgedSetEvery", "streamsPerService", "reconnectTimeoutMs", "requestTimeoutMs", "telemetryHistoryEvents", "generateConcurrency", "compareConcurrency", "schedule", "compareSeeds"]),
   optimizer: new Set(["checkpointDir", "policyDir", "checkpointEverySteps", "keepCheckpoints", "resume", "baseMismatch", "backend", "trainInWorker", "runId"]),
 };
 

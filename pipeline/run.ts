@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { Generator } from "../gen/sppo/v1/generator_pb.js";
 import { Algorithm, Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
-import { RunState, Telemetry, TelemetryEventSchema } from "../gen/sppo/v1/telemetry_pb.js";
+import { RunState, Telemetry, type TelemetryEvent, TelemetryEventSchema } from "../gen/sppo/v1/telemetry_pb.js";
 import { writeFileAtomic } from "../lib/atomic.js";
 import type { Config } from "../lib/config/schema.js";
 import { DEFAULT_METRICS_PORTS } from "../lib/config/server.js";
@@ -136,8 +136,13 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
   // elsewhere (a cluster) listens where the servers do, so that other pods can watch it.
   const loopHost = pipeline.host ?? (embeddedNames.length > 0 ? "127.0.0.1" : config.server.host);
 
-  const hub = new TelemetryHub(runId || `run-${new Date(started).toISOString()}`);
-  const stopJsonl = writeJsonl(hub, metricsPath);
+  const hub = new TelemetryHub(runId || `run-${new Date(started).toISOString()}`, "pipeline", { historyEvents: pipeline.telemetryHistoryEvents });
+  const jsonl = writeJsonl(hub, metricsPath);
+  // The report draws one point per optimizer step: it keeps those, not the hub's whole (bounded) history.
+  const trainSteps: TelemetryEvent[] = [];
+  const keepSteps = hub.events$.subscribe((event) => {
+    if (event.payload.case === "trainStep") trainSteps.push(event);
+  });
   const stopGauges = exportGauges(hub);
   const pretty = options.logFormat === "pretty";
   const stopLogFile = pretty ? logTo(join(outDir, "run.log")) : () => {};
@@ -266,7 +271,7 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
       });
       const writeOutputs = () => {
         writeFileAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary(), null, 2)}\n`);
-        writeFileAtomic(join(outDir, "report.html"), renderReport({ title: `SPPO run — ${config.optimizer.algorithm}`, algorithm: config.optimizer.algorithm, iterations, events: hub.history }));
+        writeFileAtomic(join(outDir, "report.html"), renderReport({ title: `SPPO run — ${config.optimizer.algorithm}`, algorithm: config.optimizer.algorithm, iterations, events: trainSteps }));
       };
       await runLoop({
         config: pipeline,
@@ -295,8 +300,9 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
   } finally {
     stopHealth();
     hub.complete();
+    keepSteps.unsubscribe();
     stopProgress();
-    stopJsonl();
+    await jsonl.close();
     stopGauges();
     await dashboard?.close();
     await Promise.all(servers.map((s) => s.shutdown()));

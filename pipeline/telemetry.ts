@@ -1,26 +1,58 @@
 /**
  * The loop's telemetry: one event schema (sppo.v1.TelemetryEvent) for every stage. Events go to a hub that keeps
- * the run's history and fans them out to the sinks: metrics.jsonl, the sppo.v1.Telemetry/Watch stream, Prometheus
- * gauges and the terminal progress bars.
+ * the newest of them (a bounded history, for Watch's include_history) and fans them out to the sinks: metrics.jsonl,
+ * the sppo.v1.Telemetry/Watch stream, Prometheus gauges and the terminal progress bars.
  */
-import { appendFileSync } from "node:fs";
+import { appendFile } from "node:fs/promises";
 import { create, type MessageInitShape, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Subject } from "rxjs";
-import { Stage, type TelemetryEvent, TelemetryEventSchema, type Telemetry } from "../gen/sppo/v1/telemetry_pb.js";
+import { RunState, Stage, type TelemetryEvent, TelemetryEventSchema, type Telemetry } from "../gen/sppo/v1/telemetry_pb.js";
 import type { ServiceImplementation } from "../lib/grpc/implementation.js";
 import { Gauge } from "prom-client";
+import { log } from "../lib/log.js";
 import { metricsRegistry } from "../lib/metrics.js";
 import { AsyncQueue } from "../lib/streams/async-queue.js";
 
+export interface TelemetryHubOptions {
+  /** Events kept in memory for Watch's include_history (the newest ones); 0 keeps none. @default 10 000 */
+  historyEvents?: number;
+}
+
+/** Default of pipeline.telemetryHistoryEvents. */
+export const DEFAULT_HISTORY_EVENTS = 10_000;
+
+/**
+ * Where events meet their sinks. Subscribe to `events$` for every event from now on; `history` holds the newest
+ * `historyEvents` already emitted (older ones are in metrics.jsonl), so memory stays flat however long the run.
+ */
 export class TelemetryHub {
   readonly events$ = new Subject<TelemetryEvent>();
-  readonly history: TelemetryEvent[] = [];
+  /** Ring buffer of the kept events: `next` is where the next one goes once it is full. */
+  private readonly kept: TelemetryEvent[] = [];
+  private next = 0;
+  private total = 0;
+  readonly historyEvents: number;
 
   constructor(
     readonly runId: string,
     readonly source = "pipeline",
-  ) {}
+    options: TelemetryHubOptions = {},
+  ) {
+    const limit = options.historyEvents ?? DEFAULT_HISTORY_EVENTS;
+    if (!Number.isInteger(limit) || limit < 0) throw new TypeError(`historyEvents must be an integer ≥ 0, got ${limit}`);
+    this.historyEvents = limit;
+  }
+
+  /** The kept events, oldest first: the last `historyEvents` emitted. */
+  get history(): readonly TelemetryEvent[] {
+    return this.kept.length < this.historyEvents ? [...this.kept] : [...this.kept.slice(this.next), ...this.kept.slice(0, this.next)];
+  }
+
+  /** Events emitted so far (kept or not). */
+  get emitted(): number {
+    return this.total;
+  }
 
   /** Records an event (time, run id and source filled in unless given) and passes it to every sink. */
   emit(init: MessageInitShape<typeof TelemetryEventSchema> | TelemetryEvent): TelemetryEvent {
@@ -28,9 +60,20 @@ export class TelemetryHub {
     event.time ??= timestampFromMs(Date.now());
     event.runId ||= this.runId;
     event.source ||= this.source;
-    this.history.push(event);
+    this.keep(event);
+    this.total++;
     this.events$.next(event);
     return event;
+  }
+
+  private keep(event: TelemetryEvent): void {
+    if (this.historyEvents === 0) return;
+    if (this.kept.length < this.historyEvents) {
+      this.kept.push(event);
+      return;
+    }
+    this.kept[this.next] = event;
+    this.next = (this.next + 1) % this.historyEvents;
   }
 
   /** A stage's progress in an iteration; `tokens` are the response tokens it handled so far (0: not counted). */
@@ -48,10 +91,57 @@ export class TelemetryHub {
   }
 }
 
-/** Appends each event to `path` as one protobuf-JSON line. */
-export function writeJsonl(hub: TelemetryHub, path: string): () => void {
-  const subscription = hub.events$.subscribe((event) => appendFileSync(path, `${toJsonString(TelemetryEventSchema, event)}\n`));
-  return () => subscription.unsubscribe();
+/** A sink that appends to a file without blocking the loop; see `writeJsonl`. */
+export interface JsonlWriter {
+  /** Resolves once every event emitted so far is in the file. */
+  flush(): Promise<void>;
+  /** Stops following the hub, then flushes. */
+  close(): Promise<void>;
+  /** Bytes waiting to be written (for tests and logs). */
+  readonly pendingBytes: number;
+}
+
+/**
+ * Appends each event to `path` as one protobuf-JSON line, asynchronously and in emission order: lines gather while
+ * one write is in flight and go out together in the next, so a slow disk costs batching, never a stalled loop.
+ * A failed write is logged and the lines it held are given up (the run goes on; metrics.jsonl has a gap).
+ */
+export function writeJsonl(hub: TelemetryHub, path: string): JsonlWriter {
+  let waiting: string[] = [];
+  let pendingBytes = 0;
+  let writing: Promise<void> | undefined;
+  const drain = async () => {
+    while (waiting.length > 0) {
+      const chunk = waiting.join("");
+      waiting = [];
+      try {
+        await appendFile(path, chunk);
+      } catch (err) {
+        log.error({ path, err: (err as Error).message }, "metrics.jsonl: a write failed; its events are missing from the file");
+      }
+      pendingBytes -= chunk.length;
+    }
+    writing = undefined;
+  };
+  const subscription = hub.events$.subscribe((event) => {
+    const line = `${toJsonString(TelemetryEventSchema, event)}\n`;
+    waiting.push(line);
+    pendingBytes += line.length;
+    writing ??= drain();
+  });
+  const flush = async () => {
+    while (writing) await writing;
+  };
+  return {
+    flush,
+    async close() {
+      subscription.unsubscribe();
+      await flush();
+    },
+    get pendingBytes() {
+      return pendingBytes;
+    },
+  };
 }
 
 /** sppo.v1.Telemetry: Watch replays the history when asked, then follows live events until the run ends. */
@@ -121,7 +211,7 @@ export function describeEvent(event: TelemetryEvent): string {
     case "policyPublished":
       return `${head} published policy v${p.value.version} (sha256 ${p.value.sha256.slice(0, 12)}…)`;
     case "runStatus":
-      return `${head} run ${["unspecified", "starting", "running", "done", "failed"][p.value.state]}${p.value.message ? `: ${p.value.message}` : ""}`;
+      return `${head} run ${runStateName(p.value.state)}${p.value.message ? `: ${p.value.message}` : ""}`;
     case "judgedSet": {
       const rates = p.value.candidates.map((c) => c.winRate.toFixed(2)).join(" ");
       return `${head} judged prompt ${p.value.promptId} (policy v${p.value.policyVersion}): P̂ ${rates}`;
@@ -133,4 +223,9 @@ export function describeEvent(event: TelemetryEvent): string {
     default:
       return `${head} (empty event)`;
   }
+}
+
+/** "running", "stopped", …: a RunState as a word. */
+export function runStateName(state: RunState): string {
+  return (RunState[state] ?? "unspecified").toLowerCase();
 }

@@ -48,6 +48,11 @@ const pipelineObject = z
     /** How long the loop waits at start for each service to answer (remote ones may still be starting), in ms.
      * @default 60000 */
     startupTimeoutMs: z.number().int().min(1).default(60_000),
+    /** A Generate, Score or Compare request unanswered this long is sent again on another stream (so that it can reach
+     * another replica; a replica that hangs with its connection open no longer stalls the run), counted against the
+     * re-send limit of 3; then it fails with DEADLINE_EXCEEDED. Raise it for models whose requests wait long in the
+     * service's queue. 0 = no deadline. In ms. @default 300000 */
+    requestTimeoutMs: z.number().int().min(0).default(300_000),
     /** Seed of prompt shuffling and of every sampling request. @default 1 */
     seed: z.number().int().min(0).default(1),
     /** Port of the loop's telemetry service (sppo.v1.Telemetry/Watch); 0 = any free port, -1 = off. @default 50054 */
@@ -62,6 +67,9 @@ const pipelineObject = z
     /** Every n-th judged set of an iteration goes to telemetry (prompt, candidates, K×K matrix, P̂: what the
      * dashboard shows); 0 = none. The journal keeps every set regardless. @default 1 */
     judgedSetEvery: z.number().int().min(0).default(1),
+    /** Telemetry events the loop keeps in memory, the newest ones, for `sppo watch --history` (Watch's
+     * include_history); metrics.jsonl has them all. Bounds the loop's memory on long runs. @default 10000 */
+    telemetryHistoryEvents: z.number().int().min(0).default(10_000),
     /** "overlapped": stages run concurrently (the oracle judges while later prompts are sampled; training starts
      * with the first full batch). "sequential": each stage finishes before the next starts (generate all, rank all,
      * train), as the official scripts do — for comparison. @default "overlapped" */
