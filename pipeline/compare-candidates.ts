@@ -3,7 +3,7 @@ import { catchError, from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
 import { checkPreferenceMatrix } from "../lib/sppo/winrate.js";
 import type { RpcError } from "../lib/errors.js";
-import type { Multiplexer } from "./multiplexer.js";
+import type { Multiplexer } from "../lib/grpc/multiplexer.js";
 import { skipBadInput } from "./skip-bad-input.js";
 import type { CandidateSet, ComparedSet } from "./types.js";
 

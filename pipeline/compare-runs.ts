@@ -29,7 +29,7 @@ import { renderComparison } from "./comparison-report.js";
 import { evaluate } from "./evaluate.js";
 import { headToHead } from "./head-to-head.js";
 import type { IterationResult } from "./loop.js";
-import { createMultiplexer, type Multiplexer } from "./multiplexer.js";
+import { createMultiplexer, type Multiplexer } from "../lib/grpc/multiplexer.js";
 import { loadPrompts, splitPrompts } from "./prompts.js";
 import { runSelfPlay } from "./run.js";
 import { checkSameSettings, finishedIterations, readRunState, type RunInvocation, unfinishedRun } from "./run-state.js";
@@ -234,12 +234,12 @@ async function judgeSeed(
       const client = connect(createClient(Generator, target, config.client));
       await client.waitForReady(60_000);
       generators.push(
-        multiplex(createMultiplexer<GenerateRequest, GenerateResponse>((requests) => client.generate(requests), { name: `generator ${i}`, sizeOf: (r) => toBinary(GenerateRequestSchema, r).length, maxMessageBytes: config.client.maxMessageBytes })),
+        multiplex(createMultiplexer<GenerateRequest, GenerateResponse>((requests, signal) => client.generate(requests, { signal }), { name: `generator ${i}`, sizeOf: (r) => toBinary(GenerateRequestSchema, r).length, maxMessageBytes: config.client.maxMessageBytes })),
       );
     }
     await oracleClient.waitForReady(60_000);
     const oracle = multiplex(
-      createMultiplexer<CompareRequest, CompareResponse>((requests) => oracleClient.compare(requests), { name: "oracle", sizeOf: (r) => toBinary(CompareRequestSchema, r).length, maxMessageBytes: config.client.maxMessageBytes }),
+      createMultiplexer<CompareRequest, CompareResponse>((requests, signal) => oracleClient.compare(requests, { signal }), { name: "oracle", sizeOf: (r) => toBinary(CompareRequestSchema, r).length, maxMessageBytes: config.client.maxMessageBytes }),
     );
     const splits = splitPrompts(await loadPrompts(pipeline.prompts), { iterations: pipeline.iterations, perIteration: pipeline.promptsPerIteration, evalCount: pipeline.evalPrompts, seed: pipeline.seed });
     const judged = await headToHead({

@@ -11,7 +11,7 @@ import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js
 import { RpcError } from "../lib/errors.js";
 import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
-import type { Multiplexer } from "./multiplexer.js";
+import type { Multiplexer } from "../lib/grpc/multiplexer.js";
 import type { Prompt } from "./prompts.js";
 
 export interface EvaluateConfig {

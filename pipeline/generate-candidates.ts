@@ -3,7 +3,7 @@ import { catchError, from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js";
 import type { RpcError } from "../lib/errors.js";
-import type { Multiplexer } from "./multiplexer.js";
+import type { Multiplexer } from "../lib/grpc/multiplexer.js";
 import { skipBadInput } from "./skip-bad-input.js";
 import type { Prompt } from "./prompts.js";
 import type { CandidateSet } from "./types.js";

@@ -13,7 +13,7 @@ import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js
 import { Code, RpcError } from "../lib/errors.js";
 import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
-import type { Multiplexer } from "./multiplexer.js";
+import type { Multiplexer } from "../lib/grpc/multiplexer.js";
 import type { Prompt } from "./prompts.js";
 
 export interface HeadToHeadPolicy {

@@ -24,6 +24,7 @@ import type { PipelineConfig } from "../lib/config/pipeline.js";
 import type { Client } from "../lib/grpc/client.js";
 import { Code, RpcError } from "../lib/errors.js";
 import { isRetryable } from "../lib/grpc/codes.js";
+import { createMultiplexer } from "../lib/grpc/multiplexer.js";
 import { log } from "../lib/log.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
 import { compareCandidates } from "./compare-candidates.js";
@@ -31,7 +32,6 @@ import { estimateWinRates } from "./estimate-win-rates.js";
 import { evaluate } from "./evaluate.js";
 import { generateCandidates } from "./generate-candidates.js";
 import { fileJournal, journalPath, type Journal, memoryJournal } from "./journal.js";
-import { createMultiplexer } from "./multiplexer.js";
 import type { PromptSplits } from "./prompts.js";
 import type { TelemetryHub } from "./telemetry.js";
 import { rescoreReferences } from "./rescore-references.js";
@@ -141,34 +141,45 @@ function checkPublishedRun(policy: PolicyVersion, run: RunIdentity | undefined):
 
 export async function runLoop(options: LoopOptions): Promise<IterationResult[]> {
   const { config, clients, hub, splits } = options;
-  const faults = { streams: config.streamsPerService, reconnectTimeoutMs: config.reconnectTimeoutMs, maxMessageBytes: options.maxMessageBytes };
+  const faults = {
+    streams: config.streamsPerService,
+    reconnectTimeoutMs: config.reconnectTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    maxMessageBytes: options.maxMessageBytes,
+  };
   const generatorReady = (ms: number) => clients.generator.waitForReady(ms);
-  const generator = createMultiplexer<GenerateRequest, GenerateResponse>((requests) => clients.generator.generate(requests), {
+  const generator = createMultiplexer<GenerateRequest, GenerateResponse>((requests, signal) => clients.generator.generate(requests, { signal }), {
     name: "generator",
     ready: generatorReady,
     sizeOf: (r) => toBinary(GenerateRequestSchema, r).length,
     ...faults,
   });
-  const oracle = createMultiplexer<CompareRequest, CompareResponse>((requests) => clients.oracle.compare(requests), {
+  const oracle = createMultiplexer<CompareRequest, CompareResponse>((requests, signal) => clients.oracle.compare(requests, { signal }), {
     name: "oracle",
     ready: (ms) => clients.oracle.waitForReady(ms),
     sizeOf: (r) => toBinary(CompareRequestSchema, r).length,
     ...faults,
   });
-  const scorer = createMultiplexer<ScoreRequest, ScoreResponse>((requests) => clients.generator.score(requests), {
+  const scorer = createMultiplexer<ScoreRequest, ScoreResponse>((requests, signal) => clients.generator.score(requests, { signal }), {
     name: "generator scorer",
     ready: generatorReady,
     sizeOf: (r) => toBinary(ScoreRequestSchema, r).length,
     ...faults,
   });
-  // LoadPolicy is a single call: if the generator is being restarted, wait for it and ask again.
+  // LoadPolicy is a single call: if the generator is being restarted, wait for it and ask again; if the replica it
+  // reached hangs, ask again (round_robin sends the next call to another replica; the one that missed the version
+  // pulls it when a request pins it).
+  const loadPolicyDeadlineMs = config.requestTimeoutMs > 0 ? config.requestTimeoutMs : 120_000;
   const loadPolicy = async (version: number, sha256: string) => {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await clients.generator.loadPolicy({ version, source: clients.optimizerTarget, sha256 }, { deadlineMs: 120_000 });
+        return await clients.generator.loadPolicy({ version, source: clients.optimizerTarget, sha256 }, { deadlineMs: loadPolicyDeadlineMs });
       } catch (err) {
-        if (!(err instanceof RpcError && isRetryable(err.code)) || attempt >= 5) throw err;
-        await generatorReady(config.reconnectTimeoutMs);
+        const code = err instanceof RpcError ? err.code : undefined;
+        const hung = code === Code.DEADLINE_EXCEEDED;
+        if (code === undefined || !(isRetryable(code) || hung) || attempt >= 5) throw err;
+        if (hung) log.warn({ version, deadlineMs: loadPolicyDeadlineMs }, "LoadPolicy unanswered in time: asking again");
+        else await generatorReady(config.reconnectTimeoutMs);
       }
     }
   };

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type ScoreRequest, ScoreRequestSchema, type ScoreResponse } from "../gen/sppo/v1/generator_pb.js";
-import type { Multiplexer } from "./multiplexer.js";
+import type { Multiplexer } from "../lib/grpc/multiplexer.js";
 import type { ScoredSet } from "./types.js";
 
 /**

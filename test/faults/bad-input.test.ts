@@ -27,7 +27,7 @@ import { Code, RpcError } from "../../lib/errors.js";
 import { type Client, createClient } from "../../lib/grpc/client.js";
 import { mount, type RunningServer } from "../../lib/grpc/serve.js";
 import { compareCandidates } from "../../pipeline/compare-candidates.js";
-import { createMultiplexer, type Multiplexer } from "../../pipeline/multiplexer.js";
+import { createMultiplexer, type Multiplexer } from "../../lib/grpc/multiplexer.js";
 import type { CandidateSet, ComparedSet } from "../../pipeline/types.js";
 import { Trainer } from "../../services/optimizer/trainer.js";
 import { createOracleService } from "../../services/oracle/server.js";
@@ -84,7 +84,7 @@ describe("the loop's compare stage against an oracle that answers badly (loopbac
     ]);
     client = createClient(PreferenceOracle, `127.0.0.1:${server.port}`);
     // As pipeline/loop.ts makes it: one long-lived Compare stream shared by every request.
-    oracle = createMultiplexer((requests) => client.compare(requests), { name: "oracle" });
+    oracle = createMultiplexer((requests, signal) => client.compare(requests, { signal }), { name: "oracle" });
   });
   after(async () => {
     oracle.close();

@@ -1,8 +1,8 @@
 /**
  * The loop's fault handling, part by part: the scored-set journal (what a stop leaves behind), the Train stream
- * re-opened and replayed after it broke, the multiplexer spreading streams over two real replicas and re-sending a
- * dead replica's requests on the other, and the run directory's state (refusing to overwrite an unfinished run, or
- * to resume under a changed config). Whole runs with killed processes are in test/faults/.
+ * re-opened and replayed after it broke, and the run directory's state (refusing to overwrite an unfinished run, or
+ * to resume under a changed config). The request multiplexer's faults are in test/lib/grpc/multiplexer.test.ts;
+ * whole runs with killed or frozen processes are in test/faults/.
  * Run: node --import tsx --test test/pipeline/resilience.test.ts
  */
 import assert from "node:assert/strict";
@@ -14,18 +14,13 @@ import { create } from "@bufbuild/protobuf";
 import { from, lastValueFrom, toArray } from "rxjs";
 import { CandidateSchema } from "../../gen/sppo/v1/generator_pb.js";
 import { IterationStartSchema, type TrainingExample, TrainingExampleSchema, type TrainRequest, type TrainResponse } from "../../gen/sppo/v1/optimizer_pb.js";
-import { type CompareRequest, CompareRequestSchema, PreferenceOracle } from "../../gen/sppo/v1/oracle_pb.js";
 import { TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
 import { configSchema } from "../../lib/config/schema.js";
 import { Code, RpcError } from "../../lib/errors.js";
-import { createClient } from "../../lib/grpc/client.js";
-import { mount, type RunningServer } from "../../lib/grpc/serve.js";
 import { fileJournal, memoryJournal } from "../../pipeline/journal.js";
-import { createMultiplexer } from "../../pipeline/multiplexer.js";
 import { checkSameSettings, prepareFreshOutDir, readRunState, writeRunState } from "../../pipeline/run-state.js";
 import { trainPolicy } from "../../pipeline/train-policy.js";
 import type { ScoredSet } from "../../pipeline/types.js";
-import { serveForTest } from "../lib/grpc/harness.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sppo-resilience-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -158,98 +153,6 @@ describe("trainPolicy after a broken Train stream", () => {
     );
     assert.equal(opened, 2);
     assert.deepEqual(events.map((e) => e.payload.case), ["policyPublished"]);
-  });
-});
-
-describe("multiplexer over two replicas", () => {
-  const servers: RunningServer[] = [];
-  after(async () => Promise.all(servers.map((s) => s.shutdown(0))));
-
-  /** An oracle replica that holds every request until `release`, then answers; `seen` counts what it received. */
-  function replica(name: string, release: Promise<void>, seen: Map<string, string[]>, described: Set<string>) {
-    return mount(PreferenceOracle, {
-      async describe() {
-        described.add(name);
-        return {};
-      },
-      async *compare(requests) {
-        const held: CompareRequest[] = [];
-        for await (const r of requests) {
-          seen.set(r.requestId, [...(seen.get(r.requestId) ?? []), name]);
-          held.push(r);
-          if (held.length >= 2) break;
-        }
-        await release;
-        for (const r of held) yield { requestId: r.requestId, k: 2, probabilities: [0.5, 0.5, 0.5, 0.5], truncatedTexts: name === "a" ? 1 : 2 };
-      },
-    });
-  }
-
-  it("spreads its streams over the replicas and re-sends a dead replica's requests on the other, each answered once", async () => {
-    let releaseB!: () => void;
-    const seen = new Map<string, string[]>();
-    const described = new Set<string>();
-    const a = await serveForTest([replica("a", new Promise(() => {}), seen, described)]); // never answers: it is killed
-    const b = await serveForTest([replica("b", new Promise<void>((r) => (releaseB = r)), seen, described)]);
-    servers.push(b);
-    const client = createClient(PreferenceOracle, `ipv4:127.0.0.1:${a.port},127.0.0.1:${b.port}`, { maxAttempts: 1 });
-    // Until both replicas are connected round_robin uses the ready one only; unary calls alternate once both are.
-    while (described.size < 2) await client.describe({});
-    const mux = createMultiplexer((r) => client.compare(r), { name: "oracle", streams: 2, ready: (ms) => client.waitForReady(ms) });
-    try {
-      const ids = ["p0", "p1", "p2", "p3"];
-      const answers = ids.map((id) => mux.request(create(CompareRequestSchema, { requestId: id, candidates: ["x", "y"] })));
-      // Both replicas hold two requests each.
-      while ([...seen.values()].length < 4) await new Promise((r) => setTimeout(r, 10));
-      const onA = ids.filter((id) => seen.get(id)?.[0] === "a");
-      assert.equal(onA.length, 2, `round_robin put one stream on each replica: ${JSON.stringify([...seen])}`);
-      await a.shutdown(0); // the replica dies with two requests in flight
-      releaseB();
-      const responses = await Promise.all(answers);
-      assert.deepEqual(responses.map((r) => r.requestId), ids);
-      for (const id of onA) assert.deepEqual(seen.get(id), ["a", "b"], `${id} re-sent to b once`);
-      for (const r of responses) assert.equal(r.truncatedTexts, 2, "every answer came from the live replica");
-    } finally {
-      mux.close();
-      client.close();
-    }
-  });
-});
-
-describe("multiplexer stream rotation", () => {
-  it("retires a stream after requestsPerStream requests; the next request opens a new one and nothing is lost", async () => {
-    let opened = 0;
-    const open = (requests: AsyncIterable<{ requestId: string }>) =>
-      (async function* () {
-        opened++;
-        for await (const r of requests) yield { requestId: r.requestId };
-      })();
-    const mux = createMultiplexer(open, { name: "echo", streams: 1, requestsPerStream: 2 });
-    const ids = ["r0", "r1", "r2", "r3", "r4"];
-    const answers = await Promise.all(ids.map((requestId) => mux.request({ requestId })));
-    mux.close();
-    assert.deepEqual(answers.map((a) => a.requestId), ids);
-    assert.equal(opened, 3, "5 requests at 2 per stream");
-  });
-});
-
-describe("multiplexer message limit", () => {
-  it("refuses a request over the limit as bad input before sending it; the stream goes on with the others", async () => {
-    const sent: string[] = [];
-    const open = (requests: AsyncIterable<{ requestId: string; body: string }>) =>
-      (async function* () {
-        for await (const r of requests) {
-          sent.push(r.requestId);
-          yield { requestId: r.requestId };
-        }
-      })();
-    const mux = createMultiplexer(open, { name: "oracle", sizeOf: (r) => r.body.length, maxMessageBytes: 10 });
-    const big = mux.request({ requestId: "big", body: "x".repeat(11) });
-    const small = mux.request({ requestId: "small", body: "x".repeat(10) });
-    await assert.rejects(big, (err: unknown) => err instanceof RpcError && err.code === Code.INVALID_ARGUMENT && /request big is 11 bytes, over the message limit of 10/.test(err.message));
-    assert.equal((await small).requestId, "small");
-    mux.close();
-    assert.deepEqual(sent, ["small"]);
   });
 });
 
