@@ -12,9 +12,13 @@
  * steps as soon as its first batch is full. A semaphore bounds the prompts in flight between generation and the
  * optimizer's queue, so memory does not grow with the prompt count. All of an iteration's samples come from one
  * version (requests pin it), and the next version is loaded only after training has consumed the whole split.
+ *
+ * Stopping (`stop` aborted, on SIGINT/SIGTERM): no new prompt is taken; the prompts in flight finish and are
+ * journaled and sent to the optimizer, which is asked for a checkpoint; the iteration stays open (no IterationEnd),
+ * and `sppo run --resume` continues it. Stopped during evaluation, the evaluation is abandoned (it runs again).
  */
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import { defer, from, identity, lastValueFrom, type MonoTypeOperatorFunction, map, mergeMap, tap, toArray } from "rxjs";
+import { defer, from, identity, lastValueFrom, type MonoTypeOperatorFunction, map, mergeMap, takeUntil, tap, toArray } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse, type Generator, type ScoreRequest, ScoreRequestSchema, type ScoreResponse } from "../gen/sppo/v1/generator_pb.js";
 import type { PolicyVersion } from "../gen/sppo/v1/common_pb.js";
 import { type Algorithm, IterationStartSchema, type Optimizer, type RunIdentity, type TrainingParamsSchema } from "../gen/sppo/v1/optimizer_pb.js";
@@ -27,6 +31,7 @@ import { isRetryable } from "../lib/grpc/codes.js";
 import { createMultiplexer } from "../lib/grpc/multiplexer.js";
 import { log } from "../lib/log.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
+import { whenAborted } from "../lib/when-aborted.js";
 import { compareCandidates } from "./compare-candidates.js";
 import { estimateWinRates } from "./estimate-win-rates.js";
 import { evaluate } from "./evaluate.js";
@@ -102,6 +107,8 @@ export interface LoopOptions {
   resumeFrom?: { version: number; sha256: string };
   /** Called after each iteration (the run persists its state here). */
   onIteration?: (result: IterationResult) => void | Promise<void>;
+  /** Aborted to stop the run (SIGINT/SIGTERM): see the file header. */
+  stop?: AbortSignal;
 }
 
 /** Response tokens of a set's candidates (what the generator sampled and the oracle read). */
@@ -139,7 +146,26 @@ function checkPublishedRun(policy: PolicyVersion, run: RunIdentity | undefined):
   }
 }
 
-export async function runLoop(options: LoopOptions): Promise<IterationResult[]> {
+/** Where a stopped loop left off. */
+export interface LoopStop {
+  /** The iteration that was open (the next one, when stopped between two). */
+  iteration: number;
+  /** What the loop was doing. */
+  stage: "before the iteration" | "sampling and training" | "loading the new policy" | "evaluation";
+  /** Prompts of the open iteration scored and journaled (not sampled again on resume), of `totalPrompts`. */
+  scoredPrompts: number;
+  totalPrompts: number;
+  /** The checkpoint the optimizer wrote on the way out, when asked and reachable. */
+  checkpoint?: string;
+}
+
+export interface LoopResult {
+  iterations: IterationResult[];
+  /** Present when the loop was stopped before its last iteration was evaluated. */
+  stopped?: LoopStop;
+}
+
+export async function runLoop(options: LoopOptions): Promise<LoopResult> {
   const { config, clients, hub, splits } = options;
   const faults = {
     streams: config.streamsPerService,
@@ -183,12 +209,29 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       }
     }
   };
+  // Stopping mid-iteration: the optimizer keeps the open iteration's progress in a checkpoint.
+  const saveCheckpoint = async (): Promise<string | undefined> => {
+    try {
+      return (await clients.optimizer.saveCheckpoint({}, { deadlineMs: loadPolicyDeadlineMs })).checkpoint?.name;
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "stopping: the optimizer wrote no checkpoint; --resume replays the journal into its last one");
+      return undefined;
+    }
+  };
+  const stop$ = defer(() => whenAborted(options.stop));
   const results: IterationResult[] = [];
+  let stopped: LoopStop | undefined;
+  /** Every iteration ran to its end (else the multiplexers' pending requests are abandoned). */
+  let finished = false;
   try {
     hub.emit({ payload: { case: "runStatus", value: { state: RunState.RUNNING, message: `${splits.iterations.length} iterations` } } });
     for (let iteration = options.firstIteration ?? 1; iteration <= splits.iterations.length; iteration++) {
       const started = Date.now();
       const prompts = splits.iterations[iteration - 1];
+      if (options.stop?.aborted) {
+        stopped = { iteration, stage: "before the iteration", scoredPrompts: 0, totalPrompts: prompts.length };
+        break;
+      }
       const baseVersion = iteration - 1;
       if (options.resumeFrom && iteration === (options.firstIteration ?? 1) && baseVersion > 0) {
         await loadPolicy(options.resumeFrom.version, options.resumeFrom.sha256);
@@ -218,6 +261,8 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
 
       const telemetry$ = from(remaining).pipe(
         mergeMap((prompt) => defer(() => inFlight.acquire()).pipe(map(() => prompt))),
+        // Stopping: no new prompt enters; those already admitted go through and are journaled.
+        takeUntil(stop$),
         generateCandidates({
           generator,
           samples: config.samplesPerPrompt,
@@ -258,6 +303,7 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
           accepted: () => inFlight.release(),
           ready: (ms) => clients.optimizer.waitForReady(ms),
           reconnectTimeoutMs: config.reconnectTimeoutMs,
+          stop: options.stop,
         }),
         tap((event) => {
           const forwarded = hub.emit({ ...event, iteration });
@@ -269,12 +315,23 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         }),
       );
       await lastValueFrom(telemetry$, { defaultValue: undefined });
-      if (!published) throw new Error(`iteration ${iteration}: the optimizer finished without publishing a policy version`);
+      const where = (stage: LoopStop["stage"]): LoopStop => ({ iteration, stage, scoredPrompts: journal.scoredPrompts.size, totalPrompts: prompts.length });
+      if (!published) {
+        if (!options.stop?.aborted) throw new Error(`iteration ${iteration}: the optimizer finished without publishing a policy version`);
+        const checkpoint = await saveCheckpoint();
+        stopped = { ...where("sampling and training"), ...(checkpoint ? { checkpoint } : {}) };
+        break;
+      }
+      // Published: the optimizer checkpointed the iteration's end itself; what is left (load, evaluate) runs again.
+      if (options.stop?.aborted) {
+        stopped = where("loading the new policy");
+        break;
+      }
 
       await loadPolicy(published.version, published.sha256);
 
       const evalStarted = Date.now();
-      const evaluation = await evaluate({
+      const evaluating = evaluate({
         generator,
         oracle,
         prompts: splits.evaluation,
@@ -288,6 +345,11 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
         onProgress: (done, sampled) => hub.progress(iteration, Stage.EVALUATE, done, splits.evaluation.length, evalStarted, 0, sampled),
         sampling: config.sampling,
       });
+      const evaluation = await Promise.race([evaluating, whenAborted(options.stop).then(() => undefined)]);
+      if (!evaluation) {
+        stopped = where("evaluation");
+        break;
+      }
       const result: IterationResult = {
         iteration,
         prompts: compared,
@@ -319,14 +381,20 @@ export async function runLoop(options: LoopOptions): Promise<IterationResult[]> 
       results.push(result);
       await options.onIteration?.(result);
     }
-    hub.emit({ payload: { case: "runStatus", value: { state: RunState.DONE } } });
-    return results;
+    if (stopped) {
+      const message = `stopped (${String(options.stop?.reason ?? "requested")}) in iteration ${stopped.iteration}, ${stopped.stage}: ${stopped.scoredPrompts} of ${stopped.totalPrompts} prompts journaled`;
+      hub.emit({ payload: { case: "runStatus", value: { state: RunState.STOPPED, message } } });
+    } else hub.emit({ payload: { case: "runStatus", value: { state: RunState.DONE } } });
+    finished = !stopped;
+    return { iterations: results, ...(stopped ? { stopped } : {}) };
   } catch (err) {
     hub.emit({ payload: { case: "runStatus", value: { state: RunState.FAILED, message: (err as Error).message } } });
     throw err;
   } finally {
-    generator.close();
-    oracle.close();
-    scorer.close();
+    // Done: the streams end once answered. Stopped or failed: whatever is still pending is abandoned.
+    for (const mux of [generator, oracle, scorer]) {
+      if (finished) mux.close();
+      else mux.abort(new RpcError(Code.CANCELLED, stopped ? "the loop is stopping" : "the loop failed"));
+    }
   }
 }

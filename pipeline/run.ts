@@ -2,6 +2,8 @@
  * `sppo run`: the whole job. Without service addresses it starts the generator, the oracle and the optimizer in
  * this process on loopback (the embedded default) and drives them over gRPC exactly as it drives remote ones.
  * Writes into the output directory: summary.json, metrics.jsonl, report.html and checkpoints/.
+ * With `stop` aborted (the CLI does it on SIGINT/SIGTERM) the loop stops taking prompts, the journal and a
+ * checkpoint are saved, the outputs are written and flushed, and the summary says where it stopped.
  */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { fromJsonString } from "@bufbuild/protobuf";
@@ -20,7 +22,7 @@ import { Code, kindError, RpcError } from "../lib/errors.js";
 import { log, logTo } from "../lib/log.js";
 import { type ServiceInstance, type ServiceName, serviceFactories } from "../services/index.js";
 import { type Dashboard, serveDashboard } from "./dashboard/serve-dashboard.js";
-import { type IterationResult, peakRssMb, runLoop } from "./loop.js";
+import { type IterationResult, type LoopStop, peakRssMb, runLoop } from "./loop.js";
 import { newRunId, runIdentity, trainingParams } from "./run-identity.js";
 import { finishedIterations, prepareFreshOutDir, readRunState, type RunInvocation, type RunTargets, writeRunState } from "./run-state.js";
 import { showProgress } from "./progress.js";
@@ -58,6 +60,8 @@ export interface RunOptions {
   resume?: boolean;
   /** How the run was invoked, recorded in run.json for `--resume`. @default the config as given, no file */
   invocation?: RunInvocation;
+  /** Aborted to stop the run; its `reason` (e.g. "SIGINT") is recorded. */
+  stop?: AbortSignal;
 }
 
 export interface RunSummary {
@@ -69,6 +73,8 @@ export interface RunSummary {
   seconds: number;
   /** This process's peak resident memory, in MB, when the summary was written (see IterationResult.peak_rss_mb). */
   peak_rss_mb: number;
+  /** Present when the run was stopped before it finished: where (`sppo run --resume` continues from there). */
+  stopped?: LoopStop & { reason: string; algorithm: string };
 }
 
 const algorithms: Record<Config["optimizer"]["algorithm"], Algorithm> = {
@@ -88,7 +94,7 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
     throw kindError("config", "pipeline.compareAlgorithms needs the embedded services: remote services keep their trained state");
   }
   const main = await runOne(options);
-  if (others.length === 0) return main;
+  if (others.length === 0 || main.stopped) return main;
   const comparison: Record<string, IterationResult[]> = {};
   for (const algorithm of others) {
     const config: Config = {
@@ -96,7 +102,9 @@ export async function runSelfPlay(options: RunOptions): Promise<RunSummary> {
       optimizer: { ...options.config.optimizer, algorithm },
       pipeline: { ...options.config.pipeline, telemetryPort: -1, dashboardPort: -1, compareAlgorithms: [] },
     };
-    comparison[algorithm] = (await runOne({ ...options, config, outDir: join(options.outDir, algorithm), onTelemetry: undefined, onDashboard: undefined })).iterations;
+    const other = await runOne({ ...options, config, outDir: join(options.outDir, algorithm), onTelemetry: undefined, onDashboard: undefined });
+    if (other.stopped) return { ...main, stopped: other.stopped };
+    comparison[algorithm] = other.iterations;
   }
   const summary = { ...main, comparison };
   const outDir = resolve(options.outDir);
@@ -262,18 +270,20 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
       hub.emit({ payload: { case: "runStatus", value: { state: RunState.STARTING, message: `${prompts.length} prompts from ${pipeline.prompts}${resumedFrom}` } } });
 
       const iterations: IterationResult[] = [...finished];
+      let stopped: RunSummary["stopped"];
       const summary = (): RunSummary => ({
         algorithm: config.optimizer.algorithm,
         iterations,
         prompts: { file: pipeline.prompts, training: splits.iterations.reduce((n, s) => n + s.length, 0), evaluation: splits.evaluation.length },
         seconds: (Date.now() - started) / 1000,
         peak_rss_mb: peakRssMb(),
+        ...(stopped ? { stopped } : {}),
       });
       const writeOutputs = () => {
         writeFileAtomic(join(outDir, "summary.json"), `${JSON.stringify(summary(), null, 2)}\n`);
         writeFileAtomic(join(outDir, "report.html"), renderReport({ title: `SPPO run — ${config.optimizer.algorithm}`, algorithm: config.optimizer.algorithm, iterations, events: trainSteps }));
       };
-      await runLoop({
+      const loop = await runLoop({
         config: pipeline,
         splits,
         clients,
@@ -289,7 +299,9 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
           iterations.push(result);
           writeOutputs();
         },
+        stop: options.stop,
       });
+      if (loop.stopped) stopped = { ...loop.stopped, reason: String(options.stop?.reason ?? "requested"), algorithm: config.optimizer.algorithm };
       writeOutputs();
       return summary();
     } finally {

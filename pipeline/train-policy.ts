@@ -8,6 +8,7 @@ import { isConflict, isTransportFailure } from "../lib/grpc/codes.js";
 import { log } from "../lib/log.js";
 import { BoundedQueue } from "../lib/streams/bounded-queue.js";
 import { Semaphore } from "../lib/streams/semaphore.js";
+import { whenAborted } from "../lib/when-aborted.js";
 import { type Journal, memoryJournal } from "./journal.js";
 import type { ScoredSet } from "./types.js";
 
@@ -31,8 +32,13 @@ export interface TrainPolicyConfig {
   reconnectTimeoutMs?: number;
   /** Train streams opened again after a break, at most. @default 10 */
   maxReconnects?: number;
+  /**
+   * The run is stopping (SIGINT/SIGTERM): when the source completes with this aborted, the iteration is left open
+   * instead of ended. The stream is half-closed without IterationEnd, and the operator completes once the optimizer
+   * has taken every example sent (its stream ended), without a PolicyPublished; a broken stream is not re-opened.
+   */
+  stop?: AbortSignal;
 }
-
 
 /** The K training examples of one scored set. */
 export function trainingExamples(set: ScoredSet, iteration: number): TrainingExample[] {
@@ -61,7 +67,8 @@ export function trainingExamples(set: ScoredSet, iteration: number): TrainingExa
  * so each example is trained on once and the weights end as if nothing had happened.
  *
  * Example: `scored$.pipe(trainPolicy({ train: (r) => optimizer.train(r), start }))`
- * @return the optimizer's telemetry events; completes when the optimizer has published the iteration's policy
+ * @return the optimizer's telemetry events; completes when the optimizer has published the iteration's policy, or,
+ * stopping, when it has taken the examples sent
  */
 export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredSet, TelemetryEvent> {
   return (source) =>
@@ -77,6 +84,8 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
       let queue: BoundedQueue<TrainRequest> | undefined;
       let sourceDone = false;
       let stopped = false;
+      /** The source completed while the run was stopping: the iteration stays open (no IterationEnd). */
+      let suspended = false;
 
       /** Fills a new stream's queue: IterationStart, the journal, and IterationEnd when the source is done. */
       const fill = async (fresh: BoundedQueue<TrainRequest>) => {
@@ -86,7 +95,7 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
           await fresh.push(startRequest);
           for (const example of journal.replay()) await fresh.push(exampleRequest(example));
           if (sourceDone) {
-            await fresh.push(endRequest);
+            if (!suspended) await fresh.push(endRequest);
             fresh.end();
           }
         } catch {
@@ -112,18 +121,28 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
               subscriber.next(response.event);
             }
             // An optimizer shutting down may end the stream cleanly, before the iteration was finished.
-            if (!published) throw new RpcError(Code.UNAVAILABLE, `the optimizer ended the Train stream of iteration ${iteration} before publishing its policy`);
+            if (!published && !suspended) throw new RpcError(Code.UNAVAILABLE, `the optimizer ended the Train stream of iteration ${iteration} before publishing its policy`);
             subscriber.complete();
             return;
           } catch (err) {
             current.fail(err);
             const rpc = RpcError.from(err);
+            if (config.stop?.aborted) {
+              // Stopping: what was scored is in the journal, which the next run replays; do not wait for the optimizer.
+              log.warn({ iteration, err: rpc.message }, "optimizer stream broke while stopping: the journal keeps the scored sets");
+              subscriber.complete();
+              return;
+            }
             // Worth opening the stream again: the optimizer or the connection went away, or the old stream is still being
             // wound down (a conflict) — not a refusal of what was sent.
             const reopenable = isTransportFailure(rpc.code) || isConflict(rpc.code);
             if (stopped || !config.ready || !reopenable || attempt >= maxReconnects) throw err;
             log.warn({ iteration, attempt: attempt + 1, err: rpc.message }, "optimizer stream broke: opening it again once the optimizer is back, replaying the iteration");
-            await config.ready(reconnectTimeoutMs);
+            await Promise.race([config.ready(reconnectTimeoutMs), whenAborted(config.stop)]);
+            if (config.stop?.aborted) {
+              subscriber.complete();
+              return;
+            }
           }
         }
       })().catch((err) => subscriber.error(err));
@@ -156,7 +175,8 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
             void (async () => {
               await lock.acquire();
               sourceDone = true;
-              await queue?.push(endRequest).catch(() => {});
+              suspended = config.stop?.aborted === true;
+              if (!suspended) await queue?.push(endRequest).catch(() => {});
               queue?.end();
               lock.release();
             })();

@@ -5,12 +5,15 @@
  * `dashboard: URL` on stderr as it starts.
  * `sppo run --resume DIR` continues a run that stopped, with the configuration it was started with; `--continue`
  * continues the unfinished run in --out, if there is one, else starts one (what a retried Kubernetes Job runs).
+ * SIGINT (Ctrl-C) or SIGTERM stops the run: no new prompts, the journal and a checkpoint saved, one line saying how
+ * to continue, exit status 130 (SIGINT) or 143 (SIGTERM); a second signal ends the process at once.
  */
 import { resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { Code, RpcError } from "../../lib/errors.js";
 import { loadConfig } from "../../lib/config/load.js";
-import { type RunSummary, runSelfPlay } from "../../pipeline/run.js";
+import { log } from "../../lib/log.js";
+import { type RunOptions, type RunSummary, runSelfPlay } from "../../pipeline/run.js";
 import { checkSameSettings, type RunInvocation, type RunTargets, readRunState, unfinishedRun } from "../../pipeline/run-state.js";
 import { summaryTable } from "../../pipeline/summary-table.js";
 
@@ -20,6 +23,41 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`not a positive integer: ${value}`);
   return n;
+}
+
+/**
+ * The run's one owner of SIGINT and SIGTERM: the first signal asks the loop to stop (it finishes the prompts in
+ * flight, saves the journal and a checkpoint, and returns). The listeners are removed then, so a second signal falls
+ * through to Node's default and ends the process at once; the journal, written a whole prompt group at a time,
+ * loses nothing but the prompts in flight, which `--resume` samples again.
+ */
+async function runUntilStopped(options: Omit<RunOptions, "stop">): Promise<RunSummary> {
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    remove();
+    log.warn({ signal }, "stopping: no new prompts; finishing those in flight, then saving the journal and a checkpoint (the same signal again exits at once)");
+    controller.abort(signal);
+  };
+  const remove = () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    return await runSelfPlay({ ...options, stop: controller.signal });
+  } finally {
+    remove();
+  }
+}
+
+/** A stopped run: one line on stderr saying where it stopped and how to continue, and the signal's exit status. */
+function reportStopped(out: string, stopped: NonNullable<RunSummary["stopped"]>): void {
+  const checkpoint = stopped.checkpoint ? `, checkpoint ${stopped.checkpoint}` : "";
+  process.stderr.write(
+    `sppo: stopped on ${stopped.reason} in iteration ${stopped.iteration} (${stopped.stage}; ${stopped.scoredPrompts} of ${stopped.totalPrompts} prompts journaled${checkpoint}): continue with \`sppo run --resume ${out}\`\n`,
+  );
+  process.exitCode = stopped.reason === "SIGTERM" ? 143 : 130;
 }
 
 interface RunFlags {
@@ -62,8 +100,10 @@ export function register(program: Command): void {
       const targets = Object.keys(given).length > 0 ? given : undefined;
       const logFormat = logFormatOf(flags.logFormat);
       const display = { logFormat, onDashboard: (url: string) => process.stderr.write(`dashboard: ${url}\n`) };
-      const report = (out: string, summary: RunSummary) =>
-        process.stdout.write(logFormat === "pretty" ? summaryTable(summary, out) : `${JSON.stringify({ out, ...summary })}\n`);
+      const report = (out: string, summary: RunSummary) => {
+        if (summary.stopped) reportStopped(out, summary.stopped);
+        else process.stdout.write(logFormat === "pretty" ? summaryTable(summary, out) : `${JSON.stringify({ out, ...summary })}\n`);
+      };
       if (flags.resume !== undefined) {
         if (flags.config !== undefined || flags.iterations !== undefined) {
           throw new RpcError(Code.INVALID_ARGUMENT, "--resume continues a run with the config it started with: leave out --config and --iterations");
@@ -72,8 +112,7 @@ export function register(program: Command): void {
         const invocation: RunInvocation = { ...state.invocation, ...(targets ? { targets } : {}) };
         const config = loadConfig({ file: invocation.config, overrides: { pipeline: { iterations: invocation.iterations } } });
         checkSameSettings(state, config, flags.resume);
-        const summary = await runSelfPlay({ config, outDir: flags.resume, targets: invocation.targets, resume: true, invocation, ...display });
-        report(flags.resume, summary);
+        report(flags.resume, await runUntilStopped({ config, outDir: flags.resume, targets: invocation.targets, resume: true, invocation, ...display }));
         return;
       }
       const file = resolve(flags.config ?? DEFAULT_TASK_CONFIG);
@@ -82,7 +121,6 @@ export function register(program: Command): void {
       const unfinished = flags.continue ? unfinishedRun(flags.out) : undefined;
       if (unfinished) checkSameSettings(unfinished.state, config, flags.out);
       const resume = unfinished !== undefined;
-      const summary = await runSelfPlay({ config, outDir: flags.out, targets, invocation, resume, ...display });
-      report(flags.out, summary);
+      report(flags.out, await runUntilStopped({ config, outDir: flags.out, targets, invocation, resume, ...display }));
     });
 }

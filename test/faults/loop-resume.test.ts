@@ -1,18 +1,26 @@
 /**
- * The loop itself killed (SIGKILL) in the middle of an iteration, twice: `sppo run --continue` and then
- * `sppo run --resume DIR` continue it from its journal and checkpoints, the prompts scored before a kill are not
- * sampled or judged again, and the final policy is bit-identical to an uninterrupted run's.
+ * The loop itself stopped in the middle of an iteration, and continued: killed (SIGKILL) twice, `sppo run --continue`
+ * and then `sppo run --resume DIR` continue it from its journal and checkpoints; interrupted (SIGINT, Ctrl-C), it
+ * stops taking prompts, saves the journal and a checkpoint and exits with one line, and `--resume` finishes it. The
+ * prompts scored before a stop are not sampled or judged again, and the final policy is bit-identical (SHA-256) to
+ * an uninterrupted run's.
  * Run: node --import tsx --test test/faults/loop-resume.test.ts
  */
 import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, it } from "node:test";
-import { journaledGroups, journalLines, makeTask, readSummary, referenceRun, spawnSppo, waitFor } from "./task.js";
+import { before, describe, it } from "node:test";
+import { journaledGroups, journalLines, makeTask, type RunSummaryFile, readSummary, referenceRun, spawnSppo, type Task, waitFor } from "./task.js";
+
+let task: Task;
+let reference: RunSummaryFile;
+before(async () => {
+  task = await makeTask("loop", { perIteration: 64 });
+  reference = await referenceRun(task, join(task.dir, "reference"));
+});
 
 describe("the loop killed mid-iteration", () => {
   it("`sppo run --resume` continues without re-scoring the journaled prompts and ends with the same weights", async () => {
-    const task = await makeTask("loop", { perIteration: 64 });
-    const reference = await referenceRun(task, join(task.dir, "reference"));
 
     const out = join(task.dir, "killed");
     const first = spawnSppo(["run", "--config", task.config, "--out", out]);
@@ -55,6 +63,49 @@ describe("the loop killed mid-iteration", () => {
       summary.iterations.map((i) => i.policySha256),
       reference.iterations.map((i) => i.policySha256),
       "the resumed run trained bit-identical weights",
+    );
+  });
+});
+
+describe("the loop interrupted (SIGINT) mid-iteration", () => {
+  it("stops taking prompts, saves the journal and a checkpoint, exits with one line; `--resume` ends with the same weights", async () => {
+    const out = join(task.dir, "interrupted");
+    const first = spawnSppo(["run", "--config", task.config, "--out", out]);
+    await waitFor("iteration 2 to be under way", () => journalLines(out, 2).length >= 3 * 12 || first.child.exitCode !== null);
+    first.child.kill("SIGINT");
+    assert.equal(await first.exited, 130, first.output());
+    const lines = first.output().split("\n").filter((l) => l.startsWith("sppo:"));
+    assert.equal(lines.length, 1, first.output());
+    const stop = /^sppo: stopped on SIGINT in iteration 2 \(sampling and training; (\d+) of 64 prompts journaled, checkpoint (ckpt-[\w-]+)\): continue with `sppo run --resume (.+)`$/.exec(lines[0]);
+    assert.ok(stop, lines[0]);
+    assert.equal(stop[3], out);
+    assert.doesNotMatch(first.output(), /\n\s+at /, "no stack trace");
+
+    // The journal holds whole groups only, as many as the line says; the checkpoint is on disk.
+    const groups = journaledGroups(out, 2);
+    const scored = Number(stop[1]);
+    assert.ok(scored >= 12 && scored < task.perIteration, `stopped mid-iteration (${scored} prompts journaled)`);
+    assert.equal(groups.size, scored);
+    assert.ok([...groups.values()].every((n) => n === 1), "only whole prompt groups, each once");
+    assert.ok(existsSync(join(out, "checkpoints", stop[2], "trainer.json")), `checkpoint ${stop[2]} written`);
+    assert.equal(readSummary(out).iterations.length, 1, "iteration 1 was finished and recorded");
+    // metrics.jsonl was flushed on the way out: its last event is the stop.
+    const last = JSON.parse(readFileSync(join(out, "metrics.jsonl"), "utf8").trim().split("\n").at(-1) ?? "{}") as { runStatus?: { state: string } };
+    assert.equal(last.runStatus?.state, "RUN_STATE_STOPPED");
+
+    const resumed = spawnSppo(["run", "--resume", out]);
+    assert.equal(await resumed.exited, 0, resumed.output());
+    // The optimizer resumed from the stop's checkpoint: every journaled example already consumed.
+    assert.match(resumed.output(), new RegExp(`"iteration":2,"consumed":${3 * scored},"step":\\d+,"msg":"continuing the open iteration"`));
+    const summary = readSummary(out);
+    assert.deepEqual(summary.iterations.map((i) => i.iteration), [1, 2]);
+    assert.equal(summary.iterations[1].resumedPrompts, scored);
+    assert.equal(summary.iterations[1].prompts, reference.iterations[1].prompts);
+    assert.ok([...journaledGroups(out, 2).values()].every((n) => n === 1), "no prompt was sampled and judged twice");
+    assert.deepEqual(
+      summary.iterations.map((i) => i.policySha256),
+      reference.iterations.map((i) => i.policySha256),
+      "the interrupted and resumed run trained bit-identical weights",
     );
   });
 });

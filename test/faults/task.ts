@@ -23,8 +23,11 @@ export interface Task {
   iterations: number;
 }
 
-/** Writes the task; `pipeline` and `optimizer` override the config's sections. */
-export async function makeTask(name: string, options: { perIteration?: number; iterations?: number; pipeline?: object; optimizer?: object; generator?: object } = {}): Promise<Task> {
+/** Writes the task; `pipeline`, `optimizer`, `generator` and `client` override the config's sections. */
+export async function makeTask(
+  name: string,
+  options: { perIteration?: number; iterations?: number; pipeline?: object; optimizer?: object; generator?: object; client?: object } = {},
+): Promise<Task> {
   const dir = mkdtempSync(join(tmpdir(), `sppo-fault-${name}-`));
   mkdirSync(join(dir, "policy"));
   await initBackend("auto"); // the fixture makes tensors: the backend must be ready first
@@ -40,7 +43,7 @@ export async function makeTask(name: string, options: { perIteration?: number; i
     config,
     stringify({
       server: { metricsPort: -1, drainDelayMs: 0, shutdownGraceMs: 500 },
-      client: { maxAttempts: 1 },
+      client: { maxAttempts: 1, ...options.client },
       generator: { modelDir: join(dir, "policy"), sampling: { maxNewTokens: 6 }, ...options.generator },
       oracle: { backend: "synthetic-adjectives" },
       optimizer: { modelDir: join(dir, "policy"), learningRate: 1e-3, optimizer: "adam", batchSize: 8, eta: 2, warmupRatio: 0, ...options.optimizer },
