@@ -7,63 +7,23 @@
  */
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { startServe } from "../cli/processes.js";
+import { logEntries, replicaWithStream, startReplicaSet, trainedExamples } from "./replicas.js";
 import { freePort, journaledGroups, journalLines, makeTask, readSummary, spawnSppo, waitFor } from "./task.js";
-
-type Served = Awaited<ReturnType<typeof startServe>>;
 
 const started: { child: ChildProcess }[] = [];
 after(() => {
   for (const s of started) s.child.kill("SIGKILL");
 });
 
-/** Examples the optimizer reported training on, per iteration (from the TrainStep events in metrics.jsonl). */
-function trainedExamples(out: string): Map<number, number> {
-  const perIteration = new Map<number, number>();
-  for (const line of readFileSync(join(out, "metrics.jsonl"), "utf8").split("\n")) {
-    if (!line.includes('"trainStep"')) continue;
-    const event = JSON.parse(line) as { iteration?: number; trainStep: { examples?: number } };
-    perIteration.set(event.iteration ?? 0, (perIteration.get(event.iteration ?? 0) ?? 0) + (event.trainStep.examples ?? 0));
-  }
-  return perIteration;
-}
-
-/** The first of `replicas` serving at least one `method` stream right now (its Prometheus in-flight gauge). */
-async function replicaWithStream<R extends { metricsPort: number }>(replicas: R[], method: string): Promise<R> {
-  for (const replica of replicas) {
-    const text = await (await fetch(`http://127.0.0.1:${replica.metricsPort}/metrics`)).text();
-    const open = new RegExp(`sppo_grpc_server_in_flight\\{method="[^"]*/${method}"\\} (\\d+)`).exec(text);
-    if (open && Number(open[1]) >= 1) return replica;
-  }
-  throw new Error(`no replica serves a ${method} stream`);
-}
-
 describe("a generator replica and an oracle replica killed mid-iteration", () => {
   it("their in-flight requests are re-sent to the other replicas; each prompt is processed exactly once", async () => {
     const task = await makeTask("replicas", { perIteration: 64, pipeline: { generateConcurrency: 4, compareConcurrency: 4, streamsPerService: 4 } });
-    const optimizerPort = await freePort();
-    const optimizer = await startServe(["optimizer", "--config", task.config, "--port", String(optimizerPort)], {
-      SPPO_OPTIMIZER__CHECKPOINT_DIR: join(task.dir, "optimizer", "checkpoints"),
-      SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies"),
-    });
-    started.push(optimizer);
-    const replicas: Record<"generator" | "oracle", (Served & { metricsPort: number })[]> = { generator: [], oracle: [] };
-    for (const name of ["generator", "oracle"] as const) {
-      for (let i = 0; i < 2; i++) {
-        const metricsPort = await freePort();
-        const replica = await startServe([name, "--config", task.config, "--port", "0", "--metrics-port", String(metricsPort)], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });
-        started.push(replica);
-        replicas[name].push({ ...replica, metricsPort });
-      }
-    }
-    const target = (list: Served[]) => `ipv4:${list.map((r) => `127.0.0.1:${r.port}`).join(",")}`;
-
+    const { replicas, run: runAgainst } = await startReplicaSet(task, started);
     const out = join(task.dir, "out");
-    const run = spawnSppo(["run", "--config", task.config, "--out", out, "--generator", target(replicas.generator), "--oracle", target(replicas.oracle), "--optimizer", `127.0.0.1:${optimizerPort}`]);
-    started.push(run);
+    const run = runAgainst(out);
     await waitFor("iteration 1 to be under way", () => journalLines(out, 1).length >= 3 * 8 || run.child.exitCode !== null);
     // Until both replicas of a service are connected round_robin puts new streams on the ready one, so the loop's
     // first streams may all be on one replica: doom, of each service, a replica that serves one of its streams.
@@ -76,11 +36,7 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
     assert.ok(linesAtKill < 3 * task.perIteration, "killed before iteration 1 was scored");
 
     assert.equal(await run.exited, 0, run.output());
-    const resent = run
-      .output()
-      .split("\n")
-      .filter((l) => l.includes('"msg":"stream broke: re-sending its requests"'))
-      .map((l) => JSON.parse(l) as { stream: string; requests: number });
+    const resent = logEntries<{ stream: string; requests: number }>(run.output(), "stream broke: re-sending its requests");
     for (const stream of ["generator", "oracle"]) {
       assert.ok(resent.some((r) => r.stream === stream && r.requests >= 1), `the ${stream} replica's in-flight requests were re-sent: ${JSON.stringify(resent)}`);
     }
