@@ -317,7 +317,7 @@ export async function runLoop(options: LoopOptions): Promise<LoopResult> {
       await lastValueFrom(telemetry$, { defaultValue: undefined });
       const where = (stage: LoopStop["stage"]): LoopStop => ({ iteration, stage, scoredPrompts: journal.scoredPrompts.size, totalPrompts: prompts.length });
       if (!published) {
-        if (!options.stop?.aborted) throw new Error(`iteration ${iteration}: the optimizer finished without publishing a policy version`);
+        if (!options.stop?.aborted) throw new RpcError(Code.INTERNAL, `iteration ${iteration}: the optimizer finished without publishing a policy version`);
         const checkpoint = await saveCheckpoint();
         stopped = { ...where("sampling and training"), ...(checkpoint ? { checkpoint } : {}) };
         break;
