@@ -7,10 +7,23 @@
  * Run: node --import tsx --test test/faults/loop-resume.test.ts
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { get } from "node:http";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
-import { journaledGroups, journalLines, makeTask, type RunSummaryFile, readSummary, referenceRun, spawnSppo, type Task, waitFor } from "./task.js";
+import { checkpointNames, journaledGroups, journalLines, makeTask, type RunSummaryFile, readSummary, referenceRun, spawnSppo, type Task, waitFor } from "./task.js";
+
+/** The Server-Sent Events a page at `url` receives, until the server ends the stream or goes away. */
+function followEvents(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => (text += chunk));
+      res.on("close", () => resolve(text));
+    }).on("error", reject);
+  });
+}
 
 let task: Task;
 let reference: RunSummaryFile;
@@ -71,9 +84,15 @@ describe("the loop interrupted (SIGINT) mid-iteration", () => {
   it("stops taking prompts, saves the journal and a checkpoint, exits with one line; `--resume` ends with the same weights", async () => {
     const out = join(task.dir, "interrupted");
     const first = spawnSppo(["run", "--config", task.config, "--out", out]);
+    // A page watching the live dashboard: the stop goes through the run's clean-up, which ends its event stream.
+    await waitFor("the dashboard's address", () => /dashboard: http:\S+/.test(first.output()) || first.child.exitCode !== null);
+    const page = followEvents(`${/dashboard: (http:\S+)/.exec(first.output())?.[1]}events`);
     await waitFor("iteration 2 to be under way", () => journalLines(out, 2).length >= 3 * 12 || first.child.exitCode !== null);
     first.child.kill("SIGINT");
     assert.equal(await first.exited, 130, first.output());
+    const seen = await page;
+    assert.match(seen, /"state":"RUN_STATE_STOPPED"/, "the page saw the run stop");
+    assert.match(seen, /event: end\n/, "the page was told the run ended");
     const lines = first.output().split("\n").filter((l) => l.startsWith("sppo:"));
     assert.equal(lines.length, 1, first.output());
     const stop = /^sppo: stopped on SIGINT in iteration 2 \(sampling and training; (\d+) of 64 prompts journaled, checkpoint (ckpt-[\w-]+)\): continue with `sppo run --resume (.+)`$/.exec(lines[0]);
@@ -87,7 +106,7 @@ describe("the loop interrupted (SIGINT) mid-iteration", () => {
     assert.ok(scored >= 12 && scored < task.perIteration, `stopped mid-iteration (${scored} prompts journaled)`);
     assert.equal(groups.size, scored);
     assert.ok([...groups.values()].every((n) => n === 1), "only whole prompt groups, each once");
-    assert.ok(existsSync(join(out, "checkpoints", stop[2], "trainer.json")), `checkpoint ${stop[2]} written`);
+    assert.ok(checkpointNames(join(out, "checkpoints")).includes(stop[2]), `checkpoint ${stop[2]} written`);
     assert.equal(readSummary(out).iterations.length, 1, "iteration 1 was finished and recorded");
     // metrics.jsonl was flushed on the way out: its last event is the stop.
     const last = JSON.parse(readFileSync(join(out, "metrics.jsonl"), "utf8").trim().split("\n").at(-1) ?? "{}") as { runStatus?: { state: string } };
