@@ -12,6 +12,9 @@ export interface Started {
   exited: Promise<number | null>;
 }
 
+/** How long a process may take to log that it is ready: generous, as a loaded 2-core machine loads models slowly. */
+const READY_TIMEOUT_MS = 120_000;
+
 /** Spawns `sppo ARGS` and resolves once a stderr JSON log line has msg `readyMsg`; also returns that entry. */
 export async function startSppo(
   args: string[],
@@ -23,7 +26,12 @@ export async function startSppo(
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const lines: string[] = [];
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`sppo ${args.join(" ")}: no "${readyMsg}" line within 60 s:\n${lines.join("\n")}`)), 60_000);
+    // A process that never got ready is the caller's to clean up only if it is returned: kill it here, or its open
+    // pipes keep the test runner waiting forever.
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`sppo ${args.join(" ")}: no "${readyMsg}" line within ${READY_TIMEOUT_MS / 1000} s:\n${lines.join("\n")}`));
+    }, READY_TIMEOUT_MS);
     createInterface({ input: child.stderr! }).on("line", (line) => {
       lines.push(line);
       try {

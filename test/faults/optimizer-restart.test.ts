@@ -34,8 +34,12 @@ describe("the optimizer killed and restarted mid-iteration", () => {
     };
     const optimizer = serveOptimizer();
     const services: Served[] = [];
-    for (const name of ["oracle", "generator"]) services.push(await startServe([name, "--config", task.config, "--port", "0"], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${port}` }));
-    started.push(...services);
+    for (const name of ["oracle", "generator"]) {
+      // Each in `started` as soon as it serves: a later one failing to start must not leave it running.
+      const served = await startServe([name, "--config", task.config, "--port", "0"], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${port}` });
+      started.push(served);
+      services.push(served);
+    }
 
     const out = join(task.dir, "out");
     const run = spawnSppo(["run", "--config", task.config, "--out", out, "--oracle", `127.0.0.1:${services[0].port}`, "--generator", `127.0.0.1:${services[1].port}`, "--optimizer", `127.0.0.1:${port}`]);

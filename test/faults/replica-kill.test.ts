@@ -61,8 +61,9 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
       SPPO_OPTIMIZER__CHECKPOINT_DIR: join(task.dir, "optimizer", "checkpoints"),
       SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies"),
     });
+    started.push(optimizer);
     const oracle = await startServe(["oracle", "--config", task.config, "--port", "0"]);
-    started.push(optimizer, oracle);
+    started.push(oracle);
     const generatorPort = await freePort();
     const serveGenerator = () => {
       const p = spawnSppo(["serve", "generator", "--config", task.config, "--port", String(generatorPort)], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });
