@@ -22,6 +22,8 @@ export interface EvaluateConfig {
   newVersion: number;
   baseVersion: number;
   previousVersion: number;
+  /** The checksum of each version compared, when known: requests pin it (a replica's stale copy is not used). */
+  versionSha256?: ReadonlyMap<number, string>;
   samples: number;
   /** Sampling of every request (pipeline.sampling); each prompt gets its own seed, the same for every version. */
   sampling: SamplingSettings;
@@ -66,6 +68,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
               prompt: prompt.prompt,
               numSamples: config.samples,
               policyVersion: version,
+              policySha256: config.versionSha256?.get(version) ?? "",
               params: samplingParams(config.sampling, seed),
             }),
           ),

@@ -15,6 +15,11 @@ export interface GenerateCandidatesConfig {
   samples: number;
   /** Every sample of the stage must come from this version (the generator refuses otherwise). */
   policyVersion: number;
+  /**
+   * ... with this checksum, when given: a generator replica that holds another copy of the version (an earlier run's)
+   * pulls the right one instead of sampling from it.
+   */
+  policySha256?: string;
   /** Sampling of every request (pipeline.sampling); each request gets its own seed. */
   sampling: SamplingSettings;
   /** Seed of the stage; each prompt's seed is derived from it and the prompt's position. */
@@ -44,6 +49,7 @@ export function generateCandidates(config: GenerateCandidatesConfig): OperatorFu
       prompt: prompt.prompt,
       numSamples: config.samples,
       policyVersion: config.policyVersion,
+      policySha256: config.policySha256 ?? "",
       params: samplingParams(config.sampling, BigInt(config.seed) * 1_000_003n + BigInt(config.positionOf?.(prompt) ?? index)),
     });
     return from(config.generator.request(request)).pipe(
@@ -52,6 +58,7 @@ export function generateCandidates(config: GenerateCandidatesConfig): OperatorFu
         promptTokenIds: response.promptTokenIds,
         candidates: response.candidates,
         policyVersion: response.policyVersion,
+        policySha256: config.policySha256 ?? "",
       })),
       catchError((err: unknown) => skipBadInput(err, (rpc) => config.onSkip?.(prompt, rpc))),
     );

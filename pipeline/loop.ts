@@ -105,6 +105,12 @@ export interface LoopOptions {
   maxMessageBytes?: number;
   /** The policy version the first iteration starts from, when resuming: the generator is asked to load it. */
   resumeFrom?: { version: number; sha256: string };
+  /**
+   * The checksums of the run's versions known at the start (the base's, and those of finished iterations when
+   * resuming). Every request pins its version with its checksum, so that a generator replica holding an earlier run's
+   * copy of that version number pulls this run's instead; versions published later are added as they come.
+   */
+  versionSha256?: ReadonlyMap<number, string>;
   /** Called after each iteration (the run persists its state here). */
   onIteration?: (result: IterationResult) => void | Promise<void>;
   /** Aborted to stop the run (SIGINT/SIGTERM): see the file header. */
@@ -223,6 +229,8 @@ export async function runLoop(options: LoopOptions): Promise<LoopResult> {
   let stopped: LoopStop | undefined;
   /** Every iteration ran to its end (else the multiplexers' pending requests are abandoned). */
   let finished = false;
+  const shas = new Map(options.versionSha256 ?? []);
+  if (options.resumeFrom) shas.set(options.resumeFrom.version, options.resumeFrom.sha256);
   try {
     hub.emit({ payload: { case: "runStatus", value: { state: RunState.RUNNING, message: `${splits.iterations.length} iterations` } } });
     for (let iteration = options.firstIteration ?? 1; iteration <= splits.iterations.length; iteration++) {
@@ -267,6 +275,7 @@ export async function runLoop(options: LoopOptions): Promise<LoopResult> {
           generator,
           samples: config.samplesPerPrompt,
           policyVersion: baseVersion,
+          policySha256: shas.get(baseVersion),
           seed: config.seed * 1000 + iteration,
           positionOf: (prompt) => positions.get(prompt.id) ?? 0,
           concurrency: config.generateConcurrency,
@@ -311,6 +320,7 @@ export async function runLoop(options: LoopOptions): Promise<LoopResult> {
             const policy = forwarded.payload.value;
             checkPublishedRun(policy, options.run);
             published = { version: policy.version, sha256: policy.sha256 };
+            shas.set(policy.version, policy.sha256);
           }
         }),
       );
@@ -338,6 +348,7 @@ export async function runLoop(options: LoopOptions): Promise<LoopResult> {
         newVersion: published.version,
         baseVersion: 0,
         previousVersion: baseVersion,
+        versionSha256: shas,
         samples: config.evalSamples,
         probes: config.probes,
         seed: config.seed * 7919,

@@ -18,6 +18,7 @@ export function rescoreReferences(config: { scorer: Multiplexer<ScoreRequest, Sc
       promptTokenIds: set.promptTokenIds,
       responses: set.candidates.map((c) => ({ tokenIds: c.tokenIds })),
       policyVersion: set.policyVersion,
+      policySha256: set.policySha256 ?? "",
     });
     return from(config.scorer.request(request)).pipe(
       map((response) => {

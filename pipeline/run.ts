@@ -295,6 +295,7 @@ async function runOne(options: RunOptions): Promise<RunSummary> {
         maxMessageBytes: config.client.maxMessageBytes,
         journalDir: outDir,
         ...(finished.length > 0 ? { resumeFrom: { version: finished[finished.length - 1].policyVersion, sha256: finished[finished.length - 1].policySha256 } } : {}),
+        versionSha256: new Map<number, string>(([[0, run.baseSha256], ...finished.map((r) => [r.policyVersion, r.policySha256])] as [number, string][]).filter(([, sha]) => sha !== "")),
         onIteration: (result) => {
           iterations.push(result);
           writeOutputs();

@@ -11,6 +11,8 @@ export interface CandidateSet {
   promptTokenIds: number[];
   candidates: Candidate[];
   policyVersion: number;
+  /** The checksum the version was pinned with ("" when not pinned by checksum). */
+  policySha256?: string;
 }
 
 /** ... with the oracle's K×K preference matrix, P[i][j] = P(y_i ≻ y_j | x). */

@@ -80,7 +80,7 @@ export class PolicyGenerator {
     let handle: PolicyHandle | undefined;
     try {
       const sampling = checkGenerateRequest(request, this.options.generator);
-      handle = await this.versions.acquire(request.policyVersion, "policy_version", signal);
+      handle = await this.versions.acquire(request.policyVersion, "policy_version", signal, request.policySha256);
       const { prompt, options } = checkGenerateOnVersion(request, sampling, handle);
       const samples = await this.scheduler.sample({ handle, prompt, k: sampling.k, options, seed: sampling.seed }, signal);
       const tokenizer = handle.tokenizer;
@@ -111,7 +111,7 @@ export class PolicyGenerator {
     let handle: PolicyHandle | undefined;
     try {
       const shape = checkScoreRequest(request, this.options.generator);
-      handle = await this.versions.acquire(request.policyVersion, "policy_version", signal);
+      handle = await this.versions.acquire(request.policyVersion, "policy_version", signal, request.policySha256);
       const pairs = scorePairsOf(request, shape, handle);
       const scores = await this.scheduler.score(handle, pairs, signal);
       return create(ScoreResponseSchema, {

@@ -6,6 +6,11 @@
  * from an optimizer (lib/weights: verified, atomic), loads it and makes it current. "Current" is what unpinned
  * requests run on, and only LoadPolicy changes it.
  *
+ * Checksums: a request may pin its version's checksum too (policy_sha256). A copy held with another checksum (an
+ * earlier run's version of that number, on a replica the new run's LoadPolicy did not reach) is then not used: it is
+ * pulled again with the checksum and replaces the stale copy (DATA_LOSS when the optimizer serves another one). The
+ * base (version 0) is the generator's own: another checksum for it is FAILED_PRECONDITION.
+ *
  * Pinned versions: the loop pins every request to a version but sends its one LoadPolicy to one replica, and a
  * restarted replica holds only the base. So a request pinned to a version this generator does not hold pulls it
  * from `optimizerTarget` (the same verified pull as LoadPolicy; `pullPinnedVersions`, on by default) and then runs;
@@ -55,8 +60,9 @@ export interface PolicyHandle extends OpenedModel {
   ownsDir: boolean;
 }
 
-/** An on-demand pull of a pinned version, shared by the requests waiting for it. */
+/** An on-demand pull of a pinned version (with the checksum asked for, or any), shared by the requests waiting for it. */
 interface PinnedPull {
+  version: number;
   done: Promise<void>;
   /** Requests waiting for the pull; the pull takes one reference on the version for each when it lands. */
   waiters: number;
@@ -119,8 +125,8 @@ export class VersionStore {
   private closed = false;
   /** LoadPolicy calls and on-demand pulls run one at a time. */
   private loading: Promise<unknown> = Promise.resolve();
-  /** On-demand pulls of pinned versions in progress, by version. */
-  private readonly pulls = new Map<number, PinnedPull>();
+  /** On-demand pulls of pinned versions in progress, by `${version}:${checksum asked for}`. */
+  private readonly pulls = new Map<string, PinnedPull>();
   /** Folders of the versions not yet disposed (a new copy of a version must not be written over one in use). */
   private readonly openDirs = new Set<string>();
   /** Aborted by close(): stops on-demand pulls. */
@@ -166,41 +172,63 @@ export class VersionStore {
 
   /** On-demand pulls in progress: version → requests waiting for it (for metrics and tests). */
   get pulling(): Map<number, number> {
-    return new Map([...this.pulls].map(([version, pull]) => [version, pull.waiters]));
+    const out = new Map<number, number>();
+    for (const pull of this.pulls.values()) out.set(pull.version, (out.get(pull.version) ?? 0) + pull.waiters);
+    return out;
   }
 
   // ---- references ----------------------------------------------------------------------------------------------
 
-  /** The held version a request runs on (pinned or current) with a reference taken, or undefined when not held. */
-  private tryAcquire(pinned: number | undefined): PolicyHandle | undefined {
+  /**
+   * The held version a request runs on (pinned or current) with a reference taken, or undefined when not held (or
+   * held with another checksum than `sha256`).
+   */
+  private tryAcquire(pinned: number | undefined, sha256: string): PolicyHandle | undefined {
     if (this.closed) throw shuttingDown();
     const handle = pinned === undefined ? this.currentHandle : this.versions.get(pinned);
-    if (handle) handle.refs++;
+    if (!handle || (sha256 && handle.info.sha256 !== sha256)) return undefined;
+    handle.refs++;
     return handle;
   }
 
   /**
    * The version a request runs on (pinned or current), with a reference taken; the caller must release it. A pinned
    * version not held is pulled from the optimizer first (see the file header), the wait ending early on `signal`.
+   * With `sha256` (the request's policy_sha256) the version must have that checksum: a copy held with another one
+   * (an earlier run's version of that number) is pulled again and replaced; the base (version 0) cannot be.
    */
-  async acquire(pinned: number | undefined, field: string, signal: AbortSignal | undefined): Promise<PolicyHandle> {
-    const held = this.tryAcquire(pinned);
+  async acquire(pinned: number | undefined, field: string, signal: AbortSignal | undefined, sha256 = ""): Promise<PolicyHandle> {
+    const expected = sha256.toLowerCase();
+    if (expected) {
+      if (!/^[0-9a-f]{64}$/.test(expected)) throw fieldError(Code.INVALID_ARGUMENT, "policy_sha256", `not a hex SHA-256 ("${sha256}")`);
+      if (pinned === undefined) throw fieldError(Code.INVALID_ARGUMENT, "policy_sha256", "needs policy_version: a checksum pins a version");
+    }
+    const held = this.tryAcquire(pinned, expected);
     if (held) return held;
     const version = pinned as number;
+    if (version === 0 && this.versions.has(0)) {
+      const base = this.versions.get(0) as PolicyHandle;
+      throw fieldError(
+        Code.FAILED_PRECONDITION,
+        "policy_sha256",
+        `the request's version 0 has SHA-256 ${expected}, this generator's base (generator.modelDir ${base.dir}) ${base.info.sha256}: the run is on another base model; start the generator on the run's base`,
+      );
+    }
     const target = this.config.optimizerTarget;
     if (!target || !this.config.pullPinnedVersions) {
       const fix = target
         ? `generator.pullPinnedVersions is false: set it to true, or call LoadPolicy(${version}) on this generator first`
         : `set generator.optimizerTarget so that the generator pulls pinned versions from the optimizer, or call LoadPolicy(${version}) on this generator first`;
-      throw fieldError(Code.FAILED_PRECONDITION, field, `${this.notHeld(version)}; ${fix}`);
+      throw fieldError(Code.FAILED_PRECONDITION, field, `${this.notHeld(version, expected)}; ${fix}`);
     }
-    let pull = this.pulls.get(version);
+    const key = `${version}:${expected}`;
+    let pull = this.pulls.get(key);
     if (!pull) {
-      const entry: PinnedPull = { done: Promise.resolve(), waiters: 0, handle: undefined };
-      entry.done = this.loading.then(() => this.pullPinnedNow(version, target, field, entry));
+      const entry: PinnedPull = { version, done: Promise.resolve(), waiters: 0, handle: undefined };
+      entry.done = this.loading.then(() => this.pullPinnedNow(version, expected, target, field, entry));
       // Every waiter may have gone (cancelled): the failure must not be reported as unhandled.
       this.loading = entry.done.catch(() => {});
-      this.pulls.set(version, entry);
+      this.pulls.set(key, entry);
       pull = entry;
     }
     pull.waiters++;
@@ -216,7 +244,9 @@ export class VersionStore {
   }
 
   /** "policy version N is not held by this generator (held: …; current: …)" */
-  private notHeld(version: number): string {
+  private notHeld(version: number, sha256 = ""): string {
+    const copy = this.versions.get(version);
+    if (copy && sha256) return `policy version ${version} is held by this generator with SHA-256 ${copy.info.sha256}, not ${sha256} (another run's copy)`;
     const held = [...this.versions.keys()].sort((a, b) => a - b).join(", ");
     return `policy version ${version} is not held by this generator (held: ${held}; current: ${this.currentHandle.info.version})`;
   }
@@ -326,22 +356,30 @@ export class VersionStore {
    * brought it, adds it without making it current, and takes one reference for each request waiting. Failures
    * become an error on `field` with the cause's code, naming the version, the optimizer and the cause.
    */
-  private async pullPinnedNow(version: number, target: string, field: string, pull: PinnedPull): Promise<void> {
+  private async pullPinnedNow(version: number, sha256: string, target: string, field: string, pull: PinnedPull): Promise<void> {
     try {
       if (this.closed) throw shuttingDown();
       let handle = this.versions.get(version);
-      if (!handle) {
+      if (!handle || (sha256 && handle.info.sha256 !== sha256)) {
+        const stale = handle;
         const started = process.hrtime.bigint();
         let fetched: { handle: PolicyHandle; bytes: number };
         try {
-          fetched = await this.fetchVersion(target, version, "", this.closing.signal);
+          fetched = await this.fetchVersion(target, version, sha256, this.closing.signal);
         } catch (err) {
           if (this.closed) throw shuttingDown();
           const cause = RpcError.from(err, Code.INTERNAL);
           if (!(err instanceof RpcError)) log.error({ err, version }, "generator: on-demand pull failed unexpectedly");
-          throw fieldError(cause.code, field, `policy version ${version} is not held by this generator, and pulling it from the optimizer at ${target} failed: ${cause.message}`);
+          const why = stale ? `is held by this generator with another checksum (${stale.info.sha256}, not ${sha256})` : "is not held by this generator";
+          throw fieldError(cause.code, field, `policy version ${version} ${why}, and pulling it from the optimizer at ${target} failed: ${cause.message}`);
         }
         handle = fetched.handle;
+        if (stale) {
+          // A copy of another checksum (an earlier run's version of this number): it takes no new request.
+          if (this.currentHandle === stale) this.currentHandle = handle;
+          this.retire(stale);
+          log.info({ version, stale: stale.info.sha256, sha256: handle.info.sha256 }, "generator: a held copy of the version had another checksum: replaced");
+        }
         this.versions.set(version, handle);
         this.touch(version);
         const loadSeconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -356,7 +394,7 @@ export class VersionStore {
       this.evict();
     } finally {
       // In the same turn as the outcome: a request arriving later finds the version held, or starts a new pull.
-      this.pulls.delete(version);
+      this.pulls.delete(`${version}:${sha256}`);
     }
   }
 
