@@ -33,7 +33,6 @@ describe("successive runs against one long-lived optimizer", () => {
     const configB = join(task.dir, "config-b.yaml");
     const doc = parse(readFileSync(task.config, "utf8"));
     writeFileSync(configB, stringify({ ...doc, optimizer: { ...doc.optimizer, learningRate: 5e-3 } }));
-    const referenceB = await referenceRun({ ...task, config: configB }, join(task.dir, "reference-b"));
 
     const optimizerDir = join(task.dir, "optimizer");
     const optimizerEnv = { SPPO_OPTIMIZER__CHECKPOINT_DIR: join(optimizerDir, "checkpoints"), SPPO_OPTIMIZER__POLICY_DIR: join(optimizerDir, "policies") };
@@ -44,12 +43,18 @@ describe("successive runs against one long-lived optimizer", () => {
       return p;
     };
     let optimizer = serveOptimizer();
-    const services: number[] = [];
-    for (const name of ["oracle", "generator"]) {
+    const serve = async (name: string): Promise<number> => {
       const s = await startServe([name, "--config", task.config, "--port", "0"], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${port}` });
       started.push(s);
-      services.push(s.port);
-    }
+      return s.port;
+    };
+    // B's reference run and the services start together (independent processes: the test's longest wait is
+    // process start-up); every one is settled before any failure is reported, so none outlives the test.
+    const referenceB$ = referenceRun({ ...task, config: configB }, join(task.dir, "reference-b"));
+    const oracle$ = serve("oracle");
+    const generator$ = serve("generator");
+    await Promise.allSettled([referenceB$, oracle$, generator$]);
+    const [referenceB, services] = [await referenceB$, [await oracle$, await generator$]];
     const run = (config: string, out: string): SppoProcess => {
       const p = spawnSppo(["run", "--config", config, "--out", join(task.dir, out), "--oracle", `127.0.0.1:${services[0]}`, "--generator", `127.0.0.1:${services[1]}`, "--optimizer", `127.0.0.1:${port}`]);
       started.push(p);
