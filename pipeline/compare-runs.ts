@@ -93,8 +93,9 @@ export function seedConfig(config: Config, algorithm: OptimizerAlgorithm, index:
   return {
     ...config,
     optimizer: { ...config.optimizer, algorithm, seed: config.optimizer.seed + index },
-    // One run at a time, each with its own embedded services; Watch is not served (ports would be reused).
-    pipeline: { ...config.pipeline, seed: config.pipeline.seed + index, iterations, telemetryPort: -1, compareAlgorithms: [] },
+    // One run at a time, each with its own embedded services; neither Watch nor a dashboard is served (a new address
+    // for every run would be of no use to anyone watching; the log says which run is on).
+    pipeline: { ...config.pipeline, seed: config.pipeline.seed + index, iterations, telemetryPort: -1, dashboardPort: -1, compareAlgorithms: [] },
   };
 }
 

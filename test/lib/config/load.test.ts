@@ -1,8 +1,9 @@
 /** Config layering and validation errors. Run: node --import tsx --test test/lib/config/load.test.ts */
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { configFromEnv, loadConfig } from "../../../lib/config/load.js";
 import { RpcError } from "../../../lib/errors.js";
@@ -59,6 +60,21 @@ describe("lib/config", () => {
   it("reports unreadable files and broken YAML with the path", () => {
     assert.throws(() => loadConfig({ file: join(dir, "missing.yaml"), env: {} }), /missing\.yaml: cannot read it/);
     assert.throws(() => loadConfig({ file: file("broken.yaml", "server: [1,\n"), env: {} }), /broken\.yaml: not valid YAML/);
+  });
+
+  it("loads every shipped configuration; the comparison examples name the four losses over ≥ 5 seeds", () => {
+    const root = fileURLToPath(new URL("../../../", import.meta.url));
+    const examples = readdirSync(join(root, "examples")).filter((name) => name.endsWith(".yaml"));
+    for (const name of ["intransitive.yaml", "table1.yaml"]) assert.ok(examples.includes(name), `examples/${name}`);
+    for (const name of examples) loadConfig({ file: join(root, "examples", name), env: {} });
+    loadConfig({ file: join(root, "assets", "default-task.yaml"), env: {} });
+    for (const name of ["intransitive.yaml", "table1.yaml"]) {
+      const config = loadConfig({ file: join(root, "examples", name), env: {} });
+      // sppo compare-runs' defaults: optimizer.algorithm and pipeline.compareAlgorithms, pipeline.compareSeeds.
+      assert.deepEqual([config.optimizer.algorithm, ...config.pipeline.compareAlgorithms].sort(), ["dpo", "ipo", "sppo", "sppo_hard"], name);
+      assert.ok(config.pipeline.compareSeeds >= 5, `${name}: ${config.pipeline.compareSeeds} seeds`);
+    }
+    assert.ok(loadConfig({ file: join(root, "examples", "intransitive.yaml"), env: {} }).pipeline.probes.length > 0, "the intransitive example measures probe exploitability");
   });
 
   it("maps SCREAMING_SNAKE env names onto camelCase fields", () => {
