@@ -10,24 +10,24 @@
  * seeded random weights), whose cost per pair is closer to a real pairwise reward model; the ≤ 10% target is about
  * the latter. Direct and service runs alternate and the medians are reported, so both see the same machine load.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+
+import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { once } from "node:events";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import { oracleConfigSchema } from "../lib/config/oracle.js";
 import { serverConfigSchema } from "../lib/config/server.js";
+import { BAD, GOOD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../lib/default-task/language.js";
 import { createClient, mount, serve } from "../lib/grpc/index.js";
 import { DataType, GraphBuilder, serializeModel } from "../lib/onnx/index.js";
 import { defaultVocabulary, writeOracleDir } from "../scripts/make-default-oracle.js";
-import { GOOD, BAD, NEUTRAL, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS } from "../lib/default-task/language.js";
 import { padBatch } from "../services/oracle/model-dir.js";
 import { PairwiseOnnxOracle, pairwiseRows } from "../services/oracle/pairwise-onnx.js";
 import { createOracleService } from "../services/oracle/server.js";
-import { writeFileSync } from "node:fs";
 import type { BenchRow } from "./row.js";
 
 export interface OracleBenchOptions {

@@ -7,12 +7,14 @@
  *   node --import tsx bench/run.ts --only train [--quick]
  *
  * Rows `train.<model>.<route>`: value tokens/s (median step), `torch`, `ratio`, `step_ms` (each measured step),
- * `spread` (slowest ÷ fastest step), `peak_rss_mb`, `load_1m` (the machine's load average after the route), and on
- * the reference model's one-thread rows `torch_1t`/`ratio_1t`: PyTorch on one thread too (one thread against one
- * thread is the ratio that a loaded machine distorts least: no OpenMP barrier to wait at). Routes: onnxruntime
+ * `spread` (slowest ÷ fastest step), `cpu_ms` (the median step's CPU time, all threads of the route's process), `peak_rss_mb`,
+ * `load_1m` (the machine's load average after the route), and on the one-thread rows
+ * `torch_1t`/`ratio_1t` (PyTorch's train step on one thread too, bench/torch_train.py) and `ratio_cpu_1t` (the same
+ * comparison in tokens per CPU-second: a thread that waits for a core spends no CPU time, so this is the ratio that
+ * a loaded machine distorts least). Routes: onnxruntime
  * (models/onnx-train, the default engine) on all cores and on one; tfjs on one wasm thread; tfjs data-parallel over worker threads. At GPT-2 small only
- * onnxruntime and one tfjs step run (a data-parallel replica per core would double the tfjs memory); `--quick`
- * skips the tfjs routes there.
+ * onnxruntime (all cores, one) and one tfjs step run (a data-parallel replica per core would double the tfjs memory);
+ * `--quick` runs only onnxruntime on all cores there.
  */
 import { execFileSync } from "node:child_process";
 import { availableParallelism, loadavg } from "node:os";
@@ -20,6 +22,11 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchOptions, BenchRow } from "./row.js";
 import { runTorch, SHARED_BENCH } from "./torch.js";
+
+interface TorchStep {
+  train_tokens_per_s: number;
+  train_tokens_per_cpu_s: number;
+}
 
 interface TorchTrain {
   threads: number;
@@ -35,6 +42,7 @@ interface RouteResult {
   sequence_tokens: number;
   optimizer: string;
   step_ms: number[];
+  cpu_ms: number[];
   /** Set when the route could not train at this size. */
   error?: string;
   peak_rss_mb: number;
@@ -68,14 +76,15 @@ export default async function trainBench(options: BenchOptions): Promise<BenchRo
     {
       name: "gpt2_small",
       file: join(SHARED_BENCH, "reference-model-gpt2-small.json"),
-      routes: [["onnxruntime", cores, options.quick ? 1 : 3], ...(options.quick ? [] : ([["tfjs", 1, 1]] as [string, number, number][]))],
+      routes: [["onnxruntime", cores, options.quick ? 1 : 3], ...(options.quick ? [] : ([["onnxruntime", 1, 2], ["tfjs", 1, 1]] as [string, number, number][]))],
     },
   ];
   const rows: BenchRow[] = [];
   for (const { name, file, routes } of models) {
     const torch = runTorch<TorchTrain>(join(SHARED_BENCH, "torch_reference.py"), name === "reference" ? ["2"] : ["2", file], "train");
-    // At GPT-2 small a one-thread PyTorch run (its sampling part included) would take many minutes: reference only.
-    const torch1 = name === "reference" ? runTorch<TorchTrain>(join(SHARED_BENCH, "torch_reference.py"), ["1"], "train") : undefined;
+    // One thread against one thread, by wall clock and by CPU time (at GPT-2 small only outside --quick: a step
+    // there takes PyTorch minutes on a loaded machine).
+    const torch1 = name === "reference" || !options.quick ? runTorch<TorchStep>(join(here, "torch_train.py"), ["1", name === "reference" ? "3" : "2", file], "train") : undefined;
     for (const [route, threads, steps] of routes) {
       let r: RouteResult;
       try {
@@ -95,7 +104,13 @@ export default async function trainBench(options: BenchOptions): Promise<BenchRo
         value: +rate.toFixed(1),
         unit: "tokens/s",
         ...(torch ? { torch: torch.train_tokens_per_s, ratio: +(rate / torch.train_tokens_per_s).toFixed(3) } : {}),
-        ...(torch1 && threads === 1 ? { torch_1t: torch1.train_tokens_per_s, ratio_1t: +(rate / torch1.train_tokens_per_s).toFixed(3) } : {}),
+        ...(torch1 && threads === 1
+          ? {
+              torch_1t: torch1.train_tokens_per_s,
+              ratio_1t: +(rate / torch1.train_tokens_per_s).toFixed(3),
+              ratio_cpu_1t: +((r.batch * r.sequence_tokens) / (median(r.cpu_ms) / 1000) / torch1.train_tokens_per_cpu_s).toFixed(3),
+            }
+          : {}),
         route,
         threads,
         params: r.params,
@@ -103,6 +118,7 @@ export default async function trainBench(options: BenchOptions): Promise<BenchRo
         sequence_tokens: r.sequence_tokens,
         optimizer: r.optimizer,
         step_ms: r.step_ms.map((t) => Math.round(t)),
+        cpu_ms: Math.round(median(r.cpu_ms)),
         spread: +(Math.max(...r.step_ms) / Math.min(...r.step_ms)).toFixed(2),
         gflops: +((6 * r.params * r.batch * r.sequence_tokens) / (ms / 1000) / 1e9).toFixed(1),
         peak_rss_mb: r.peak_rss_mb,

@@ -57,13 +57,20 @@ const groups = Array.from({ length: B / 2 }, () => [sample(), sample()]);
 const settings: StepSettings = { loss: "sppo", eta: 1000, selection: "chosen_rejected", microBatches: 1, maxGradNorm: 1, learningRate: 1e-4 };
 
 const stepMs: number[] = [];
+const cpuMs: number[] = []; // this process's CPU time per step (user + system, every thread of it)
 const losses: number[] = [];
 let error: string | undefined;
 try {
   for (let s = 0; s <= steps; s++) {
     const t = performance.now();
+    const cpu = process.cpuUsage();
     const result = await engine.step(model, optimizer, groups, settings);
-    if (s > 0) stepMs.push(performance.now() - t); // step 0 warms up (session build, kernel caches)
+    if (s > 0) {
+      // step 0 warms up (session build, kernel caches)
+      stepMs.push(performance.now() - t);
+      const used = process.cpuUsage(cpu);
+      cpuMs.push((used.user + used.system) / 1000);
+    }
     losses.push(result.loss);
   }
   await engine.close();
@@ -74,5 +81,5 @@ try {
   error = `${(err as Error).name}: ${(err as Error).message.split("\n")[0]}`;
 }
 const peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
-process.stdout.write(`${JSON.stringify({ route, threads, backend: backend.name, params, batch: B, sequence_tokens: T, optimizer: kind, step_ms: stepMs, losses, error, peak_rss_mb: peakRssMb })}\n`);
+process.stdout.write(`${JSON.stringify({ route, threads, backend: backend.name, params, batch: B, sequence_tokens: T, optimizer: kind, step_ms: stepMs, cpu_ms: cpuMs, losses, error, peak_rss_mb: peakRssMb })}\n`);
 process.exit(0);
