@@ -3,12 +3,17 @@
  * stderr what it waits for, and gives up after the wait with one line naming the address and the setting.
  */
 import { InvalidArgumentError } from "commander";
-import { Telemetry } from "../gen/sppo/v1/telemetry_pb.js";
-import { Code, RpcError } from "../lib/errors.js";
-import { type Client, createClient } from "../lib/grpc/client.js";
+import type { Telemetry } from "../gen/sppo/v1/telemetry_pb.js";
+import type { Client } from "../lib/grpc/client.js";
 
 /** Resolves with a client once the loop at `addr` answers; rejects with a one-line user error after `waitSeconds`. */
 export async function connectToLoop(addr: string, waitSeconds: number): Promise<Client<typeof Telemetry>> {
+  // Loaded here, not at the top: `sppo`'s command declarations import this file (cli/main.ts).
+  const [{ Telemetry }, { Code, RpcError }, { createClient }] = await Promise.all([
+    import("../gen/sppo/v1/telemetry_pb.js"),
+    import("../lib/errors.js"),
+    import("../lib/grpc/client.js"),
+  ]);
   // Waiting for a loop that is not up yet: retry the connection often (grpc-js backs off up to 2 minutes by
   // default, long enough to miss a short run entirely).
   const client = createClient(Telemetry, addr, {

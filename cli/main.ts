@@ -1,10 +1,13 @@
 /**
  * `sppo` — the command-line entry point (bin/sppo.mjs loads this file). Each command lives in cli/commands/ and
  * exports `register(program)`; only commands that work are registered, so `--help` lists exactly what runs.
+ *
+ * Every command is declared at start-up but loads what it runs inside its action: a command file imports at its top
+ * only commander, node's own modules and light declarations (`import type` for the rest), so that `sppo --help`, a
+ * mistyped flag or `sppo watch` do not pay for tfjs, onnxruntime, grpc-js and zod (test/cli/startup.test.ts).
  */
 import { Command } from "commander";
 import { readFileSync } from "node:fs";
-import { RpcError } from "../lib/errors.js";
 import * as compare from "./commands/compare.js";
 import * as compareRuns from "./commands/compare-runs.js";
 import * as dashboard from "./commands/dashboard.js";
@@ -29,6 +32,7 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   // Expected failures (bad config, bad input, a service's refusal) print one clear line; a bug keeps its stack.
+  const { RpcError } = await import("../lib/errors.js");
   if (RpcError.from(err).userFacing) {
     process.stderr.write(`sppo: ${(err as Error).message}\n`);
   } else {

@@ -4,6 +4,7 @@
 import { Generator } from "../gen/sppo/v1/generator_pb.js";
 import { Optimizer } from "../gen/sppo/v1/optimizer_pb.js";
 import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
+import type { ServiceName } from "../lib/config/default-ports.js";
 import type { Config } from "../lib/config/schema.js";
 import { type MountedService, mount } from "../lib/grpc/serve.js";
 import { createGeneratorService } from "./generator/server.js";
@@ -16,10 +17,7 @@ export interface ServiceInstance {
   close(): Promise<void>;
 }
 
-export type ServiceName = "generator" | "oracle" | "optimizer";
-
-/** Default port of each service (the config's server.port overrides it when set explicitly). */
-export const defaultPorts: Record<ServiceName, number> = { generator: 50051, oracle: 50052, optimizer: 50053 };
+export { DEFAULT_SERVICE_PORTS as defaultPorts, type ServiceName } from "../lib/config/default-ports.js";
 
 export const serviceFactories: Record<ServiceName, (config: Config) => Promise<ServiceInstance>> = {
   generator: async (config) => {

@@ -6,9 +6,7 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
-import { loadConfig } from "../../lib/config/load.js";
-import { OPTIMIZER_ALGORITHMS, type OptimizerAlgorithm } from "../../lib/config/optimizer.js";
-import { compareRuns } from "../../pipeline/compare-runs.js";
+import { OPTIMIZER_ALGORITHMS, type OptimizerAlgorithm } from "../../lib/sppo/algorithms.js";
 import { DEFAULT_TASK_CONFIG } from "./run.js";
 
 function positiveInt(value: string): number {
@@ -47,6 +45,8 @@ export function register(program: Command): void {
     .option("--iterations <n>", "iterations of every run (default: pipeline.iterations)", positiveInt)
     .option("--continue", "keep the runs already in --out with the same settings: reuse the finished ones, continue the unfinished ones")
     .action(async (flags: CompareRunsFlags) => {
+      // Loaded here, not at the top: cli/main.ts imports every command's declaration.
+      const [{ loadConfig }, { compareRuns }] = await Promise.all([import("../../lib/config/load.js"), import("../../pipeline/compare-runs.js")]);
       const file = resolve(flags.config ?? DEFAULT_TASK_CONFIG);
       const config = loadConfig({ file });
       const algorithms = flags.algorithms ?? [...new Set([config.optimizer.algorithm, ...config.pipeline.compareAlgorithms])];

@@ -5,10 +5,6 @@
  * its final numbers until Ctrl-C.
  */
 import { type Command, Option } from "commander";
-import { RpcError } from "../../lib/errors.js";
-import { log } from "../../lib/log.js";
-import { serveDashboard } from "../../pipeline/dashboard/serve-dashboard.js";
-import { TelemetryHub } from "../../pipeline/telemetry.js";
 import { connectToLoop, seconds } from "../loop-telemetry.js";
 import { parsePort } from "./serve.js";
 
@@ -21,7 +17,15 @@ export function register(program: Command): void {
     .addOption(new Option("--host <host>", "interface the page listens on").default("127.0.0.1"))
     .option("--wait <seconds>", "how long to wait for the loop to come up", seconds, 60)
     .action(async (addr: string, flags: { port: number; host: string; wait: number }) => {
+      // Loaded while the loop is awaited, not at the top: cli/main.ts imports every command's declaration.
+      const modules = Promise.all([
+        import("../../lib/errors.js"),
+        import("../../lib/log.js"),
+        import("../../pipeline/dashboard/serve-dashboard.js"),
+        import("../../pipeline/telemetry.js"),
+      ]);
       const client = await connectToLoop(addr, flags.wait);
+      const [{ RpcError }, { log }, { serveDashboard }, { TelemetryHub }] = await modules;
       const hub = new TelemetryHub("", "dashboard");
       const dashboard = await serveDashboard({ hub, host: flags.host, port: flags.port, portSetting: "--port (0 = any free port)" }).catch((err) => {
         client.close();

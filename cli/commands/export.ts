@@ -8,8 +8,6 @@
  */
 import { resolve } from "node:path";
 import { type Command, Option } from "commander";
-import { exportPolicy } from "../../models/onnx/index.js";
-import { Code, RpcError } from "../../lib/errors.js";
 
 interface ExportFlags {
   model: string;
@@ -34,7 +32,8 @@ export function register(program: Command): void {
     .option("--external-data", "write the weights to FILE.onnx.data beside the graph (always done past 2 GiB)")
     .addOption(new Option("--dtype <dtype>", "storage of the weight matrices (float16 implies --external-data)").choices(["float32", "float16"]).default("float32"))
     .option("--json", "print one JSON object")
-    .action((flags: ExportFlags) => {
+    .action(async (flags: ExportFlags) => {
+      const [{ exportPolicy }, { Code, RpcError }] = await Promise.all([import("../../models/onnx/index.js"), import("../../lib/errors.js")]);
       const started = performance.now();
       let result: ReturnType<typeof exportPolicy>;
       try {

@@ -6,9 +6,8 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { SamplingParams } from "../../gen/sppo/v1/generator_pb.js";
-import { loadConfig } from "../../lib/config/load.js";
-import { initBackend, type LoadedModel, loadModel, sampleText, type TextSample } from "../../models/index.js";
-import { createOrtPolicy, type OrtPolicy, type PolicyOperation, sampleTextOnnx } from "../../models/onnx/index.js";
+import type { LoadedModel, TextSample } from "../../models/index.js";
+import type { OrtPolicy, PolicyOperation } from "../../models/onnx/index.js";
 
 /** Commander parser for a number within [min, max] (integers when `integer`), naming the flag on error. */
 export function numberIn(flag: string, min: number, max: number, integer = false): (value: string) => number {
@@ -64,6 +63,12 @@ export interface PolicyUse {
  * tfjs with the backend --backend or the config picks — runs `use` on it and disposes of it, also when `use` throws.
  */
 export async function withPolicy(flags: PolicyFlags, prepare: readonly PolicyOperation[] | undefined, use: PolicyUse): Promise<void> {
+  // Loaded here, not at the top: cli/main.ts imports every command's declaration, and these load tfjs and onnxruntime.
+  const [{ loadConfig }, { initBackend, loadModel }, { createOrtPolicy }] = await Promise.all([
+    import("../../lib/config/load.js"),
+    import("../../models/index.js"),
+    import("../../models/onnx/index.js"),
+  ]);
   const config = loadConfig({ file: flags.config, overrides: { engine: { backend: flags.backend } } });
   if (flags.engine === "onnx") {
     const policy = await createOrtPolicy(flags.model ?? config.engine.modelDir, prepare === undefined ? config.engine.onnx : { ...config.engine.onnx, prepare });
@@ -98,6 +103,7 @@ export function register(program: Command): void {
     .option("--top-k <k>", "keep the k most likely tokens (0 = off)", numberIn("--top-k", 0, 1e9, true), 0)
     .option("--max-new-tokens <n>", "most tokens per response, EOS included", numberIn("--max-new-tokens", 1, 1e6, true), 64);
   addEngineOptions(command).action(async (flags: SampleFlags) => {
+    const [{ sampleText }, { sampleTextOnnx }] = await Promise.all([import("../../models/index.js"), import("../../models/onnx/index.js")]);
     const options = { k: flags.k, seed: flags.seed, temperature: flags.temperature, topP: flags.topP, topK: flags.topK, maxNewTokens: flags.maxNewTokens };
     await withPolicy(flags, undefined, {
       async onnx(policy, engine) {

@@ -6,8 +6,6 @@
  * "peak_rss_mb": <the process's peak resident memory>}.
  */
 import type { Command } from "commander";
-import { scoreText } from "../../models/index.js";
-import { scoreTextOnnx } from "../../models/onnx/index.js";
 import { addEngineOptions, addModelOptions, type PolicyFlags, withPolicy } from "./sample.js";
 
 interface ScoreFlags extends PolicyFlags {
@@ -22,6 +20,8 @@ export function register(program: Command): void {
     .requiredOption("--response <text>", "the response to score")
     .option("--no-eos", "do not append the end-of-sequence token to the response");
   addEngineOptions(command).action(async (flags: ScoreFlags) => {
+    // Loaded here, not at the top: cli/main.ts imports every command's declaration.
+    const [{ scoreText }, { scoreTextOnnx }] = await Promise.all([import("../../models/index.js"), import("../../models/onnx/index.js")]);
     const pair = { prompt: flags.prompt, response: flags.response };
     await withPolicy(flags, ["score"], {
       async onnx(policy, engine) {

@@ -3,12 +3,8 @@
  * reflection and metrics, logs one structured line when ready, and shuts down gracefully on SIGTERM.
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { loadConfig } from "../../lib/config/load.js";
+import { DEFAULT_METRICS_PORTS, DEFAULT_SERVICE_PORTS, SERVICE_NAMES, type ServiceName } from "../../lib/config/default-ports.js";
 import type { Config } from "../../lib/config/schema.js";
-import { DEFAULT_METRICS_PORTS } from "../../lib/config/server.js";
-import { installShutdownSignals, serve } from "../../lib/grpc/serve.js";
-import { log } from "../../lib/log.js";
-import { defaultPorts, type ServiceName, serviceFactories } from "../../services/index.js";
 
 export function parsePort(value: string): number {
   const port = Number(value);
@@ -18,14 +14,14 @@ export function parsePort(value: string): number {
 
 /** The ports `sppo serve NAME` binds: the config's (flags included) where set, else the service's own defaults. */
 export function servePorts(name: ServiceName, config: Config): { port: number; metricsPort: number } {
-  return { port: config.server.port ?? defaultPorts[name], metricsPort: config.server.metricsPort ?? DEFAULT_METRICS_PORTS[name] };
+  return { port: config.server.port ?? DEFAULT_SERVICE_PORTS[name], metricsPort: config.server.metricsPort ?? DEFAULT_METRICS_PORTS[name] };
 }
 
 export function register(program: Command): void {
   program
     .command("serve")
     .description("serve one service (gRPC with health checks and reflection, Prometheus /metrics)")
-    .addArgument(program.createArgument("<service>", "the service to serve").choices(Object.keys(serviceFactories)))
+    .addArgument(program.createArgument("<service>", "the service to serve").choices(SERVICE_NAMES))
     .option("--port <n>", "gRPC port on 0.0.0.0 (default: generator 50051, oracle 50052, optimizer 50053; 0 = any free)", parsePort)
     .option("--config <file>", "YAML or JSON config file")
     .addOption(
@@ -34,6 +30,12 @@ export function register(program: Command): void {
       ),
     )
     .action(async (name: ServiceName, flags: { port?: number; config?: string; metricsPort?: number }) => {
+      const [{ loadConfig }, { installShutdownSignals, serve }, { log }, { serviceFactories }] = await Promise.all([
+        import("../../lib/config/load.js"),
+        import("../../lib/grpc/serve.js"),
+        import("../../lib/log.js"),
+        import("../../services/index.js"),
+      ]);
       const config = loadConfig({
         file: flags.config,
         overrides: { server: { port: flags.port, metricsPort: flags.metricsPort } },

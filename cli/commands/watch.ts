@@ -3,11 +3,7 @@
  * (sppo.v1.Telemetry/Watch). Says what it waits for; ends with the run (exit 0), or with one line if the loop
  * never answers or goes away (exit 1).
  */
-import { toJsonString } from "@bufbuild/protobuf";
 import type { Command } from "commander";
-import { TelemetryEventSchema } from "../../gen/sppo/v1/telemetry_pb.js";
-import { Code, RpcError } from "../../lib/errors.js";
-import { describeEvent } from "../../pipeline/telemetry.js";
 import { connectToLoop, seconds } from "../loop-telemetry.js";
 
 export function register(program: Command): void {
@@ -19,7 +15,15 @@ export function register(program: Command): void {
     .option("--history", "replay the events recorded before connecting")
     .option("--wait <seconds>", "how long to wait for the loop to come up", seconds, 60)
     .action(async (addr: string, flags: { json?: boolean; history?: boolean; wait: number }) => {
+      // Loaded while the loop is awaited, not at the top: cli/main.ts imports every command's declaration.
+      const modules = Promise.all([
+        import("@bufbuild/protobuf"),
+        import("../../gen/sppo/v1/telemetry_pb.js"),
+        import("../../lib/errors.js"),
+        import("../../pipeline/telemetry.js"),
+      ]);
       const client = await connectToLoop(addr, flags.wait);
+      const [{ toJsonString }, { TelemetryEventSchema }, { Code, RpcError }, { describeEvent }] = await modules;
       try {
         for await (const response of client.watch({ includeHistory: Boolean(flags.history) })) {
           if (!response.event) continue;

@@ -1,10 +1,7 @@
 import { z } from "zod";
+import { OPTIMIZER_ALGORITHMS } from "../sppo/algorithms.js";
 
-/** Losses of the optimizer (lib/sppo/losses.ts): DESIGN §2. */
-export const OPTIMIZER_ALGORITHMS = ["sppo", "sppo_hard", "dpo", "ipo"] as const;
-
-/** One of the losses the optimizer trains with. */
-export type OptimizerAlgorithm = (typeof OPTIMIZER_ALGORITHMS)[number];
+export { OPTIMIZER_ALGORITHMS, type OptimizerAlgorithm } from "../sppo/algorithms.js";
 
 /** Paper β = 1e-3, i.e. η = 1/β = 1000. */
 export const DEFAULT_ETA = 1000;

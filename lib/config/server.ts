@@ -1,10 +1,6 @@
 import { z } from "zod";
 
-/**
- * Each process's own default `/metrics` port, so that the three `sppo serve` processes and a loop run side by side
- * on one host with no flags. `server.metricsPort` (or `--metrics-port`) overrides it for every process.
- */
-export const DEFAULT_METRICS_PORTS: Readonly<Record<string, number>> = { generator: 9464, oracle: 9465, optimizer: 9466, loop: 9467 };
+export { DEFAULT_METRICS_PORTS } from "./default-ports.js";
 
 /** How every service is served (lib/grpc/serve.ts). */
 export const serverConfigSchema = z

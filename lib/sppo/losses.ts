@@ -15,10 +15,11 @@
  * Run: pure functions; call them inside `tf.variableGrads`/`tf.grad` or a `tf.tidy`. Tests: test/lib/sppo/losses.test.ts.
  */
 import * as tf from "@tensorflow/tfjs";
+import { OPTIMIZER_ALGORITHMS, type OptimizerAlgorithm } from "./algorithms.js";
 
-export type LossName = "sppo" | "sppo_hard" | "dpo" | "ipo";
+export type LossName = OptimizerAlgorithm;
 
-export const LOSS_NAMES: readonly LossName[] = ["sppo", "sppo_hard", "dpo", "ipo"];
+export const LOSS_NAMES: readonly LossName[] = OPTIMIZER_ALGORITHMS;
 
 /** Losses that compare a chosen with a rejected response (everything but `sppo`). */
 export function isPairwise(loss: LossName): boolean {

@@ -36,8 +36,11 @@ parentPort.on("message", async (message) => {
     return;
   }
   if (message.type === "run") {
+    if (!session) {
+      parentPort.postMessage({ type: "error", id: message.id, message: "no session is loaded" });
+      return;
+    }
     try {
-      if (!session) throw new Error("no session is loaded");
       const feeds = {};
       for (const [name, { data, dims }] of Object.entries(message.feeds)) feeds[name] = new ort.Tensor("int64", data, dims);
       const result = (await session.run(feeds, [message.output]))[message.output];

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Command } from "commander";
-import { register, runNash } from "../../../cli/commands/nash.js";
+import { register } from "../../../cli/commands/nash.js";
+import { runNash } from "../../../cli/run-nash.js";
 
 const example = (name: string) => fileURLToPath(new URL(`../../../examples/nash/${name}`, import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "sppo-nash-"));
@@ -18,7 +19,10 @@ async function cli(args: string[]): Promise<string> {
   register(program);
   const chunks: string[] = [];
   const write = process.stdout.write;
-  process.stdout.write = ((chunk: string) => {
+  // The command prints strings; the test runner reports to its parent process in Buffers on the same stdout, and does
+  // so whenever the action awaits (it loads its modules when it runs): those pass through.
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+    if (typeof chunk !== "string") return write.call(process.stdout, chunk, ...rest);
     chunks.push(chunk);
     return true;
   }) as typeof process.stdout.write;

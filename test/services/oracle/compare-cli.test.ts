@@ -1,5 +1,5 @@
 /**
- * `sppo compare` (cli/commands/compare.ts), run in-process: the printed JSON matrix of a model directory built by the
+ * `sppo compare` (cli/commands/compare.ts, cli/compare-output.ts), run in-process: the printed JSON matrix of a model directory built by the
  * project, the --oracle forms, and bad input.
  * Run: node --import tsx --test test/services/oracle/compare-cli.test.ts
  */
@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { Command } from "commander";
 import { DEFAULT_WEIGHTS } from "../../../scripts/make-default-oracle.js";
-import { type CompareFlags, compareOutput, register, resolveOracleConfig } from "../../../cli/commands/compare.js";
+import { register } from "../../../cli/commands/compare.js";
+import { type CompareFlags, compareOutput, resolveOracleConfig } from "../../../cli/compare-output.js";
 import { assertMatrixClose, expectedMatrix, modelDir, tempDir } from "./fixtures.js";
 import { RpcError } from "../../../lib/errors.js";
 
