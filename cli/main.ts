@@ -4,7 +4,7 @@
  *
  * Every command is declared at start-up but loads what it runs inside its action: a command file imports at its top
  * only commander, node's own modules and light declarations (`import type` for the rest), so that `sppo --help`, a
- * mistyped flag or `sppo watch` do not pay for tfjs, onnxruntime, grpc-js and zod (test/cli/startup.test.ts).
+ * mistyped flag or `sppo watch` do not pay for tfjs, onnxruntime, grpc-js and zod (test/structure.test.ts checks it).
  */
 import { Command } from "commander";
 import { readFileSync } from "node:fs";

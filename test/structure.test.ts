@@ -63,6 +63,13 @@ function resolveRelative(from: string, specifier: string): string | undefined {
 
 const topFolder = (file: string) => file.split("/")[0];
 
+/** The npm package a bare specifier names (`@scope/name/sub` → `@scope/name`); undefined for node's own modules. */
+function packageOf(specifier: string): string | undefined {
+  if (specifier.startsWith("node:") || specifier.startsWith(".")) return undefined;
+  const parts = specifier.split("/");
+  return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
+}
+
 describe("the layering (gen ← lib ← models ← services ← pipeline ← cli)", () => {
   it("no production file imports a layer above its own, nor scripts/, bench/, test/", () => {
     const wrong: string[] = [];
@@ -106,7 +113,6 @@ describe("errors", () => {
   const KNOWN_BARE_ERRORS: [file: string, words: string][] = [
     ["pipeline/compare-candidates.ts", "the oracle answered a"],
     ["pipeline/evaluate.ts", "evaluation: the oracle refused all"],
-    ["pipeline/loop.ts", "the optimizer finished without publishing"],
     ["pipeline/rescore-references.ts", "log-probs for"],
   ];
 
@@ -138,5 +144,35 @@ describe("errors", () => {
       }
     }
     assert.deepEqual(found, [], "one error class: RpcError, with a kind where callers tell errors apart");
+  });
+});
+
+describe("sppo's start-up", () => {
+  /** Every file `node bin/sppo.mjs` loads before a command's action runs: static, non-type imports from cli/main.ts. */
+  function startupClosure(): { files: string[]; packages: Map<string, string> } {
+    const files = new Set<string>();
+    const packages = new Map<string, string>();
+    const visit = (file: string) => {
+      if (files.has(file)) return;
+      files.add(file);
+      for (const ref of importsOf(file)) {
+        if (ref.typeOnly || ref.dynamic) continue;
+        const target = resolveRelative(file, ref.specifier);
+        if (target !== undefined) visit(target);
+        else {
+          const name = packageOf(ref.specifier);
+          if (name !== undefined && !packages.has(name)) packages.set(name, file);
+        }
+      }
+    };
+    visit("cli/main.ts");
+    return { files: [...files].sort(), packages };
+  }
+
+  it("declaring the commands loads commander alone: every other package is imported inside a command's action", () => {
+    const { files, packages } = startupClosure();
+    assert.ok(files.includes("cli/commands/serve.ts") && files.includes("cli/commands/run.ts"), "the closure reaches the commands");
+    const heavy = [...packages].filter(([name]) => name !== "commander").map(([name, file]) => `${name} (imported by ${file})`);
+    assert.deepEqual(heavy, [], "`sppo --help` and a mistyped flag must not load tfjs, onnxruntime, grpc-js or zod (cli/main.ts)");
   });
 });

@@ -10,12 +10,8 @@
  */
 import { resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { Code, RpcError } from "../../lib/errors.js";
-import { loadConfig } from "../../lib/config/load.js";
-import { log } from "../../lib/log.js";
-import { type RunOptions, type RunSummary, runSelfPlay } from "../../pipeline/run.js";
-import { checkSameSettings, type RunInvocation, type RunTargets, readRunState, unfinishedRun } from "../../pipeline/run-state.js";
-import { summaryTable } from "../../pipeline/summary-table.js";
+import type { RunOptions, RunSummary } from "../../pipeline/run.js";
+import type { RunInvocation, RunTargets } from "../../pipeline/run-state.js";
 
 export const DEFAULT_TASK_CONFIG = "assets/default-task.yaml";
 
@@ -32,6 +28,7 @@ function positiveInt(value: string): number {
  * loses nothing but the prompts in flight, which `--resume` samples again.
  */
 async function runUntilStopped(options: Omit<RunOptions, "stop">): Promise<RunSummary> {
+  const [{ log }, { runSelfPlay }] = await Promise.all([import("../../lib/log.js"), import("../../pipeline/run.js")]);
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     remove();
@@ -96,6 +93,14 @@ export function register(program: Command): void {
       new Option("--log-format <format>", "pretty: progress bars and one line per iteration, logs in <out>/run.log; json: JSON logs on stderr (default: pretty on a terminal, else json)").choices(["json", "pretty"]),
     )
     .action(async (flags: RunFlags) => {
+      // Loaded here, not at the top: cli/main.ts imports every command's declaration. The loop itself (tfjs,
+      // onnxruntime, grpc-js) loads once the config has been read (runUntilStopped), so a bad one is a quick line.
+      const [{ Code, RpcError }, { loadConfig }, { checkSameSettings, readRunState, unfinishedRun }, { summaryTable }] = await Promise.all([
+        import("../../lib/errors.js"),
+        import("../../lib/config/load.js"),
+        import("../../pipeline/run-state.js"),
+        import("../../pipeline/summary-table.js"),
+      ]);
       const given: RunTargets = Object.fromEntries((["generator", "oracle", "optimizer"] as const).flatMap((name) => (flags[name] ? [[name, flags[name]]] : [])));
       const targets = Object.keys(given).length > 0 ? given : undefined;
       const logFormat = logFormatOf(flags.logFormat);
