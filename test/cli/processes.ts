@@ -57,3 +57,20 @@ export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}): P
   const started = await startSppo(["serve", ...args], "serving", env);
   return { ...started, port: Number(String(started.ready.address).split(":").pop()) };
 }
+
+/**
+ * Several `sppo serve` at once: each start-up is mostly one core's work (loading modules and models), so on a 2-core
+ * machine they overlap instead of queueing. Each one that started is pushed to `started` (the caller's clean-up)
+ * before the first failure, if any, is thrown; one that failed to start was killed by `startSppo`.
+ */
+export async function startServeAll(
+  list: { args: string[]; env?: NodeJS.ProcessEnv }[],
+  started: { child: ChildProcess }[],
+): Promise<(Started & { port: number; ready: Record<string, unknown> })[]> {
+  const results = await Promise.allSettled(list.map(({ args, env }) => startServe(args, env)));
+  const served = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  started.push(...served);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) throw failed.reason;
+  return served;
+}

@@ -10,9 +10,7 @@ import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { checkpointNames, freePort, journalLines, makeTask, readSummary, referenceRun, type SppoProcess, spawnSppo, waitFor } from "./task.js";
-import { startServe } from "../cli/processes.js";
-
-type Served = Awaited<ReturnType<typeof startServe>>;
+import { startServeAll } from "../cli/processes.js";
 
 const started: { child: ChildProcess }[] = [];
 after(() => {
@@ -33,13 +31,10 @@ describe("the optimizer killed and restarted mid-iteration", () => {
       return p;
     };
     const optimizer = serveOptimizer();
-    const services: Served[] = [];
-    for (const name of ["oracle", "generator"]) {
-      // Each in `started` as soon as it serves: a later one failing to start must not leave it running.
-      const served = await startServe([name, "--config", task.config, "--port", "0"], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${port}` });
-      started.push(served);
-      services.push(served);
-    }
+    const services = await startServeAll(
+      ["oracle", "generator"].map((name) => ({ args: [name, "--config", task.config, "--port", "0"], env: { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${port}` } })),
+      started,
+    );
 
     const out = join(task.dir, "out");
     const run = spawnSppo(["run", "--config", task.config, "--out", out, "--oracle", `127.0.0.1:${services[0].port}`, "--generator", `127.0.0.1:${services[1].port}`, "--optimizer", `127.0.0.1:${port}`]);

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { startServe } from "../cli/processes.js";
+import { startServeAll } from "../cli/processes.js";
 import { logEntries, replicaWithStream, startReplicaSet, trainedExamples } from "./replicas.js";
 import { freePort, journaledGroups, journalLines, makeTask, readSummary, spawnSppo, waitFor } from "./task.js";
 
@@ -57,13 +57,16 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
   it("with one generator replica, killed and started again on the same address, its requests wait for it and are re-sent", async () => {
     const task = await makeTask("restart", { perIteration: 48 });
     const optimizerPort = await freePort();
-    const optimizer = await startServe(["optimizer", "--config", task.config, "--port", String(optimizerPort)], {
-      SPPO_OPTIMIZER__CHECKPOINT_DIR: join(task.dir, "optimizer", "checkpoints"),
-      SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies"),
-    });
-    started.push(optimizer);
-    const oracle = await startServe(["oracle", "--config", task.config, "--port", "0"]);
-    started.push(oracle);
+    const [, oracle] = await startServeAll(
+      [
+        {
+          args: ["optimizer", "--config", task.config, "--port", String(optimizerPort)],
+          env: { SPPO_OPTIMIZER__CHECKPOINT_DIR: join(task.dir, "optimizer", "checkpoints"), SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies") },
+        },
+        { args: ["oracle", "--config", task.config, "--port", "0"] },
+      ],
+      started,
+    );
     const generatorPort = await freePort();
     const serveGenerator = () => {
       const p = spawnSppo(["serve", "generator", "--config", task.config, "--port", String(generatorPort)], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });

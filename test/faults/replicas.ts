@@ -6,7 +6,7 @@
 import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { startServe } from "../cli/processes.js";
+import { type startServe, startServeAll } from "../cli/processes.js";
 import { freePort, type SppoProcess, spawnSppo, type Task } from "./task.js";
 
 type Served = Awaited<ReturnType<typeof startServe>>;
@@ -19,23 +19,32 @@ export interface ReplicaSet {
   run(out: string): SppoProcess;
 }
 
-/** Starts the optimizer and the replicas (each pushed to `started`, for the test's clean-up). */
+/** Starts the optimizer and the replicas, all at once (each pushed to `started`, for the test's clean-up). */
 export async function startReplicaSet(task: Task, started: { child: ChildProcess }[]): Promise<ReplicaSet> {
   const optimizerPort = await freePort();
-  const optimizer = await startServe(["optimizer", "--config", task.config, "--port", String(optimizerPort)], {
-    SPPO_OPTIMIZER__CHECKPOINT_DIR: join(task.dir, "optimizer", "checkpoints"),
-    SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies"),
-  });
-  started.push(optimizer);
-  const replicas: Record<"generator" | "oracle", Replica[]> = { generator: [], oracle: [] };
-  for (const name of ["generator", "oracle"] as const) {
-    for (let i = 0; i < 2; i++) {
-      const metricsPort = await freePort();
-      const replica = await startServe([name, "--config", task.config, "--port", "0", "--metrics-port", String(metricsPort)], { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` });
-      started.push(replica);
-      replicas[name].push({ ...replica, metricsPort });
-    }
+  // Four more, distinct (each is free again once freePort returns, so the OS may hand one out twice).
+  const metricsPorts: number[] = [];
+  while (metricsPorts.length < 4) {
+    const port = await freePort();
+    if (port !== optimizerPort && !metricsPorts.includes(port)) metricsPorts.push(port);
   }
+  // All five start at once: the generators pull from the optimizer only when a request pins a version they lack.
+  const names = ["generator", "generator", "oracle", "oracle"] as const;
+  const [, ...served] = await startServeAll(
+    [
+      {
+        args: ["optimizer", "--config", task.config, "--port", String(optimizerPort)],
+        env: { SPPO_OPTIMIZER__CHECKPOINT_DIR: join(task.dir, "optimizer", "checkpoints"), SPPO_OPTIMIZER__POLICY_DIR: join(task.dir, "optimizer", "policies") },
+      },
+      ...names.map((name, i) => ({
+        args: [name, "--config", task.config, "--port", "0", "--metrics-port", String(metricsPorts[i])],
+        env: { SPPO_GENERATOR__OPTIMIZER_TARGET: `127.0.0.1:${optimizerPort}` },
+      })),
+    ],
+    started,
+  );
+  const replicas: Record<"generator" | "oracle", Replica[]> = { generator: [], oracle: [] };
+  for (const [i, replica] of served.entries()) replicas[names[i]].push({ ...replica, metricsPort: metricsPorts[i] });
   const target = (list: Served[]) => `ipv4:${list.map((r) => `127.0.0.1:${r.port}`).join(",")}`;
   return {
     optimizerPort,
