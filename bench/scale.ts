@@ -18,7 +18,9 @@
  * skipped with the reason. Training speed at this scale is bench/train.ts's.
  *
  *   node --import tsx bench/run.ts --only scale [--quick]
- *   SPPO_BENCH_THREADS=N sets the threads of both engines (default 2, torch_reference.py's default).
+ *   SPPO_BENCH_THREADS=N sets the threads of both engines (default 2, torch_reference.py's default);
+ *   SPPO_BENCH_SCALE_RUN=0 leaves out the embedded-run row (the longest). A row that fails prints as
+ *   `<metric>.error` with its reason (the run row with the peak RSS and first Generate it reached), the others still run.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -80,18 +82,30 @@ export default async function scaleBench(options: BenchOptions): Promise<BenchRo
   const torchScore = runTorch<{ score_tokens_per_s: number }>(join(here, "torch_score.py"), [String(threads), String(options.quick ? 2 : 3), MODEL, "16"], "scale");
   const torchRss = (t: { peak_rss_mb?: number } | undefined) => (t?.peak_rss_mb ? { torch_peak_rss_mb: t.peak_rss_mb } : {});
 
-  const sample = child<Infer>(["bench/scale/infer.ts", "--what", "sample", "--model", MODEL, "--threads", String(threads), "--reps", String(reps)]);
-  rows.push({ metric: "scale.sample_tokens_per_s", value: sample.tokens_per_s, unit: "tokens/s", ...ratio(sample.tokens_per_s, torchSample?.decode_tokens_per_s), target_ratio: 1.5, ...sample, ...torchRss(torchSample) });
-  const score = child<Infer>(["bench/scale/infer.ts", "--what", "score", "--model", MODEL, "--threads", String(threads), "--reps", String(reps), "--batch", "16"]);
-  rows.push({ metric: "scale.score_tokens_per_s", value: score.tokens_per_s, unit: "tokens/s", ...ratio(score.tokens_per_s, torchScore?.score_tokens_per_s), target_ratio: 2, ...score, ...torchRss(torchScore) });
-
-  const sync = child<{ total_ms: number; peak_rss_mb: number }>(["bench/scale/sync.ts", "--model", MODEL, "--threads", String(threads)]);
-  rows.push({ metric: "scale.sync_ms", value: sync.total_ms, unit: "ms", target_ms: 8000, ...sync });
-
-  const gpt2 = checkpoint("gpt2-small", "f32");
-  if (gpt2) rows.push(runRow(gpt2, torchSample));
+  const attempt = (metric: string, make: () => BenchRow) => {
+    try {
+      rows.push(make());
+    } catch (err) {
+      rows.push({ metric: `${metric}.error`, value: 1, unit: "error", error: (err as Error).message.split("\n")[0] });
+    }
+  };
+  attempt("scale.sample_tokens_per_s", () => {
+    const sample = child<Infer>(["bench/scale/infer.ts", "--what", "sample", "--model", MODEL, "--threads", String(threads), "--reps", String(reps)]);
+    return { metric: "scale.sample_tokens_per_s", value: sample.tokens_per_s, unit: "tokens/s", ...ratio(sample.tokens_per_s, torchSample?.decode_tokens_per_s), target_ratio: 1.5, ...sample, ...torchRss(torchSample) };
+  });
+  attempt("scale.score_tokens_per_s", () => {
+    const score = child<Infer>(["bench/scale/infer.ts", "--what", "score", "--model", MODEL, "--threads", String(threads), "--reps", String(reps), "--batch", "16"]);
+    return { metric: "scale.score_tokens_per_s", value: score.tokens_per_s, unit: "tokens/s", ...ratio(score.tokens_per_s, torchScore?.score_tokens_per_s), target_ratio: 2, ...score, ...torchRss(torchScore) };
+  });
+  attempt("scale.sync_ms", () => {
+    const sync = child<{ total_ms: number; peak_rss_mb: number }>(["bench/scale/sync.ts", "--model", MODEL, "--threads", String(threads)]);
+    return { metric: "scale.sync_ms", value: sync.total_ms, unit: "ms", target_ms: 8000, ...sync };
+  });
   const qwen = checkpoint("qwen2.5-0.5b", "bf16");
-  if (qwen) rows.push(score05b(qwen));
+  if (qwen) attempt("scale.score_0_5b_s", () => score05b(qwen));
+  // Last: the longest row (minutes on a loaded machine).
+  const gpt2 = checkpoint("gpt2-small", "f32");
+  if (gpt2 && process.env.SPPO_BENCH_SCALE_RUN !== "0") attempt("scale.run_peak_rss_mb", () => runRow(gpt2, torchSample));
   if (torchSample) rows.push({ metric: "scale.torch_reference", value: threads, unit: "threads", engine: torchSample.engine, torch_params: torchSample.params });
   return rows;
 }
@@ -99,31 +113,46 @@ export default async function scaleBench(options: BenchOptions): Promise<BenchRo
 /** One embedded `sppo run` iteration on the 124M checkpoint: peak RSS, first Generate after start, iteration time. */
 function runRow(dir: string, torch: { peak_rss_mb?: number } | undefined): BenchRow {
   const out = mkdtempSync(join(tmpdir(), "sppo-bench-run-"));
+  const rssFile = join(out, "peak-rss-kb");
+  // GNU time gives the peak RSS of a run that fails too (summary.json is written only by one that ends).
+  const timed = existsSync("/usr/bin/time");
+  const sppo = [join(root, "bin", "sppo.mjs"), "run", "--config", join(here, "scale", "run-gpt2-small.yaml"), "--out", join(out, "run")];
+  const [file, args] = timed ? ["/usr/bin/time", ["-f", "%M", "-o", rssFile, process.execPath, ...sppo]] : [process.execPath, sppo];
   try {
     const started = Date.now();
-    execFileSync(process.execPath, [join(root, "bin", "sppo.mjs"), "run", "--config", join(here, "scale", "run-gpt2-small.yaml"), "--out", out], {
-      cwd: root,
-      stdio: ["ignore", "ignore", "inherit"],
-      env: { ...process.env, SPPO_LOG_LEVEL: process.env.SPPO_LOG_LEVEL ?? "warn", SPPO_GENERATOR__MODEL_DIR: dir, SPPO_OPTIMIZER__MODEL_DIR: dir },
-    });
-    const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as { peak_rss_mb: number; seconds: number; iterations: { seconds: number; win_rate_vs_base: number }[] };
-    const events = readFileSync(join(out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    let failure: string | undefined;
+    try {
+      execFileSync(file, args, {
+        cwd: root,
+        encoding: "utf8",
+        stdio: ["ignore", "ignore", "pipe"],
+        maxBuffer: 1 << 26,
+        env: { ...process.env, SPPO_LOG_LEVEL: process.env.SPPO_LOG_LEVEL ?? "warn", SPPO_GENERATOR__MODEL_DIR: dir, SPPO_OPTIMIZER__MODEL_DIR: dir },
+      });
+    } catch (err) {
+      const stderr = String((err as { stderr?: string }).stderr ?? (err as Error).message);
+      failure = stderr.trim().split("\n").filter((l) => l.startsWith("sppo:")).at(-1) ?? stderr.trim().split("\n").at(-1);
+    }
+    const read = (name: string) => (existsSync(join(out, "run", name)) ? readFileSync(join(out, "run", name), "utf8") : undefined);
+    const summary = read("summary.json") ? (JSON.parse(read("summary.json") as string) as { peak_rss_mb: number; seconds: number; iterations: { seconds: number; win_rate_vs_base: number }[] }) : undefined;
+    const events = (read("metrics.jsonl") ?? "").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
     const firstGenerate = events.find((e) => e.progress?.stage === "STAGE_GENERATE" && (e.progress.done ?? 0) >= 1);
     const firstGenerateS = firstGenerate ? (Date.parse(firstGenerate.time) - started) / 1000 : undefined;
+    const peakRssMb = timed && existsSync(rssFile) ? Math.round(Number(readFileSync(rssFile, "utf8").trim().split("\n").at(-1)) / 1024) : summary?.peak_rss_mb;
     return {
-      metric: "scale.run_peak_rss_mb",
-      value: summary.peak_rss_mb,
+      metric: failure ? "scale.run_peak_rss_mb.error" : "scale.run_peak_rss_mb",
+      value: peakRssMb ?? 0,
       unit: "MB",
+      ...(failure ? { error: failure } : {}),
       target_mb: 4 * GB,
       first_generate_s: firstGenerateS === undefined ? null : +firstGenerateS.toFixed(1),
       target_first_generate_s: 10,
-      iteration_s: +summary.iterations[0].seconds.toFixed(1),
-      run_s: +summary.seconds.toFixed(1),
-      win_rate_vs_base: summary.iterations[0].win_rate_vs_base,
+      ...(summary ? { iteration_s: +summary.iterations[0].seconds.toFixed(1), run_s: +summary.seconds.toFixed(1), win_rate_vs_base: summary.iterations[0].win_rate_vs_base } : {}),
+      wall_s: +((Date.now() - started) / 1000).toFixed(1),
       prompts: 16,
       samples_per_prompt: 4,
       new_tokens: 32,
-      peak_rss_mb: summary.peak_rss_mb,
+      peak_rss_mb: peakRssMb ?? null,
       ...(torch?.peak_rss_mb ? { torch_train_process_peak_rss_mb: torch.peak_rss_mb } : {}),
     };
   } finally {
