@@ -61,7 +61,8 @@ export async function serveDashboard(options: DashboardOptions): Promise<Dashboa
 
   const openStream = (req: IncomingMessage, res: ServerResponse) => {
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
-    // A reconnecting page starts over: it is sent the whole history again and drops what it had.
+    // A reconnecting page starts over: it is sent the hub's history again (its newest pipeline.telemetryHistoryEvents)
+    // and drops what it had.
     res.write("retry: 2000\nevent: reset\ndata: {}\n\n");
     // History and subscription in one synchronous step: no event is missed or sent twice.
     for (const event of hub.history) res.write(sseEvent(event));
