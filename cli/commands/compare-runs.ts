@@ -45,10 +45,12 @@ export function register(program: Command): void {
     .option("--iterations <n>", "iterations of every run (default: pipeline.iterations)", positiveInt)
     .option("--continue", "keep the runs already in --out with the same settings: reuse the finished ones, continue the unfinished ones")
     .action(async (flags: CompareRunsFlags) => {
-      // Loaded here, not at the top: cli/main.ts imports every command's declaration.
-      const [{ loadConfig }, { compareRuns }] = await Promise.all([import("../../lib/config/load.js"), import("../../pipeline/compare-runs.js")]);
+      // Loaded here, not at the top: cli/main.ts imports every command's declaration. The runs (tfjs, onnxruntime,
+      // grpc-js) load once the config has been read, so a bad one is a quick line.
+      const { loadConfig } = await import("../../lib/config/load.js");
       const file = resolve(flags.config ?? DEFAULT_TASK_CONFIG);
       const config = loadConfig({ file });
+      const { compareRuns } = await import("../../pipeline/compare-runs.js");
       const algorithms = flags.algorithms ?? [...new Set([config.optimizer.algorithm, ...config.pipeline.compareAlgorithms])];
       const iterations = flags.iterations ?? config.pipeline.iterations;
       const comparison = await compareRuns({

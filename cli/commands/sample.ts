@@ -54,7 +54,7 @@ export function addEngineOptions(command: Command): Command {
 /** What a command does with the loaded policy; `engine` is the engine's name as printed. */
 export interface PolicyUse {
   onnx(policy: OrtPolicy, engine: string): Promise<void>;
-  tfjs(loaded: LoadedModel, engine: string): void;
+  tfjs(loaded: LoadedModel, engine: string): Promise<void>;
 }
 
 /**
@@ -63,14 +63,12 @@ export interface PolicyUse {
  * tfjs with the backend --backend or the config picks — runs `use` on it and disposes of it, also when `use` throws.
  */
 export async function withPolicy(flags: PolicyFlags, prepare: readonly PolicyOperation[] | undefined, use: PolicyUse): Promise<void> {
-  // Loaded here, not at the top: cli/main.ts imports every command's declaration, and these load tfjs and onnxruntime.
-  const [{ loadConfig }, { initBackend, loadModel }, { createOrtPolicy }] = await Promise.all([
-    import("../../lib/config/load.js"),
-    import("../../models/index.js"),
-    import("../../models/onnx/index.js"),
-  ]);
+  // Loaded here, not at the top: cli/main.ts imports every command's declaration; an engine (tfjs, onnxruntime)
+  // loads once the config has been read, and only the one asked for.
+  const { loadConfig } = await import("../../lib/config/load.js");
   const config = loadConfig({ file: flags.config, overrides: { engine: { backend: flags.backend } } });
   if (flags.engine === "onnx") {
+    const { createOrtPolicy } = await import("../../models/onnx/index.js");
     const policy = await createOrtPolicy(flags.model ?? config.engine.modelDir, prepare === undefined ? config.engine.onnx : { ...config.engine.onnx, prepare });
     try {
       await use.onnx(policy, policy.name);
@@ -79,10 +77,11 @@ export async function withPolicy(flags: PolicyFlags, prepare: readonly PolicyOpe
     }
     return;
   }
+  const { initBackend, loadModel } = await import("../../models/index.js");
   const backend = await initBackend(config.engine.backend);
   const loaded = loadModel(flags.model ?? config.engine.modelDir);
   try {
-    use.tfjs(loaded, `tfjs/${backend.name}`);
+    await use.tfjs(loaded, `tfjs/${backend.name}`);
   } finally {
     loaded.model.dispose();
   }
@@ -103,14 +102,15 @@ export function register(program: Command): void {
     .option("--top-k <k>", "keep the k most likely tokens (0 = off)", numberIn("--top-k", 0, 1e9, true), 0)
     .option("--max-new-tokens <n>", "most tokens per response, EOS included", numberIn("--max-new-tokens", 1, 1e6, true), 64);
   addEngineOptions(command).action(async (flags: SampleFlags) => {
-    const [{ sampleText }, { sampleTextOnnx }] = await Promise.all([import("../../models/index.js"), import("../../models/onnx/index.js")]);
     const options = { k: flags.k, seed: flags.seed, temperature: flags.temperature, topP: flags.topP, topK: flags.topK, maxNewTokens: flags.maxNewTokens };
     await withPolicy(flags, undefined, {
       async onnx(policy, engine) {
+        const { sampleTextOnnx } = await import("../../models/onnx/index.js");
         const [samples] = await sampleTextOnnx(policy, [flags.prompt], options);
         printSamples(flags, engine, samples);
       },
-      tfjs(loaded, engine) {
+      async tfjs(loaded, engine) {
+        const { sampleText } = await import("../../models/index.js");
         const [samples] = sampleText(loaded, [flags.prompt], options);
         printSamples(flags, engine, samples);
       },

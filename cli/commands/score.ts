@@ -20,15 +20,15 @@ export function register(program: Command): void {
     .requiredOption("--response <text>", "the response to score")
     .option("--no-eos", "do not append the end-of-sequence token to the response");
   addEngineOptions(command).action(async (flags: ScoreFlags) => {
-    // Loaded here, not at the top: cli/main.ts imports every command's declaration.
-    const [{ scoreText }, { scoreTextOnnx }] = await Promise.all([import("../../models/index.js"), import("../../models/onnx/index.js")]);
     const pair = { prompt: flags.prompt, response: flags.response };
     await withPolicy(flags, ["score"], {
       async onnx(policy, engine) {
+        const { scoreTextOnnx } = await import("../../models/onnx/index.js");
         const [score] = await scoreTextOnnx(policy, [pair], { appendEos: flags.eos });
         printScore(flags, engine, score);
       },
-      tfjs(loaded, engine) {
+      async tfjs(loaded, engine) {
+        const { scoreText } = await import("../../models/index.js");
         const [score] = scoreText(loaded, [pair], { appendEos: flags.eos });
         printScore(flags, engine, score);
       },
