@@ -1,3 +1,4 @@
+import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { concatMap, from, Observable, type OperatorFunction } from "rxjs";
 import type { TrainRequest, TrainResponse } from "../gen/sppo/v1/optimizer_pb.js";
@@ -32,6 +33,13 @@ export interface TrainPolicyConfig {
   reconnectTimeoutMs?: number;
   /** Train streams opened again after a break, at most. @default 10 */
   maxReconnects?: number;
+  /**
+   * How long re-opens refused because the optimizer still holds the old stream (ABORTED) are tried again, in ms, in
+   * all: a dropped connection is only noticed by the server after its keepalive timeout, or once the train step in
+   * flight ends. These tries back off (250 ms doubling to 5 s) and do not count against `maxReconnects`.
+   * @default reconnectTimeoutMs
+   */
+  conflictTimeoutMs?: number;
   /**
    * The run is stopping (SIGINT/SIGTERM): when the source completes with this aborted, the iteration is left open
    * instead of ended. The stream is half-closed without IterationEnd, and the operator completes once the optimizer
@@ -105,11 +113,18 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
         }
       };
 
+      /** Aborted when the subscriber leaves, so that a back-off wait does not outlive the operator. */
+      const teardown = new AbortController();
+
       // The first stream is opened (and takes the lock to fill itself) before the source is subscribed.
       (async () => {
         const maxReconnects = config.maxReconnects ?? 10;
         const reconnectTimeoutMs = config.reconnectTimeoutMs ?? 300_000;
-        for (let attempt = 0; ; attempt++) {
+        const conflictTimeoutMs = config.conflictTimeoutMs ?? reconnectTimeoutMs;
+        let attempt = 0;
+        let conflicts = 0;
+        let conflictWaitedMs = 0;
+        for (;;) {
           const current = new BoundedQueue<TrainRequest>(config.bufferedExamples ?? 256);
           try {
             const responses = config.train(current);
@@ -136,8 +151,27 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
             // Worth opening the stream again: the optimizer or the connection went away, or the old stream is still being
             // wound down (a conflict) — not a refusal of what was sent.
             const reopenable = isTransportFailure(rpc.code) || isConflict(rpc.code);
-            if (stopped || !config.ready || !reopenable || attempt >= maxReconnects) throw err;
-            log.warn({ iteration, attempt: attempt + 1, err: rpc.message }, "optimizer stream broke: opening it again once the optimizer is back, replaying the iteration");
+            if (stopped || !config.ready || !reopenable) throw err;
+            if (isConflict(rpc.code)) {
+              // The old stream's connection is gone but the optimizer has not noticed yet (or its step in flight has
+              // not ended): re-opening at once would be refused again, and used up the budget in a few seconds.
+              const waitMs = Math.min(250 * 2 ** conflicts, 5_000);
+              if (conflictWaitedMs + waitMs > conflictTimeoutMs) throw err;
+              conflicts++;
+              conflictWaitedMs += waitMs;
+              log.warn({ iteration, conflicts, waitMs, err: rpc.message }, "the optimizer still holds the old Train stream: opening it again after a wait");
+              const stop = config.stop ? AbortSignal.any([config.stop, teardown.signal]) : teardown.signal;
+              await delay(waitMs, undefined, { signal: stop }).catch(() => {});
+              if (config.stop?.aborted) {
+                subscriber.complete();
+                return;
+              }
+              if (stopped) return;
+              continue;
+            }
+            if (attempt >= maxReconnects) throw err;
+            attempt++;
+            log.warn({ iteration, attempt, err: rpc.message }, "optimizer stream broke: opening it again once the optimizer is back, replaying the iteration");
             await Promise.race([config.ready(reconnectTimeoutMs), whenAborted(config.stop)]);
             if (config.stop?.aborted) {
               subscriber.complete();
@@ -185,6 +219,7 @@ export function trainPolicy(config: TrainPolicyConfig): OperatorFunction<ScoredS
 
       return () => {
         stopped = true;
+        teardown.abort();
         feeding.unsubscribe();
         queue?.end();
       };

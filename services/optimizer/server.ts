@@ -3,7 +3,8 @@
  * service's handlers. `sppo serve optimizer`
  * (services/index.ts) calls `createOptimizerService(config)` and serves the returned implementation.
  *
- * - Train (bidi): one stream at a time (a second one is ABORTED: two writers of one policy would interleave). Each request is handled in order; the telemetry it produced is streamed back as TrainResponses.
+ * - Train (bidi): one stream at a time (a second one is ABORTED: two writers of one policy would interleave; one
+ *   opened while the previous stream's call is already cancelled waits for that handler to end instead). Each request is handled in order; the telemetry it produced is streamed back as TrainResponses.
  *   With the trainer in a worker thread (the default) the server's event loop stays free while steps run; in this
  *   thread the handler at least yields between requests. A stream that breaks mid-iteration leaves the iteration open: the next Train
  *   stream continues it (trainer.ts, "Resume").
@@ -57,13 +58,19 @@ function checkpointMessage(entry: CheckpointEntry, record: { policy?: PolicyVers
 /** Handlers over an open trainer (in this thread or in a worker). */
 export function optimizerImplementation(trainer: TrainerApi, config: OptimizerServiceConfig): ServiceImplementation<typeof Optimizer> {
   const maxChunkBytes = Math.min(MAX_CHUNK_BYTES, Math.max(1024, (config.server?.maxMessageBytes ?? 4 << 20) - CHUNK_OVERHEAD_BYTES));
-  let training = false;
+  /** The Train stream being served: its call's signal, and a promise that settles once its handler has ended. */
+  let active: { signal: AbortSignal; ended: Promise<void> } | undefined;
   return {
     async *train(requests, context) {
-      // ABORTED (retry later), not FAILED_PRECONDITION: after a dropped connection the old stream's handler may still
-      // be finishing its request when the client reconnects.
-      if (training) throw new RpcError(Code.ABORTED, "another Train stream is active: the optimizer trains one stream at a time");
-      training = true;
+      // A stream whose call is already cancelled (its client went away) is only finishing the request in flight: wait
+      // for it rather than refuse, so that the client's re-open goes through as soon as the trainer is free.
+      while (active?.signal.aborted) await active.ended;
+      // ABORTED (retry later), not FAILED_PRECONDITION: after a dropped connection the server may not have noticed yet
+      // (until its keepalive timeout) when the client reconnects.
+      if (active) throw new RpcError(Code.ABORTED, "another Train stream is active: the optimizer trains one stream at a time");
+      let end = () => {};
+      active = { signal: context.signal, ended: new Promise<void>((resolve) => (end = resolve)) };
+      const mine = active;
       try {
         for await (const request of requests) {
           if (context.signal.aborted) break;
@@ -72,7 +79,8 @@ export function optimizerImplementation(trainer: TrainerApi, config: OptimizerSe
           await new Promise<void>((resolve) => setImmediate(resolve));
         }
       } finally {
-        training = false;
+        if (active === mine) active = undefined;
+        end();
       }
     },
 
