@@ -126,8 +126,11 @@ export async function serveDashboard(options: DashboardOptions): Promise<Dashboa
     close: async () => {
       for (const res of streams) res.end();
       streams.clear();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // server.close() waits for every connection, and one a browser opened ahead of need and never sent a request
+      // on is not idle to Node: an open tab held `sppo run` from exiting. Every stream has had its end: close them.
       server.closeAllConnections();
+      await closed;
     },
   };
 }

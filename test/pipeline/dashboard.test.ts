@@ -127,6 +127,8 @@ function sppo(args: string[], env: Record<string, string> = {}) {
 
 async function newPage(b: Browser): Promise<Page> {
   const page = await b.newPage({ viewport: { width: 1400, height: 900 } });
+  // Generous limits for every navigation and wait (playwright's default is 30 s): a loaded 2-core CI box is slow.
+  page.setDefaultTimeout(120_000);
   // tsx compiles this file keeping function names through a `__name` helper, which the functions sent to the
   // page (page.evaluate) then call: give the page one.
   await page.addInitScript("globalThis.__name = (fn) => fn");
@@ -245,7 +247,7 @@ describe("the live dashboard in a real browser", { skip: CHROMIUM ? false : "no 
     const steps = events.filter((e) => e.trainStep);
     const lastJudged = events.filter((e) => e.judgedSet).at(-1);
     for (const [name, p] of [["sppo run", page], ["sppo dashboard", followerPage]] as const) {
-      await p.waitForFunction(() => document.body.dataset.ended === "true" && document.getElementById("status")?.dataset.state === "done", undefined, { timeout: 30_000 });
+      await p.waitForFunction(() => document.body.dataset.ended === "true" && document.getElementById("status")?.dataset.state === "done", undefined, { timeout: 120_000 });
       const final = await shown(p);
       assert.deepEqual(
         final.winRates.map((r) => [r.iteration, r.vsBase, r.vsPrevious]),
