@@ -9,8 +9,9 @@
  * unpickling runs whatever code the file names, so one downloaded checkpoint could run anything with this process's
  * rights. They are only named in the error, with how to convert them. Beside safetensors weights they are ignored.
  */
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../lib/atomic.js";
 import { kindError, RpcError } from "../lib/errors.js";
 import { confinedPath } from "../lib/paths.js";
 import type { FloatStorage } from "./dtype.js";
@@ -217,9 +218,7 @@ export function writeCheckpointFiles(dir: string, tensors: ReadonlyMap<string, W
     files.push(file);
   });
   const sorted = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  const tmp = join(dir, `${WEIGHTS_INDEX}.${process.pid}.tmp`);
-  writeFileSync(tmp, `${JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: sorted }, null, 2)}\n`);
-  renameSync(tmp, join(dir, WEIGHTS_INDEX));
+  writeFileAtomic(join(dir, WEIGHTS_INDEX), `${JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: sorted }, null, 2)}\n`);
   for (const n of stale) if (n !== WEIGHTS_INDEX && !files.includes(n)) rmSync(join(dir, n), { force: true });
   return { files: [...files, WEIGHTS_INDEX], totalBytes };
 }

@@ -13,7 +13,8 @@
  * float tensors (I32 for Int32Array). Every error is an RpcError of kind "model-format" (lib/errors.ts) naming the file
  * and, where there is one, the tensor.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import { tempSiblingOf } from "../lib/atomic.js";
 import { Code, kindError, RpcError } from "../lib/errors.js";
 import { type FloatStorage, narrow, safetensorsDtype, widenInPlace } from "./dtype.js";
 
@@ -326,7 +327,7 @@ export function writeSafetensors(path: string, tensors: ReadonlyMap<string, Writ
   const names = [...tensors.keys()].sort();
   const storage = options.dtype ?? "float32";
   const { header, dataBytes } = layout(names, tensors, metadata, storage);
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = tempSiblingOf(path);
   const fd = openSync(tmp, "w");
   try {
     let pos = 0;
@@ -336,6 +337,7 @@ export function writeSafetensors(path: string, tensors: ReadonlyMap<string, Writ
     };
     write(header);
     for (const name of names) for (const piece of tensorBytes(name, tensors.get(name)!, storage)) write(piece);
+    fsyncSync(fd);
     closeSync(fd);
     renameSync(tmp, path);
   } catch (err) {

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { catchError, from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
 import { checkPreferenceMatrix } from "../lib/sppo/winrate.js";
-import type { RpcError } from "../lib/errors.js";
+import { Code, RpcError } from "../lib/errors.js";
 import type { Multiplexer } from "../lib/grpc/multiplexer.js";
 import { skipBadInput } from "./skip-bad-input.js";
 import type { CandidateSet, ComparedSet } from "./types.js";
@@ -19,7 +19,7 @@ export interface CompareCandidatesConfig {
 /** Row-major K×K probabilities as a matrix, checked: square, P_ij + P_ji = 1, P_ii = ½, finite, in [0, 1]. */
 export function toMatrix(response: CompareResponse, k: number, where: string): number[][] {
   if (response.k !== k || response.probabilities.length !== k * k) {
-    throw new Error(`${where}: the oracle answered a ${response.k}×${response.k} matrix with ${response.probabilities.length} values for ${k} candidates`);
+    throw new RpcError(Code.INTERNAL, `${where}: the oracle answered a ${response.k}×${response.k} matrix with ${response.probabilities.length} values for ${k} candidates`);
   }
   const matrix = Array.from({ length: k }, (_, i) => response.probabilities.slice(i * k, (i + 1) * k));
   checkPreferenceMatrix(matrix, `${where}: P`);

@@ -8,7 +8,7 @@ import { firstValueFrom, from, mergeMap, reduce } from "rxjs";
 import { type GenerateRequest, GenerateRequestSchema, type GenerateResponse } from "../gen/sppo/v1/generator_pb.js";
 import { type CompareRequest, CompareRequestSchema, type CompareResponse } from "../gen/sppo/v1/oracle_pb.js";
 import { type SamplingSettings, samplingParams } from "../lib/config/sampling.js";
-import { RpcError } from "../lib/errors.js";
+import { Code, RpcError } from "../lib/errors.js";
 import { isItemRefusal } from "../lib/grpc/codes.js";
 import { toMatrix } from "./compare-candidates.js";
 import type { Multiplexer } from "../lib/grpc/multiplexer.js";
@@ -113,7 +113,7 @@ export async function evaluate(config: EvaluateConfig): Promise<Evaluation> {
     reduce((acc, r) => ({ vsBase: acc.vsBase + r.vsBase, vsPrevious: acc.vsPrevious + r.vsPrevious, n: acc.n + r.n }), { vsBase: 0, vsPrevious: 0, n: 0 }),
   );
   const total = await firstValueFrom(perPrompt$);
-  if (total.n === 0) throw new Error(`evaluation: the oracle refused all ${skipped} comparisons (see the log for why)`);
+  if (total.n === 0) throw new RpcError(Code.FAILED_PRECONDITION, `evaluation: the oracle refused all ${skipped} comparisons (see the log for why)`);
   return {
     winRateVsBase: total.vsBase / total.n,
     winRateVsPrevious: total.vsPrevious / total.n,

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { from, map, mergeMap, type OperatorFunction } from "rxjs";
 import { type ScoreRequest, ScoreRequestSchema, type ScoreResponse } from "../gen/sppo/v1/generator_pb.js";
+import { Code, RpcError } from "../lib/errors.js";
 import type { Multiplexer } from "../lib/grpc/multiplexer.js";
 import type { ScoredSet } from "./types.js";
 
@@ -23,7 +24,7 @@ export function rescoreReferences(config: { scorer: Multiplexer<ScoreRequest, Sc
     return from(config.scorer.request(request)).pipe(
       map((response) => {
         if (response.logprobs.length !== set.candidates.length) {
-          throw new Error(`generator Score for prompt ${set.prompt.id}: ${response.logprobs.length} log-probs for ${set.candidates.length} responses`);
+          throw new RpcError(Code.INTERNAL, `generator Score for prompt ${set.prompt.id}: ${response.logprobs.length} log-probs for ${set.candidates.length} responses`);
         }
         return { ...set, referenceLogprobs: response.logprobs };
       }),

@@ -106,16 +106,6 @@ describe("file sizes", () => {
 });
 
 describe("errors", () => {
-  /**
-   * Bare Errors still in files another change was rewriting when this check landed (issue 13): each is to become an
-   * RpcError whose code says whose fault it is. The list only shrinks: an entry that is gone fails the check too.
-   */
-  const KNOWN_BARE_ERRORS: [file: string, words: string][] = [
-    ["pipeline/compare-candidates.ts", "the oracle answered a"],
-    ["pipeline/evaluate.ts", "evaluation: the oracle refused all"],
-    ["pipeline/rescore-references.ts", "log-probs for"],
-  ];
-
   it("production code throws RpcErrors (lib/errors.ts), never a bare Error", () => {
     const bare: string[] = [];
     for (const file of handWritten) {
@@ -123,14 +113,7 @@ describe("errors", () => {
         if (/\bthrow\s+new\s+Error\s*\(/.test(line)) bare.push(`${file}:${i + 1}: ${line.trim()}`);
       }
     }
-    const known = (entry: string) => KNOWN_BARE_ERRORS.find(([file, words]) => entry.startsWith(`${file}:`) && entry.includes(words));
-    assert.deepEqual(
-      bare.filter((entry) => known(entry) === undefined),
-      [],
-      "throw new RpcError(Code.X, ...) (or kindError/invalidArgument): the code says whose fault it is",
-    );
-    const fixed = KNOWN_BARE_ERRORS.filter((k) => !bare.some((entry) => known(entry) === k)).map(([file, words]) => `${file}: ${words}`);
-    assert.deepEqual(fixed, [], "fixed: take these out of KNOWN_BARE_ERRORS");
+    assert.deepEqual(bare, [], "throw new RpcError(Code.X, ...) (or kindError/invalidArgument): the code says whose fault it is");
   });
 
   it("no other class of error, and no userFacing flag set by hand", () => {

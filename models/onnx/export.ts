@@ -5,8 +5,9 @@
  * convention (each initializer names the file, an offset and a length; onnxruntime, onnx.load and Optimum read it
  * from the .onnx file's folder). The weights are read from the source one tensor at a time either way.
  */
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { basename, dirname } from "node:path";
+import { writeFileAtomic } from "../../lib/atomic.js";
 import { paramShapes } from "../io.js";
 import type { PolicyGraphKind } from "./blocks.js";
 import { cacheShape, externalPolicyBytes, serializePolicy } from "./graph.js";
@@ -77,9 +78,7 @@ export function exportPolicy(source: PolicySource, file: string, options: Export
       bytes = serializePolicy(config, pickParams(config, opened.weights, "weights"), { kind });
       rmSync(`${file}.data`, { force: true }); // a stale weights file of an earlier export would mislead
     }
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, bytes);
-    renameSync(tmp, file);
+    writeFileAtomic(file, bytes);
     const { layers } = cacheShape(config);
     const cache = (prefix: string) => Array.from({ length: layers }, (_, i) => [`${prefix}.${i}.key`, `${prefix}.${i}.value`]).flat();
     const inputs =

@@ -25,6 +25,7 @@ import { type CompareRequest, CompareRequestSchema, type CompareResponse, Compar
 import { oracleConfigSchema } from "../../lib/config/oracle.js";
 import { Code, RpcError } from "../../lib/errors.js";
 import { type Client, createClient } from "../../lib/grpc/client.js";
+import { isItemRefusal } from "../../lib/grpc/codes.js";
 import { mount, type RunningServer } from "../../lib/grpc/serve.js";
 import { compareCandidates } from "../../pipeline/compare-candidates.js";
 import { createMultiplexer, type Multiplexer } from "../../lib/grpc/multiplexer.js";
@@ -101,7 +102,7 @@ describe("the loop's compare stage against an oracle that answers badly (loopbac
       assert.match(err.message, /^oracle answer for prompt prompts\.jsonl:7/, `${kind}: ${err.message}`);
       assert.match(err.message, pattern, kind);
       // Not a per-item refusal: pipeline/skip-bad-input.ts lets it end the run instead of dropping the prompt.
-      assert.ok(!(err instanceof RpcError), `${kind}: ${err.name}`);
+      assert.ok(!(err instanceof RpcError && isItemRefusal(err.code)), `${kind}: ${err.name}`);
       return true;
     });
     const after = await run([candidateSet("good", 9)]);
