@@ -7,9 +7,6 @@ import { PreferenceOracle } from "../gen/sppo/v1/oracle_pb.js";
 import type { ServiceName } from "../lib/config/default-ports.js";
 import type { Config } from "../lib/config/schema.js";
 import { type MountedService, mount } from "../lib/grpc/serve.js";
-import { createGeneratorService } from "./generator/server.js";
-import { createOptimizerService } from "./optimizer/server.js";
-import { createOracleService } from "./oracle/server.js";
 
 export interface ServiceInstance {
   services: MountedService[];
@@ -19,16 +16,21 @@ export interface ServiceInstance {
 
 export { DEFAULT_SERVICE_PORTS as defaultPorts, type ServiceName } from "../lib/config/default-ports.js";
 
+// Each factory loads its own service's modules: `sppo serve oracle` need not load tfjs or the generator's engines
+// (about 1.4 s of CPU per start).
 export const serviceFactories: Record<ServiceName, (config: Config) => Promise<ServiceInstance>> = {
   generator: async (config) => {
+    const { createGeneratorService } = await import("./generator/server.js");
     const { implementation, close } = await createGeneratorService(config);
     return { services: [mount(Generator, implementation)], close };
   },
   oracle: async (config) => {
+    const { createOracleService } = await import("./oracle/server.js");
     const { implementation, close } = await createOracleService({ oracle: config.oracle, client: config.client });
     return { services: [mount(PreferenceOracle, implementation)], close };
   },
   optimizer: async (config) => {
+    const { createOptimizerService } = await import("./optimizer/server.js");
     // The server's message limit caps GetWeights chunks.
     const { implementation, close } = await createOptimizerService({ optimizer: config.optimizer, server: config.server });
     return { services: [mount(Optimizer, implementation)], close };
