@@ -38,7 +38,7 @@ describe("session options", () => {
 
   it("the config's engine.onnx section is accepted as is and gives the same logits at every optimisation level", async () => {
     const onnx = configSchema.parse({}).engine.onnx;
-    assert.deepEqual(onnx, { intraOpThreads: 0, graphOptimizationLevel: "all", executionProviders: ["auto"], allowSpinning: false, dtype: "float32", prepackWeights: true });
+    assert.deepEqual(onnx, { intraOpThreads: 0, graphOptimizationLevel: "all", executionProviders: ["auto"], allowSpinning: false, dtype: "float32", prepackWeights: true, weightsDir: "" });
     assert.throws(() => configSchema.parse({ engine: { onnx: { graphOptimizationLevel: "max" } } }));
     const config = gpt2Config({ vocab_size: 19, n_positions: 8, n_embd: 16, n_layer: 1, n_head: 2 });
     const bytes = serializePolicy(config, randomWeights(config, 4), { kind: "score" });
