@@ -28,6 +28,8 @@ export type BackendName = "auto" | "tensorflow" | "wasm" | "cpu";
 export interface BackendInfo {
   /** tfjs's name of the active backend ("tensorflow", "wasm" or "cpu"). */
   name: string;
+  /** The native package behind "tensorflow" (`@tensorflow/tfjs-node-gpu` or `@tensorflow/tfjs-node`); absent otherwise. */
+  nativePackage?: string;
   /** One line per backend that was tried and skipped, with the reason. */
   skipped: string[];
 }
@@ -35,17 +37,18 @@ export interface BackendInfo {
 let current: Promise<BackendInfo> | undefined;
 let currentRequest: BackendName | undefined;
 
-async function tryNative(skipped: string[]): Promise<boolean> {
+/** The native package that started the "tensorflow" backend, or undefined. */
+async function tryNative(skipped: string[]): Promise<string | undefined> {
   for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
     try {
       await import(pkg);
-      if (await tf.setBackend("tensorflow")) return true;
+      if (await tf.setBackend("tensorflow")) return pkg;
       skipped.push(`${pkg}: imported but the "tensorflow" backend did not initialise`);
     } catch (err) {
       skipped.push(`${pkg}: ${(err as Error).message.split("\n")[0]}`);
     }
   }
-  return false;
+  return undefined;
 }
 
 let wasmPathsSet = false;
@@ -82,7 +85,8 @@ export function initBackend(request: BackendName = "auto"): Promise<BackendInfo>
   currentRequest = request;
   current = (async () => {
     const skipped: string[] = [];
-    if ((request === "auto" || request === "tensorflow") && (await tryNative(skipped))) return { name: tf.getBackend(), skipped };
+    const nativePackage = request === "auto" || request === "tensorflow" ? await tryNative(skipped) : undefined;
+    if (nativePackage) return { name: tf.getBackend(), nativePackage, skipped };
     if (request === "tensorflow") throw new RpcError(Code.FAILED_PRECONDITION, `backend "tensorflow" is not available: ${skipped.join("; ")}`);
     if ((request === "auto" || request === "wasm") && (await tryWasm(skipped))) return { name: tf.getBackend(), skipped };
     if (request === "wasm") throw new RpcError(Code.FAILED_PRECONDITION, `backend "wasm" is not available: ${skipped.join("; ")}`);

@@ -60,7 +60,7 @@ const optimizerObject = z
      * Training engine. "onnxruntime" (models/onnx-train): each micro-batch's forward and backward pass is one
      * onnxruntime run on every core, the update runs in JS; exact to float rounding against tfjs, and several times
      * faster on CPU. "tfjs": the reference, on `backend` (with tfjs-node-gpu, the GPU path). "data-parallel": tfjs over
-     * worker threads. "auto": onnxruntime, unless `backend` resolves to native TensorFlow, then tfjs. A resumed run
+     * worker threads. "auto": onnxruntime, unless `backend` resolves to native TensorFlow from @tensorflow/tfjs-node-gpu, then tfjs. A resumed run
      * keeps its engine (the engines agree to float rounding, not bit for bit). @default "auto"
      */
     engine: z.enum(["auto", "onnxruntime", "tfjs", "data-parallel"]).default("auto"),

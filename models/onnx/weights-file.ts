@@ -83,7 +83,7 @@ export function checkpointExternalWeights(config: ModelConfig, files: Checkpoint
   for (const [name, shape] of paramShapes(config)) {
     const short = name.startsWith("transformer.") ? name.slice("transformer.".length) : undefined;
     const e = files.entries.get(name) ?? (short ? files.entries.get(short) : undefined);
-    if (!e || e.dtype !== "F32" || e.shape.join() !== shape.join()) return undefined; // the slow path names what is wrong
+    if (e?.dtype !== "F32" || e.shape.join() !== shape.join()) return undefined; // the slow path names what is wrong
     tensors.set(name, { location: relative(folder, e.file), offset: e.byteOffset, length: e.byteLength, dataType: TensorProto_DataType.FLOAT, dims: shape });
     bytes += e.byteLength;
   }

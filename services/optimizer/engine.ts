@@ -4,12 +4,23 @@
  * the tfjs backend is initialised; the caller closes the engine after the trainer.
  */
 import type { OptimizerConfig } from "../../lib/config/optimizer.js";
+import type { BackendInfo } from "../../models/backend.js";
 import { dataParallelStep, type TrainStep, tfjsStep } from "../../models/index.js";
 import { onnxTrainStep } from "../../models/onnx-train/index.js";
 
-/** The engine of `config` on the tfjs backend `backend` (its resolved name: "tensorflow", "wasm", "cpu"). */
-export function createTrainEngine(config: Pick<OptimizerConfig, "engine" | "trainThreads">, backend: string): TrainStep {
-  const choice = config.engine === "auto" ? (backend === "tensorflow" ? "tfjs" : "onnxruntime") : config.engine;
+/**
+ * `auto`: tfjs on `@tensorflow/tfjs-node-gpu` (the GPU path), onnxruntime everywhere else — also on the CPU build
+ * `@tensorflow/tfjs-node`, whose backend is also called "tensorflow" (docs/training-speed.md: onnxruntime is the fast
+ * exact CPU path).
+ */
+export function trainEngineChoice(engine: OptimizerConfig["engine"], backend: Pick<BackendInfo, "nativePackage">): Exclude<OptimizerConfig["engine"], "auto"> {
+  if (engine !== "auto") return engine;
+  return backend.nativePackage === "@tensorflow/tfjs-node-gpu" ? "tfjs" : "onnxruntime";
+}
+
+/** The engine of `config` on the initialised tfjs backend `backend`. */
+export function createTrainEngine(config: Pick<OptimizerConfig, "engine" | "trainThreads">, backend: Pick<BackendInfo, "nativePackage">): TrainStep {
+  const choice = trainEngineChoice(config.engine, backend);
   switch (choice) {
     case "tfjs":
       return tfjsStep;

@@ -129,7 +129,7 @@ export async function createOptimizerService(
     };
   }
   const backend = await initBackend(config.optimizer.backend);
-  const engine = createTrainEngine(config.optimizer, backend.name);
+  const engine = createTrainEngine(config.optimizer, backend);
   const trainer = Trainer.open(config.optimizer, { engine });
   log.info({ backend: backend.name, skipped: backend.skipped, engine: engine.name, iteration: trainer.currentIteration(), step: trainer.steps, thread: "main" }, "optimizer ready");
   const api = inProcessTrainer(trainer);

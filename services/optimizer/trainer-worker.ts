@@ -29,7 +29,7 @@ const view = (): WorkerView => ({
 });
 try {
   const backend = await initBackend(config.backend);
-  engine = createTrainEngine(config, backend.name);
+  engine = createTrainEngine(config, backend);
   trainer = Trainer.open(config, { engine });
   port.postMessage({ ready: true, backend: backend.name, engine: engine.name, iteration: trainer.currentIteration(), step: trainer.steps, view: view() } satisfies WorkerHello);
 } catch (err) {
