@@ -10,13 +10,25 @@ import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { startServeAll } from "../cli/processes.js";
-import { logEntries, replicaWithStream, startReplicaSet, trainedExamples } from "./replicas.js";
-import { freePort, journaledGroups, journalLines, makeTask, readSummary, spawnSppo, waitFor } from "./task.js";
+import { logEntries, type Replica, replicaWithStream, startReplicaSet, trainedExamples } from "./replicas.js";
+import { freePort, journaledGroups, journalLines, makeTask, readSummary, type SppoProcess, spawnSppo, waitFor } from "./task.js";
 
 const started: { child: ChildProcess }[] = [];
 after(() => {
   for (const s of started) s.child.kill("SIGKILL");
 });
+
+/** The first of `list` that serves a `method` stream, polled until one does (the run failing ends the wait). */
+async function firstReplicaWithStream<R extends Replica>(list: R[], method: string, run: SppoProcess): Promise<R> {
+  for (const deadline = Date.now() + 120_000; Date.now() < deadline && run.child.exitCode === null; ) {
+    try {
+      return await replicaWithStream(list, method);
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  throw new Error(`no replica served a ${method} stream before the run ended or 120 s passed:\n${run.output()}`);
+}
 
 describe("a generator replica and an oracle replica killed mid-iteration", () => {
   it("their in-flight requests are re-sent to the other replicas; each prompt is processed exactly once", async () => {
@@ -24,16 +36,20 @@ describe("a generator replica and an oracle replica killed mid-iteration", () =>
     const { replicas, run: runAgainst } = await startReplicaSet(task, started);
     const out = join(task.dir, "out");
     const run = runAgainst(out);
-    await waitFor("iteration 1 to be under way", () => journalLines(out, 1).length >= 3 * 8 || run.child.exitCode !== null);
     // Until both replicas of a service are connected round_robin puts new streams on the ready one, so the loop's
-    // first streams may all be on one replica: doom, of each service, a replica that serves one of its streams.
-    const doomed = [await replicaWithStream(replicas.generator, "Generate"), await replicaWithStream(replicas.oracle, "Compare")];
-    for (const replica of doomed) replica.child.kill("SIGSTOP");
-    // Frozen, they hold the requests the loop keeps sending them; the other replicas answer the rest.
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const linesAtKill = journalLines(out, 1).length;
-    for (const replica of doomed) replica.child.kill("SIGKILL");
-    assert.ok(linesAtKill < 3 * task.perIteration, "killed before iteration 1 was scored");
+    // first streams may all be on one replica: doom, of each service, a replica that serves one of its streams. Each is
+    // frozen as soon as its stage has begun (64 prompts, 4 at a time: the loop keeps sending it requests, which pile up
+    // on it), then killed. Waiting longer raced the loop: on a quiet machine sampling and judging could be over.
+    for (const [list, method] of [
+      [replicas.generator, "Generate"],
+      [replicas.oracle, "Compare"],
+    ] as const) {
+      const doomed = await firstReplicaWithStream(list, method, run);
+      doomed.child.kill("SIGSTOP");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      doomed.child.kill("SIGKILL");
+    }
+    assert.ok(journalLines(out, 1).length < 3 * task.perIteration, "killed before iteration 1 was scored");
 
     assert.equal(await run.exited, 0, run.output());
     const resent = logEntries<{ stream: string; requests: number }>(run.output(), "stream broke: re-sending its requests");
