@@ -10,25 +10,13 @@ import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { startServeAll } from "../cli/processes.js";
-import { logEntries, type Replica, replicaWithStream, startReplicaSet, trainedExamples } from "./replicas.js";
-import { freePort, journaledGroups, journalLines, makeTask, readSummary, type SppoProcess, spawnSppo, waitFor } from "./task.js";
+import { firstReplicaWithStream, logEntries, startReplicaSet, trainedExamples } from "./replicas.js";
+import { freePort, journaledGroups, journalLines, makeTask, readSummary, spawnSppo, waitFor } from "./task.js";
 
 const started: { child: ChildProcess }[] = [];
 after(() => {
   for (const s of started) s.child.kill("SIGKILL");
 });
-
-/** The first of `list` that serves a `method` stream, polled until one does (the run failing ends the wait). */
-async function firstReplicaWithStream<R extends Replica>(list: R[], method: string, run: SppoProcess): Promise<R> {
-  for (const deadline = Date.now() + 120_000; Date.now() < deadline && run.child.exitCode === null; ) {
-    try {
-      return await replicaWithStream(list, method);
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-  throw new Error(`no replica served a ${method} stream before the run ended or 120 s passed:\n${run.output()}`);
-}
 
 describe("a generator replica and an oracle replica killed mid-iteration", () => {
   it("their in-flight requests are re-sent to the other replicas; each prompt is processed exactly once", async () => {

@@ -67,6 +67,18 @@ export async function replicaWithStream<R extends { metricsPort: number }>(repli
   throw new Error(`no replica serves a ${method} stream`);
 }
 
+/** The first of `list` that serves a `method` stream, polled until one does (the run failing ends the wait). */
+export async function firstReplicaWithStream<R extends Replica>(list: R[], method: string, run: SppoProcess): Promise<R> {
+  for (const deadline = Date.now() + 120_000; Date.now() < deadline && run.child.exitCode === null; ) {
+    try {
+      return await replicaWithStream(list, method);
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  throw new Error(`no replica served a ${method} stream before the run ended or 120 s passed:\n${run.output()}`);
+}
+
 /** Examples the optimizer reported training on, per iteration (from the TrainStep events in metrics.jsonl). */
 export function trainedExamples(out: string): Map<number, number> {
   const perIteration = new Map<number, number>();

@@ -18,6 +18,7 @@ import {
   TrainingParamsSchema,
 } from "../../../gen/sppo/v1/optimizer_pb.js";
 import { type OptimizerConfig, optimizerConfigSchema } from "../../../lib/config/optimizer.js";
+import { type Code, RpcError } from "../../../lib/errors.js";
 import { Rng } from "../../../lib/rng.js";
 import { winRatesFromPreferences } from "../../../lib/sppo/winrate.js";
 import { createModel, gpt2Config, loadModel, saveModel, scorePairs } from "../../../models/index.js";
@@ -132,4 +133,15 @@ export function maxAbsDiff(a: Map<string, Float32Array>, b: Map<string, Float32A
     for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]));
   }
   return worst;
+}
+
+/** The gRPC code of the RpcError `fn` throws (undefined when it returns; any other error is rethrown). */
+export function rpcCode(fn: () => unknown): Code | undefined {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof RpcError) return err.code;
+    throw err;
+  }
+  return undefined;
 }

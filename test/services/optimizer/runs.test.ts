@@ -15,7 +15,7 @@ import { Code, RpcError } from "../../../lib/errors.js";
 import { directoryManifestSync } from "../../../lib/weights/manifest.js";
 import { listCheckpoints } from "../../../services/optimizer/checkpoint.js";
 import { Trainer } from "../../../services/optimizer/trainer.js";
-import { configAt, endMsg, makeBaseModel, makeExamples, startMsg } from "./fixtures.js";
+import { configAt, endMsg, makeBaseModel, makeExamples, rpcCode, startMsg } from "./fixtures.js";
 
 const roots: string[] = [];
 before(async () => {
@@ -33,16 +33,6 @@ function startOf(runId: string, iteration: number, options: { fp?: string; base?
   const msg = startMsg(4, {}, iteration);
   msg.run = create(RunIdentitySchema, { runId, fingerprint: options.fp ?? hex(runId === "A" ? "a" : "b"), baseSha256: options.base ?? "" });
   return msg;
-}
-
-function rpcCode(fn: () => unknown): Code | undefined {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RpcError) return err.code;
-    throw err;
-  }
-  return undefined;
 }
 
 /** Trains one iteration of `examples` for `start`'s run; returns the published version's hash. */

@@ -17,7 +17,7 @@ import { scorePairs } from "../../../models/index.js";
 import { listCheckpoints, verifyCheckpoint } from "../../../services/optimizer/checkpoint.js";
 import { sha256Concat } from "../../../services/optimizer/files.js";
 import { Trainer } from "../../../services/optimizer/trainer.js";
-import { configAt, endMsg, makeBaseModel, makeExamples, maxAbsDiff, snapshotParams, startMsg, twoCheckpoints } from "./fixtures.js";
+import { configAt, endMsg, makeBaseModel, makeExamples, maxAbsDiff, rpcCode, snapshotParams, startMsg, twoCheckpoints } from "./fixtures.js";
 
 const roots: string[] = [];
 function newRoot(): string {
@@ -34,16 +34,6 @@ after(() => {
 
 const steps = (events: TelemetryEvent[]): TrainStep[] =>
   events.filter((e) => e.payload.case === "trainStep").map((e) => e.payload.value as TrainStep);
-
-function rpcCode(fn: () => unknown): Code | undefined {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RpcError) return err.code;
-    throw err;
-  }
-  return undefined;
-}
 
 describe("trainer", () => {
   test("SPPO steps raise the chosen responses' log-likelihood and lower the rejected ones'", () => {
